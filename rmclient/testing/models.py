@@ -1,0 +1,74 @@
+"""Tiny reward models built offline, deterministically, in well under a second.
+
+They exist to test exact encodings and real forward passes; their rewards mean nothing.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Union
+
+from .tokenizer import build_tokenizer
+
+PathLike = Union[str, Path]
+
+
+def _llama_seq_cls(out_dir: Path, tokenizer, *, seed: int, **config_extra) -> Path:
+    import torch
+    from transformers import LlamaConfig, LlamaForSequenceClassification
+
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=64,  # head_dim 32: the smallest vLLM's CPU attention accepts
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        max_position_embeddings=4096,
+        num_labels=1,
+        bos_token_id=tokenizer.convert_tokens_to_ids("<s>"),
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=False,
+        architectures=["LlamaForSequenceClassification"],
+        **config_extra,
+    )
+    torch.manual_seed(seed)
+    model = LlamaForSequenceClassification(config).to(torch.float32)
+    with torch.no_grad():  # a visible spread of rewards, not ~0 for everything
+        model.score.weight.normal_(0.0, 1.0)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(str(out_dir))
+    tokenizer.save_pretrained(str(out_dir))
+    return out_dir
+
+
+def build_polar_model(out_dir: PathLike, *, seed: int = 0) -> Path:
+    """A POLAR-like model: Llama seq-cls head, BOS, ``<|reward|>`` and ``[UNUSED_TOKEN_130]``.
+
+    Its config declares ``reward_token_id`` like POLAR-7B; put "polar" in the
+    folder name (as the published checkpoints do) to let the client recognise it.
+    """
+    tok = build_tokenizer(chat_template=None)
+    return _llama_seq_cls(
+        Path(out_dir), tok, seed=seed, reward_token_id=tok.convert_tokens_to_ids("[UNUSED_TOKEN_130]")
+    )
+
+
+def build_chat_rm(
+    out_dir: PathLike, *, seed: int = 1, reward_token: bool = True, add_bos: bool = True
+) -> Path:
+    """A chat-template outcome RM (Llama seq-cls) whose template emits BOS itself.
+
+    ``reward_token`` declares ``reward_token_id`` in the config (InternLM2-Reward style);
+    ``add_bos=False`` gives a Qwen-like tokenizer with no BOS.
+    """
+    tok = build_tokenizer(add_bos=add_bos)
+    extra = {"reward_token_id": tok.convert_tokens_to_ids("[UNUSED_TOKEN_130]")} if reward_token else {}
+    return _llama_seq_cls(Path(out_dir), tok, seed=seed, **extra)
+
+
+def read_config(model_dir: PathLike) -> dict:
+    """The model's config.json as a dict."""
+    return json.loads((Path(model_dir) / "config.json").read_text())
