@@ -6,11 +6,13 @@ body into floats. The transport (``rmclient.transport``) does all the I/O.
 
 from __future__ import annotations
 
+import logging
 import math
+import re
 from dataclasses import dataclass
-from typing import Any, ClassVar, List, Optional, Sequence, Union
+from typing import Any, ClassVar, Dict, List, Optional, Sequence, Tuple, TypeVar, Union
 
-from rmclient.errors import ResponseError
+from rmclient.errors import ConfigurationError, ResponseError
 
 #: One encoded sample: token ids (exact, preferred) or text (xtuner compatibility).
 EncodedInput = Union[str, Sequence[int]]
@@ -25,6 +27,84 @@ class Request:
     json: Optional[dict] = None
 
 
+#: A release number, trailing zeros dropped: ``"0.10.1.post1"`` -> ``(0, 10, 1)``.
+VersionTuple = Tuple[int, ...]
+
+
+def version_tuple(version: Optional[str]) -> Optional[VersionTuple]:
+    """The release part of ``version`` (``"0.32.0+cpu"`` -> ``(0, 32)``), or ``None`` if unparsable.
+
+    Pre-release, post-release, dev and local parts are ignored: a build of a release
+    behaves like that release.
+    """
+    if not isinstance(version, str):
+        return None
+    release: Optional[Tuple[int, ...]] = None
+    try:
+        from packaging.version import InvalidVersion, Version
+
+        try:
+            release = Version(version).release
+        except InvalidVersion:
+            release = None
+    except ImportError:  # packaging is not a dependency: fall back to the leading numbers
+        pass
+    if release is None:
+        m = re.match(r"\s*v?(\d+(?:\.\d+)*)", version)
+        if not m:
+            return None
+        release = tuple(int(x) for x in m.group(1).split("."))
+    out = list(release)
+    while len(out) > 1 and out[-1] == 0:
+        out.pop()
+    return tuple(out)
+
+
+@dataclass(frozen=True)
+class VersionRow:
+    """One row of an engine's quirk table: the behaviour of ``min_version <= v < max_version``.
+
+    ``max_version`` ``None`` means "and every later version". Engine modules subclass
+    this with their behaviour fields and a ``note`` that cites the range.
+    """
+
+    min_version: str
+    max_version: Optional[str]
+
+    def covers(self, version: VersionTuple) -> bool:
+        """Whether ``version`` falls in this row's range."""
+        lo = version_tuple(self.min_version)
+        hi = version_tuple(self.max_version) if self.max_version is not None else None
+        return lo is not None and lo <= version and (hi is None or version < hi)
+
+
+R = TypeVar("R", bound=VersionRow)
+
+
+def select_row(
+    table: Sequence[R], version: Optional[str], unknown: R, engine: str, log: logging.Logger
+) -> R:
+    """The row of ``table`` covering ``version``; ``unknown`` (logged) when the version is unknown.
+
+    A version older than the first row is a :class:`ConfigurationError`.
+    """
+    parsed = version_tuple(version)
+    if parsed is None:
+        log.info(
+            "%s version %s: using the request that is right on most versions (%s)",
+            engine,
+            "unknown" if version is None else f"{version!r} unparsable",
+            unknown,
+        )
+        return unknown
+    for row in table:
+        if row.covers(parsed):
+            return row
+    raise ConfigurationError(
+        f"{engine} {version} is not supported: the oldest supported version is {table[0].min_version}"
+    )
+
+
 class Adapter:
     """Base class of the engine adapters.
 
@@ -34,6 +114,9 @@ class Adapter:
     """
 
     engine: ClassVar[str] = ""
+    #: The engine's quirk table and the row used when its version is unknown.
+    table: ClassVar[Sequence[VersionRow]] = ()
+    unknown_row: ClassVar[Optional[VersionRow]] = None
     health_path: ClassVar[str] = "/health"
     #: Route that reports the engine version, or ``None`` when the engine has none.
     version_path: ClassVar[Optional[str]] = None
@@ -42,9 +125,17 @@ class Adapter:
     def __init__(self, version: Optional[str] = None, *, model: Optional[str] = None) -> None:
         self.version = version
         self.model = model
+        #: The quirk-table row chosen for ``version``.
+        self.row: Any = (
+            select_row(self.table, version, self.unknown_row, self.engine, _engine_logger(self))
+            if self.unknown_row is not None
+            else None
+        )
 
     #: Requests one server may have in flight at once (``None``: no limit).
     max_in_flight: Optional[int] = None
+    #: Route of the scoring request.
+    score_path: str = ""
 
     def build_request(self, inputs: Sequence[EncodedInput]) -> Request:
         """The request that scores ``inputs`` (all ids or all text)."""
@@ -52,12 +143,18 @@ class Adapter:
 
     def parse_response(self, body: Any, n: int, endpoint: str = "") -> List[float]:
         """The ``n`` raw rewards in ``body``, in input order; :class:`ResponseError` otherwise."""
+        where = endpoint or f"{self.engine} {self.score_path}"
+        return check_rewards(self._values(body, n, where), n, where, body)
+
+    def _values(self, body: Any, n: int, where: str) -> Sequence[Any]:
+        """The raw values in ``body`` in input order (checked by :func:`check_rewards`)."""
         raise NotImplementedError
 
     @staticmethod
     def parse_version(body: Any) -> Optional[str]:
-        """The engine version in the body of ``version_path``, or ``None``."""
-        return None
+        """The engine version in the body of ``version_path`` (its ``"version"``), or ``None``."""
+        v = body.get("version") if isinstance(body, dict) else None
+        return v if isinstance(v, str) else None
 
     @staticmethod
     def parse_models(body: Any) -> "tuple[Optional[str], Optional[int]]":
@@ -94,3 +191,50 @@ def split_inputs(inputs: Sequence[EncodedInput]) -> "tuple[str, list]":
     if all(not isinstance(x, str) for x in items):
         return "ids", [[int(t) for t in x] for x in items]
     raise TypeError("a batch must be all token ids or all text, not a mix")
+
+
+def _engine_logger(adapter: Adapter) -> logging.Logger:
+    return logging.getLogger(type(adapter).__module__)
+
+
+def batch(inputs: Sequence[EncodedInput]) -> "tuple[str, list]":
+    """:func:`split_inputs`, refusing an empty batch."""
+    kind, items = split_inputs(inputs)
+    if not items:
+        raise ValueError("cannot score an empty batch")
+    return kind, items
+
+
+def get_field(obj: Any, key: str, where: str, body: Any, what: str = "response") -> Any:
+    """``obj[key]``, or :class:`ResponseError` naming ``what`` lacks it."""
+    if not isinstance(obj, dict) or key not in obj:
+        raise ResponseError(where, f"{what} has no {key!r} field", body)
+    return obj[key]
+
+
+def indexed_data(body: Any, n: int, where: str) -> List[Dict[str, Any]]:
+    """The items of an OpenAI-style ``{"data": [{"index": i, ...}]}`` body, sorted by index.
+
+    The indices must be exactly ``0 .. n-1``; anything else is a :class:`ResponseError`.
+    """
+    data = get_field(body, "data", where, body)
+    if not isinstance(data, list):
+        raise ResponseError(where, f"'data' is not a list: {type(data).__name__}", body)
+    if len(data) != n:
+        raise ResponseError(where, f"expected {n} rewards, got {len(data)}", body)
+    by_index: Dict[int, Dict[str, Any]] = {}
+    for pos, item in enumerate(data):
+        idx = get_field(item, "index", where, body, f"data[{pos}]")
+        if isinstance(idx, bool) or not isinstance(idx, int) or not 0 <= idx < n:
+            raise ResponseError(where, f"data[{pos}] has an invalid index {idx!r}", body)
+        if idx in by_index:
+            raise ResponseError(where, f"index {idx} appears more than once", body)
+        by_index[idx] = item
+    return [by_index[i] for i in range(n)]
+
+
+def single(value: Any, where: str, body: Any, what: str) -> Any:
+    """The one element of a one-element list (a one-label head); :class:`ResponseError` otherwise."""
+    if not isinstance(value, list) or len(value) != 1:
+        raise ResponseError(where, f"{what} is not a one-element list: {value!r}", body)
+    return value[0]

@@ -1,0 +1,307 @@
+"""What every engine launcher shares: versions, version tables, launch options, model facts.
+
+An engine module (``sglang``, ``vllm``, ``lmdeploy``) holds ONE table of
+version ranges -> flags (``VersionRow`` subclasses, each row citing its
+range) and a ``build_command``. Nothing here starts a process: see
+``supervisor`` for that.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import re
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, TypeVar, Union
+
+from rmclient.errors import ConfigurationError, LaunchError
+
+logger = logging.getLogger("rmclient.launchers")
+
+__all__ = [
+    "Version",
+    "parse_version",
+    "VersionRow",
+    "select_row",
+    "LaunchOptions",
+    "EngineSpec",
+    "ModelKind",
+    "read_architecture",
+    "model_kind",
+    "installed_version",
+    "resolve_version",
+    "DEFAULT_HOST",
+]
+
+DEFAULT_HOST = "127.0.0.1"
+
+Version = Tuple[int, int, int]
+
+_VERSION_RE = re.compile(r"^\s*v?(\d+)(?:\.(\d+))?(?:\.(\d+))?")
+
+
+def parse_version(text: str) -> Version:
+    """``"0.10.1.post1"``, ``"0.11.0rc2"``, ``"0.32.0+cpu"`` -> ``(major, minor, patch)``.
+
+    Pre-release and local parts are ignored: a release candidate is treated
+    as the release it leads to.
+    """
+    m = _VERSION_RE.match(text)
+    if not m:
+        raise ConfigurationError(f"cannot read an engine version from {text!r}")
+    return (int(m.group(1)), int(m.group(2) or 0), int(m.group(3) or 0))
+
+
+def format_version(v: Version) -> str:
+    return ".".join(str(x) for x in v)
+
+
+@dataclass(frozen=True)
+class VersionRow:
+    """One row of an engine's version table: versions ``since <= v < until`` (``until=None``: open)."""
+
+    since: Version
+    until: Optional[Version]
+
+    def covers(self, v: Version) -> bool:
+        return self.since <= v and (self.until is None or v < self.until)
+
+    @property
+    def label(self) -> str:
+        hi = f"< {format_version(self.until)}" if self.until else "and later"
+        return f"{format_version(self.since)} {hi}"
+
+
+R = TypeVar("R", bound=VersionRow)
+
+
+def select_row(table: Sequence[R], version: Version, engine: str) -> R:
+    """The row covering ``version``. Newer than every row: the newest row (with a warning)."""
+    for row in table:
+        if row.covers(version):
+            return row
+    newest = max(table, key=lambda r: r.since)
+    oldest = min(table, key=lambda r: r.since)
+    if version >= newest.since:  # only reachable when the newest row is closed
+        logger.warning(
+            "%s %s is newer than any version this launcher knows; using the flags of %s",
+            engine,
+            format_version(version),
+            newest.label,
+        )
+        return newest
+    raise ConfigurationError(
+        f"{engine} {format_version(version)} is not supported for reward models: "
+        f"the oldest supported version is {format_version(oldest.since)}"
+    )
+
+
+@dataclass
+class LaunchOptions:
+    """Engine-independent launch settings; each engine maps them to its own flags.
+
+    ``trust_remote_code``: pass the engine's remote-code flag (needed for
+    checkpoints that ship their own configuration/modeling code, e.g. POLAR
+    and InternLM2 reward models). ``architecture`` overrides the one read from
+    the local ``config.json``. ``extra_args`` are appended verbatim.
+    """
+
+    host: str = DEFAULT_HOST
+    port: int = 8000
+    tensor_parallel_size: int = 1
+    data_parallel_size: int = 1
+    api_key: Optional[str] = None
+    trust_remote_code: bool = False
+    served_model_name: Optional[str] = None
+    max_model_len: Optional[int] = None
+    dtype: Optional[str] = None
+    mem_fraction_static: Optional[float] = None  # sglang only
+    architecture: Optional[str] = None
+    extra_args: List[str] = field(default_factory=list)
+
+    @classmethod
+    def from_kwargs(cls, **kwargs) -> "LaunchOptions":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(kwargs) - names)
+        if unknown:
+            raise ConfigurationError(f"unknown launch option(s): {', '.join(unknown)}; known: {sorted(names)}")
+        opts = cls(**kwargs)
+        opts.extra_args = list(opts.extra_args or [])
+        return opts
+
+    def validate(self) -> None:
+        if self.tensor_parallel_size < 1 or self.data_parallel_size < 1:
+            raise ConfigurationError("tensor_parallel_size and data_parallel_size must be >= 1")
+        if not (0 <= self.port < 65536):
+            raise ConfigurationError(f"port {self.port} is out of range")
+
+
+# --- the model ---------------------------------------------------------------------------
+
+
+class ModelKind:
+    """How a checkpoint produces its reward, as far as the launch flags care."""
+
+    SEQ_CLS = "seq_cls"  # *ForSequenceClassification: one score per sequence
+    REWARD = "reward"  # *ForRewardModel (InternLM2, Qwen2): a score per token, read the last one
+    CAUSAL = "causal"  # *ForCausalLM to be served as a classifier (needs a conversion)
+    UNKNOWN = "unknown"  # no local config.json (hub id) and no --architecture
+
+
+def read_architecture(model_path: Union[str, Path]) -> Optional[str]:
+    """``architectures[0]`` from ``model_path/config.json`` when that is a local folder, else ``None``.
+
+    No hub access: a hub id gives ``None``.
+    """
+    cfg = Path(model_path) / "config.json"
+    if not cfg.is_file():
+        return None
+    try:
+        data = json.loads(cfg.read_text())
+    except (OSError, ValueError) as exc:
+        raise ConfigurationError(f"cannot read {cfg}: {exc}") from exc
+    archs = data.get("architectures") or []
+    return archs[0] if archs else None
+
+
+def has_remote_code(model_path: Union[str, Path]) -> bool:
+    """Whether the local ``config.json`` declares an ``auto_map`` (code shipped with the checkpoint)."""
+    cfg = Path(model_path) / "config.json"
+    if not cfg.is_file():
+        return False
+    try:
+        return bool(json.loads(cfg.read_text()).get("auto_map"))
+    except (OSError, ValueError):
+        return False
+
+
+def model_kind(architecture: Optional[str]) -> str:
+    if not architecture:
+        return ModelKind.UNKNOWN
+    if architecture.endswith("ForSequenceClassification"):
+        return ModelKind.SEQ_CLS
+    if architecture.endswith("RewardModel"):  # InternLM2ForRewardModel, Qwen2ForRewardModel, ...ProcessRewardModel
+        return ModelKind.REWARD
+    if architecture.endswith("ForCausalLM"):
+        return ModelKind.CAUSAL
+    return ModelKind.UNKNOWN
+
+
+# --- the engine ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EngineSpec:
+    """What the supervisor needs from an engine module."""
+
+    name: str
+    distributions: Tuple[str, ...]  # distribution names to read the version from, in order
+    ready_routes: Tuple[str, ...]  # GET routes that must all answer 200 before the server is ready
+    newest_known: str  # assumed by a dry run when the engine is not installed
+    build_command: Callable[..., List[str]]
+
+
+_VERSION_PROBE = r"""
+import sys
+import importlib.metadata as m
+for name in sys.argv[1:]:
+    try:
+        print(m.version(name))
+        break
+    except m.PackageNotFoundError:
+        pass
+"""
+
+
+def installed_version(distributions: Sequence[str], python: Optional[str] = None) -> Optional[str]:
+    """The installed version of the first of ``distributions`` found, or ``None``.
+
+    With ``python`` (another interpreter, e.g. a separate venv) the question is
+    asked to that interpreter; otherwise to this one.
+    """
+    if python is None or _same_interpreter(python):
+        import importlib.metadata as md
+
+        for name in distributions:
+            try:
+                return md.version(name)
+            except md.PackageNotFoundError:
+                continue
+        return None
+    try:
+        out = subprocess.run(
+            [python, "-c", _VERSION_PROBE, *distributions],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise LaunchError(f"cannot run {python} to read the engine version: {exc}") from exc
+    if out.returncode != 0:
+        raise LaunchError(f"{python} failed reading the engine version: {out.stderr.strip()[-500:]}")
+    text = out.stdout.strip()
+    return text or None
+
+
+def _same_interpreter(python: str) -> bool:
+    # Compare the paths as given: a venv's python is a symlink to the base
+    # interpreter but sees other site-packages, so resolving would be wrong.
+    return python == sys.executable
+
+
+def resolve_version(
+    spec: EngineSpec, *, engine_version: Optional[str], python: Optional[str], dry_run: bool
+) -> Version:
+    """The version whose flags to emit: the one given, else the installed one.
+
+    A dry run without the engine installed assumes ``spec.newest_known``;
+    a real launch without it raises ``LaunchError``.
+    """
+    if engine_version:
+        return parse_version(engine_version)
+    found = installed_version(spec.distributions, python)
+    if found:
+        logger.debug("%s %s found in %s", spec.name, found, python or sys.executable)
+        return parse_version(found)
+    where = python or sys.executable
+    if dry_run:
+        logger.info(
+            "%s is not installed in %s; assuming the newest known version %s",
+            spec.name,
+            where,
+            spec.newest_known,
+        )
+        return parse_version(spec.newest_known)
+    raise LaunchError(
+        f"{spec.name} is not installed for {where} (looked for distribution(s) "
+        f"{', '.join(spec.distributions)}); install it or pass python=/--python of its environment"
+    )
+
+
+def python_prefix(python: Optional[str]) -> List[str]:
+    return [python or sys.executable]
+
+
+def add_common(cmd: List[str], flag: str, value: object) -> None:
+    """Append ``flag value`` when ``value`` is not ``None``."""
+    if value is not None:
+        cmd += [flag, str(value)]
+
+
+def check_architecture(opts: LaunchOptions, model_path: str) -> Tuple[Optional[str], str]:
+    arch = opts.architecture or read_architecture(model_path)
+    if not opts.trust_remote_code and has_remote_code(model_path):
+        logger.warning(
+            "%s ships its own code (config.json has auto_map) but trust_remote_code is off; "
+            "the engine may refuse to load it",
+            model_path,
+        )
+    return arch, model_kind(arch)
+
+
+EngineRegistry = Dict[str, EngineSpec]

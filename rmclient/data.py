@@ -1,0 +1,140 @@
+"""Validate and normalise input samples.
+
+Two shapes are accepted:
+
+* POLAR: ``{"prompt", "reference", "output"[, "wrapper": "sft" | "pretrain"]}``
+* outcome RM: ``{"prompt", "output"}`` or ``{"messages": [...]}``
+
+``prompt``, ``reference`` and ``output`` are each a string or a list of
+``{"role", "content"}`` messages. Keys other than these are ignored, so a
+dataset row can be passed as it is. Every problem raises
+:class:`~rmclient.errors.InvalidSampleError` naming the sample index and field.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Dict, List, Mapping, Sequence, Tuple, Union
+
+from .errors import InvalidSampleError
+
+Message = Dict[str, str]
+Content = Union[str, Sequence[Mapping[str, Any]]]
+WRAPPERS = ("sft", "pretrain")
+
+
+@dataclass(frozen=True)
+class PolarSample:
+    """A POLAR sample, each piece already flattened to text."""
+
+    prompt: str
+    reference: str
+    output: str
+    wrapper: str = "sft"
+
+
+@dataclass(frozen=True)
+class ChatSample:
+    """An outcome-RM sample: the whole conversation, ending with the scored assistant turn."""
+
+    messages: Tuple[Message, ...]
+
+
+def as_list(data: Any) -> Tuple[List[Any], bool]:
+    """``(samples, single)``: a dict becomes a one-item list with ``single=True``."""
+    if isinstance(data, Mapping):
+        return [data], True
+    if isinstance(data, (list, tuple)):
+        return list(data), False
+    raise InvalidSampleError(0, "<sample>", f"expected a dict or a list of dicts, got {type(data).__name__}")
+
+
+def _messages(
+    index: int, field: str, value: Any, *, need_role: bool, default_role: str = "user"
+) -> List[Message]:
+    if isinstance(value, str):
+        return [{"role": default_role, "content": value}]
+    if not isinstance(value, (list, tuple)):
+        raise InvalidSampleError(
+            index, field, f"expected a string or a list of messages, got {type(value).__name__}"
+        )
+    out: List[Message] = []
+    for j, m in enumerate(value):
+        where = f"{field}[{j}]"
+        if not isinstance(m, Mapping):
+            raise InvalidSampleError(index, where, f"a message must be a dict, got {type(m).__name__}")
+        if "content" not in m:
+            raise InvalidSampleError(index, f"{where}.content", "missing")
+        if not isinstance(m["content"], str):
+            raise InvalidSampleError(
+                index, f"{where}.content", f"expected a string, got {type(m['content']).__name__}"
+            )
+        role = m.get("role")
+        if role is None and need_role:
+            raise InvalidSampleError(index, f"{where}.role", "missing")
+        if role is not None and not isinstance(role, str):
+            raise InvalidSampleError(index, f"{where}.role", f"expected a string, got {type(role).__name__}")
+        out.append({"role": role or default_role, "content": m["content"]})
+    return out
+
+
+def _text(index: int, field: str, value: Any) -> str:
+    """POLAR's flattening: contents joined with "\\n", roles dropped."""
+    if isinstance(value, str):
+        return value
+    return "\n".join(m["content"] for m in _messages(index, field, value, need_role=False))
+
+
+def _check_mapping(index: int, sample: Any) -> Mapping[str, Any]:
+    if not isinstance(sample, Mapping):
+        raise InvalidSampleError(index, "<sample>", f"expected a dict, got {type(sample).__name__}")
+    return sample
+
+
+def _require(index: int, sample: Mapping[str, Any], field: str, why: str = "missing") -> Any:
+    if field not in sample or sample[field] is None:
+        raise InvalidSampleError(index, field, why)
+    return sample[field]
+
+
+def to_polar(index: int, sample: Any) -> PolarSample:
+    """Validate one POLAR sample."""
+    s = _check_mapping(index, sample)
+    if "messages" in s and "prompt" not in s:
+        raise InvalidSampleError(index, "messages", "POLAR samples take prompt/reference/output, not messages")
+    prompt = _text(index, "prompt", _require(index, s, "prompt"))
+    reference = _text(
+        index, "reference", _require(index, s, "reference", "missing: a POLAR model scores an output against a reference")
+    )
+    output = _text(index, "output", _require(index, s, "output"))
+    wrapper = s.get("wrapper", "sft")
+    if wrapper not in WRAPPERS:
+        raise InvalidSampleError(index, "wrapper", f"must be one of {WRAPPERS}, got {wrapper!r}")
+    return PolarSample(prompt, reference, output, wrapper)
+
+
+def to_chat(index: int, sample: Any) -> ChatSample:
+    """Validate one outcome-RM sample into the full conversation to score."""
+    s = _check_mapping(index, sample)
+    if s.get("reference") is not None:
+        raise InvalidSampleError(
+            index, "reference", "this model's recipe takes no reference; use recipe='polar' for POLAR models"
+        )
+    if "messages" in s:
+        if "output" in s or "prompt" in s:
+            raise InvalidSampleError(index, "messages", "give either messages or prompt + output, not both")
+        if isinstance(s["messages"], str):
+            raise InvalidSampleError(index, "messages", "expected a list of messages, got a string")
+        msgs = _messages(index, "messages", _require(index, s, "messages"), need_role=True)
+        if not msgs:
+            raise InvalidSampleError(index, "messages", "empty conversation")
+        return ChatSample(tuple(msgs))
+    msgs = _messages(index, "prompt", _require(index, s, "prompt"), need_role=True)
+    output = _require(index, s, "output")
+    msgs.extend(_messages(index, "output", output, need_role=False, default_role="assistant"))
+    return ChatSample(tuple(msgs))
+
+
+def has_reference(samples: Sequence[Any]) -> bool:
+    """Whether any sample carries a ``reference`` (which means POLAR)."""
+    return any(isinstance(s, Mapping) and s.get("reference") is not None for s in samples)

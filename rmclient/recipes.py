@@ -1,0 +1,246 @@
+"""Recipes: turn validated samples into exactly the text and token ids a reward model was trained on.
+
+* :class:`PolarRecipe` reproduces POLAR's training construction (xtuner
+  ``tokenize_ref``) with its client-side defects fixed.
+* :class:`ChatTemplateRecipe` renders outcome-RM samples with the tokenizer's
+  own chat template.
+
+:func:`select_recipe` picks one from the model config and the data.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional, Sequence
+
+from .data import ChatSample, PolarSample, has_reference, to_chat, to_polar
+from .errors import ConfigurationError
+
+logger = logging.getLogger(__name__)
+
+#: POLAR's reward token (config.json of internlm/POLAR-7B: ``reward_token_id`` 92527).
+POLAR_REWARD_TOKEN = "[UNUSED_TOKEN_130]"
+#: The separator between the reference half and the output half.
+POLAR_SEPARATOR = "<|reward|>"
+RECIPES = ("polar", "chat_template")
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """One encoded sample.
+
+    ``ids`` are the exact token ids the model sees (BOS and reward token
+    included). ``text`` is the string form that a server which adds BOS itself
+    turns into the same ids (xtuner's ``encode`` output).
+    """
+
+    text: str
+    ids: List[int]
+
+
+def adds_bos(tokenizer: Any) -> bool:
+    """Whether plain ``tokenizer.encode`` prepends a BOS token."""
+    bos = tokenizer.bos_token_id
+    return bos is not None and tokenizer.encode("a")[:1] == [bos]
+
+
+def _encode_batch(tokenizer: Any, texts: Sequence[str], special: bool) -> List[List[int]]:
+    if not texts:
+        return []
+    return tokenizer(list(texts), add_special_tokens=special)["input_ids"]
+
+
+def _decode_batch(tokenizer: Any, ids: Sequence[Sequence[int]]) -> List[str]:
+    return tokenizer.batch_decode(list(ids), skip_special_tokens=True)
+
+
+def _cut(ids: List[int], limit: int, side: str) -> List[int]:
+    """``ids`` cut to ``limit`` tokens: ``"right"`` keeps the head, ``"left"`` the tail."""
+    if len(ids) <= limit:
+        return ids
+    if limit <= 0:
+        return []
+    return ids[:limit] if side == "right" else ids[-limit:]
+
+
+class PolarRecipe:
+    """POLAR encoding, identical to the training construction (xtuner ``tokenize_ref``).
+
+    Per sample: each piece is tokenized with special tokens; the reference and
+    the output are cut to ``max_response_length`` tokens (``"right"`` keeps the
+    head, as training does; ``"left"`` keeps the tail, as xtuner's client
+    does); the prompt keeps its tail within ``(max_length - 4 - len(ref) -
+    len(out)) // 2``; the pieces are decoded back to text; then
+    ``prompt + "\\n" + reference + "<|reward|>" + prompt + "\\n" + output``
+    ("\\n" omitted for ``wrapper="pretrain"`` or an empty piece) is encoded with
+    BOS and the reward token id appended.
+
+    Unlike the published client, a budget of zero or less keeps no prompt (not
+    the whole prompt), and the result never has more than ``max_length`` ids:
+    when re-tokenization lands over budget the prompt, then the longer
+    response, is cut further until it fits.
+    """
+
+    name = "polar"
+
+    def __init__(
+        self,
+        tokenizer: Any,
+        *,
+        max_length: int = 16384,
+        max_response_length: int = 4096,
+        response_cut_side: str = "right",
+        reward_token_id: Optional[int] = None,
+    ) -> None:
+        if response_cut_side not in ("right", "left"):
+            raise ConfigurationError(f"response_cut_side must be 'right' or 'left', got {response_cut_side!r}")
+        if max_length < 8:
+            raise ConfigurationError(f"max_length must be at least 8, got {max_length}")
+        if reward_token_id is None:
+            reward_token_id = tokenizer.convert_tokens_to_ids(POLAR_REWARD_TOKEN)
+            if reward_token_id is None or reward_token_id == tokenizer.unk_token_id:
+                raise ConfigurationError(
+                    f"the tokenizer has no {POLAR_REWARD_TOKEN} token and the config no reward_token_id; "
+                    "pass reward_token_id="
+                )
+        self.tokenizer = tokenizer
+        self.max_length = max_length
+        self.max_response_length = max_response_length
+        self.cut_side = response_cut_side
+        self.reward_token_id = int(reward_token_id)
+        self.reward_token = tokenizer.convert_ids_to_tokens(self.reward_token_id)
+        self._bos = [tokenizer.bos_token_id] if adds_bos(tokenizer) else []
+
+    def encode(self, samples: Sequence[Any], start: int = 0) -> List[Encoded]:
+        """Validate and encode ``samples``; error indices count from ``start``."""
+        polar = [to_polar(start + i, s) for i, s in enumerate(samples)]
+        n = len(polar)
+        tok = self.tokenizer
+        pieces = _encode_batch(
+            tok, [p.prompt for p in polar] + [p.reference for p in polar] + [p.output for p in polar], True
+        )
+        prompts, refs, outs = pieces[:n], pieces[n : 2 * n], pieces[2 * n :]
+        budget = self.max_length - 4
+        cut = [
+            self._cut_pieces(p, r, o, budget, self.max_response_length)
+            for p, r, o in zip(prompts, refs, outs)
+        ]
+        texts = self._texts(polar, cut)
+        ids = [x + [self.reward_token_id] for x in _encode_batch(tok, texts, True)]
+        for i in [i for i, x in enumerate(ids) if len(x) > self.max_length]:
+            texts[i], ids[i] = self._fit(polar[i], prompts[i], refs[i], outs[i], cut[i])
+        return [Encoded(t + self.reward_token, x) for t, x in zip(texts, ids)]
+
+    def _cut_pieces(self, p: List[int], r: List[int], o: List[int], budget: int, resp: int):
+        r = _cut(r, resp, self.cut_side)
+        o = _cut(o, resp, self.cut_side)
+        prompt_budget = (budget - len(r) - len(o)) // 2
+        return _cut(p, prompt_budget, "left"), r, o
+
+    def _texts(self, polar: Sequence[PolarSample], cut: Sequence[tuple]) -> List[str]:
+        flat = [ids for triple in cut for ids in triple]
+        decoded = _decode_batch(self.tokenizer, flat)
+        texts = []
+        for k, s in enumerate(polar):
+            prompt, ref, out = decoded[3 * k : 3 * k + 3]
+            texts.append(_join(prompt, ref, s.wrapper) + POLAR_SEPARATOR + _join(prompt, out, s.wrapper))
+        return texts
+
+    def _fit(self, sample: PolarSample, p, r, o, cut) -> tuple:
+        """Shrink one over-long sample until its ids fit ``max_length`` exactly."""
+        budget, resp = self.max_length - 4, self.max_response_length
+        text, ids = "", []
+        for _ in range(64):
+            text = self._texts([sample], [cut])[0]
+            ids = self.tokenizer.encode(text) + [self.reward_token_id]
+            excess = len(ids) - self.max_length
+            if excess <= 0:
+                return text, ids
+            if cut[0]:
+                budget -= 2 * excess
+            else:
+                resp = max(len(cut[1]), len(cut[2])) - excess
+            cut = self._cut_pieces(p, r, o, budget, resp)
+        raise ConfigurationError(f"cannot fit a POLAR sample into max_length={self.max_length}")
+
+
+def _join(prompt: str, piece: str, wrapper: str) -> str:
+    return prompt + piece if wrapper == "pretrain" or piece == "" else prompt + "\n" + piece
+
+
+class ChatTemplateRecipe:
+    """Outcome-RM encoding with the tokenizer's own chat template.
+
+    The conversation (an optional system prompt, the prompt turns, the
+    assistant output) is rendered by the template; BOS appears exactly once;
+    the model's reward token is appended when its config declares one and the
+    sequence does not already end with it. Over ``max_length`` the sequence
+    keeps its end (the scored position) and loses the start of the prompt
+    (BOS kept).
+    """
+
+    name = "chat_template"
+
+    def __init__(
+        self,
+        tokenizer: Any,
+        *,
+        max_length: int = 16384,
+        reward_token_id: Optional[int] = None,
+        system_prompt: Optional[str] = None,
+    ) -> None:
+        if not getattr(tokenizer, "chat_template", None):
+            raise ConfigurationError("the tokenizer has no chat_template; pass recipe='polar' or set one")
+        self.tokenizer = tokenizer
+        self.max_length = max_length
+        self.reward_token_id = reward_token_id
+        self.system_prompt = system_prompt
+        self._adds_bos = adds_bos(tokenizer)
+
+    def encode(self, samples: Sequence[Any], start: int = 0) -> List[Encoded]:
+        """Validate and encode ``samples``; error indices count from ``start``."""
+        chats = [to_chat(start + i, s) for i, s in enumerate(samples)]
+        texts = [self._render(c) for c in chats]
+        tok, bos = self.tokenizer, self.tokenizer.bos_token_id
+        out = []
+        for text, ids in zip(texts, _encode_batch(tok, texts, False)):
+            if self._adds_bos and ids[:1] != [bos]:
+                ids = [bos] + ids
+            server_text = text
+            if self._adds_bos and text.startswith(tok.bos_token):
+                server_text = text[len(tok.bos_token) :]  # the server adds BOS itself
+            if self.reward_token_id is not None and ids[-1:] != [self.reward_token_id]:
+                ids = ids + [self.reward_token_id]
+                server_text += tok.convert_ids_to_tokens(self.reward_token_id)
+            if len(ids) > self.max_length:
+                head = ids[:1] if bos is not None and ids[:1] == [bos] else []
+                ids = head + ids[len(ids) - self.max_length + len(head) :]
+                server_text = tok.decode(ids[1:] if self._adds_bos else ids)
+            out.append(Encoded(server_text, ids))
+        return out
+
+    def _render(self, chat: ChatSample) -> str:
+        messages: List[Dict[str, str]] = list(chat.messages)
+        if self.system_prompt is not None and messages[0]["role"] != "system":
+            messages.insert(0, {"role": "system", "content": self.system_prompt})
+        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=False)
+
+
+def is_polar_model(path: str, config: Dict[str, Any]) -> bool:
+    """POLAR checkpoints are recognised by name (``internlm/POLAR-7B``, ``POLAR-1_8B``...)."""
+    names = [str(path), str(config.get("_name_or_path", ""))]
+    return any("polar" in n.lower() for n in names)
+
+
+def select_recipe(
+    recipe: Optional[str], path: str, config: Dict[str, Any], samples: Sequence[Any]
+) -> str:
+    """The recipe name for these samples: forced, else POLAR for a POLAR model or data with a reference."""
+    if recipe is not None:
+        if recipe not in RECIPES:
+            raise ConfigurationError(f"unknown recipe {recipe!r}; choose one of {RECIPES}")
+        return recipe
+    if is_polar_model(path, config) or has_reference(samples):
+        return "polar"
+    return "chat_template"

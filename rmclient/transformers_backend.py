@@ -1,0 +1,148 @@
+"""In-process scoring with transformers: token ids in, raw rewards out."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Dict, List, Optional, Sequence
+
+from .errors import ConfigurationError
+
+logger = logging.getLogger(__name__)
+
+#: Attribute names of per-token score heads (Llama/Qwen2/Gemma seq-cls, InternLM2 reward).
+_HEAD_NAMES = ("score", "v_head", "classifier")
+
+
+def plan_batches(lengths: Sequence[int], max_tokens: int, batch_size: int) -> List[List[int]]:
+    """Group indices into batches, longest first, so ``rows * longest <= max_tokens``.
+
+    A single sample longer than ``max_tokens`` still gets a batch of its own.
+    """
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    batches: List[List[int]] = []
+    current: List[int] = []
+    for i in order:
+        longest = lengths[current[0]] if current else lengths[i]
+        if current and (len(current) >= batch_size or (len(current) + 1) * longest > max_tokens):
+            batches.append(current)
+            current = []
+        current.append(i)
+    if current:
+        batches.append(current)
+    return batches
+
+
+class TransformersBackend:
+    """Loads a reward model on first use and scores token ids.
+
+    ``*ForSequenceClassification`` checkpoints load with
+    ``AutoModelForSequenceClassification``; remote-code reward models
+    (``InternLM2ForRewardModel``, POLAR) with ``AutoModel`` and
+    ``trust_remote_code``. CUDA (bf16) is used when present, else CPU (fp32).
+    The score is read at the last real token whatever the padding side.
+    """
+
+    def __init__(
+        self,
+        path: str,
+        config: Dict[str, Any],
+        *,
+        device: Optional[str] = None,
+        dtype: Optional[str] = None,
+        trust_remote_code: bool = False,
+        batch_size: int = 32,
+        max_tokens: int = 16384,
+        padding_side: str = "right",
+        pad_token_id: int = 0,
+    ) -> None:
+        if padding_side not in ("right", "left"):
+            raise ConfigurationError(f"padding_side must be 'right' or 'left', got {padding_side!r}")
+        self.path = path
+        self.config = config
+        self.device = device
+        self.dtype = dtype
+        self.trust_remote_code = trust_remote_code
+        self.batch_size = batch_size
+        self.max_tokens = max_tokens
+        self.padding_side = padding_side
+        self.pad_token_id = pad_token_id
+        self._model: Any = None
+        self._captured: List[Any] = []
+
+    @property
+    def model(self) -> Any:
+        """The loaded model (loaded on first access)."""
+        if self._model is None:
+            self._model = self._load()
+        return self._model
+
+    def _load(self) -> Any:
+        import torch
+        import transformers
+
+        device = self.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        dtype = self.dtype or ("bfloat16" if device.startswith("cuda") else "float32")
+        archs = self.config.get("architectures") or []
+        kwargs = {"dtype": getattr(torch, dtype), "trust_remote_code": self.trust_remote_code}
+        if any(a.endswith("ForSequenceClassification") for a in archs):
+            model = transformers.AutoModelForSequenceClassification.from_pretrained(self.path, **kwargs)
+        else:
+            if not self.trust_remote_code and "auto_map" in self.config:
+                raise ConfigurationError(
+                    f"{self.path} ({', '.join(archs)}) needs its own modeling code: pass trust_remote_code=True"
+                )
+            model = transformers.AutoModel.from_pretrained(self.path, **kwargs)
+        model.to(device).eval()
+        self._device = device
+        head = next((getattr(model, n) for n in _HEAD_NAMES if hasattr(model, n)), None)
+        if head is not None:
+            head.register_forward_hook(lambda _m, _i, out: self._captured.append(out))
+        else:
+            logger.warning("no score head found on %s; reading the model's pooled output", type(model).__name__)
+        logger.info("loaded %s on %s (%s)", type(model).__name__, device, dtype)
+        return model
+
+    def score(self, ids: Sequence[Sequence[int]]) -> List[float]:
+        """Raw rewards for each id sequence, in input order."""
+        if not ids:
+            return []
+        lengths = [len(x) for x in ids]
+        rewards: List[float] = [0.0] * len(ids)
+        for batch in plan_batches(lengths, self.max_tokens, self.batch_size):
+            for i, r in zip(batch, self._forward([ids[i] for i in batch])):
+                rewards[i] = r
+        return rewards
+
+    def _forward(self, seqs: Sequence[Sequence[int]]) -> List[float]:
+        import torch
+
+        model = self.model
+        width = max(len(s) for s in seqs)
+        input_ids = torch.full((len(seqs), width), self.pad_token_id, dtype=torch.long)
+        mask = torch.zeros((len(seqs), width), dtype=torch.long)
+        last = torch.empty(len(seqs), dtype=torch.long)
+        for row, s in enumerate(seqs):
+            lo = 0 if self.padding_side == "right" else width - len(s)
+            input_ids[row, lo : lo + len(s)] = torch.tensor(s, dtype=torch.long)
+            mask[row, lo : lo + len(s)] = 1
+            last[row] = lo + len(s) - 1
+        self._captured.clear()
+        with torch.inference_mode():
+            out = model(input_ids=input_ids.to(self._device), attention_mask=mask.to(self._device))
+        per_token = self._captured[-1] if self._captured else None
+        if per_token is not None and per_token.dim() == 3:  # [batch, seq, labels]: pick the last real token
+            values = per_token[torch.arange(len(seqs)), last.to(per_token.device), 0]
+        else:
+            pooled = per_token if per_token is not None else _pooled_output(out)
+            values = pooled.reshape(len(seqs), -1)[:, 0]
+        return values.float().cpu().tolist()
+
+
+def _pooled_output(out: Any) -> Any:
+    for name in ("logits", "rewards", "scores"):
+        value = getattr(out, name, None)
+        if value is not None:
+            return value
+    if isinstance(out, (tuple, list)):
+        return out[0]
+    return out
