@@ -91,10 +91,10 @@ def select_row(
     parsed = version_tuple(version)
     if parsed is None:
         log.info(
-            "%s version %s: using the request that is right on most versions (%s)",
+            "%s version %s; assuming: %s",
             engine,
             "unknown" if version is None else f"{version!r} unparsable",
-            unknown,
+            getattr(unknown, "note", unknown),
         )
         return unknown
     for row in table:

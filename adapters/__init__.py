@@ -1,0 +1,36 @@
+"""Engine adapters: pure request builders and response parsers, one module per engine."""
+
+from __future__ import annotations
+
+from typing import Any, Dict, Optional, Type
+
+from rmclient.errors import ConfigurationError
+
+from .base import Adapter, EncodedInput, Request, VersionRow, check_rewards, split_inputs, version_tuple
+from .lmdeploy import LmdeployAdapter
+from .sglang import SglangAdapter
+from .vllm import VllmAdapter
+
+#: Adapter class of each ``server_type``.
+ADAPTERS: Dict[str, Type[Adapter]] = {
+    "sglang": SglangAdapter,
+    "vllm": VllmAdapter,
+    "lmdeploy": LmdeployAdapter,
+}
+
+
+def get_adapter(server_type: str, version: Optional[str] = None, **kw: Any) -> Adapter:
+    """The adapter for ``server_type`` at ``version`` (``None``: unknown); ``kw`` go to its constructor."""
+    try:
+        cls = ADAPTERS[server_type.lower()]
+    except (KeyError, AttributeError):
+        raise ConfigurationError(
+            f"unknown server_type {server_type!r}; valid: {', '.join(sorted(ADAPTERS))}"
+        ) from None
+    return cls(version, **kw)
+
+
+__all__ = [
+    "ADAPTERS", "Adapter", "EncodedInput", "LmdeployAdapter", "Request", "SglangAdapter",
+    "VersionRow", "VllmAdapter", "check_rewards", "get_adapter", "split_inputs", "version_tuple",
+]

@@ -1,0 +1,90 @@
+"""Rewards from the in-process backend equal a direct forward pass on the same ids."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from rmclient import RewardModelClient
+from rmclient.transformers_backend import TransformersBackend, plan_batches
+
+SAMPLES = [
+    {"prompt": "What is the capital of China?", "reference": "Beijing.", "output": "Beijing."},
+    {"prompt": "What is the capital of China?", "reference": "Beijing.", "output": "Shanghai."},
+    {"prompt": "Write a poem " * 12, "reference": "Roses are red.", "output": "Violets are blue " * 5},
+    {"prompt": "中国的首都是哪里？", "reference": "北京。", "output": ""},
+    {"prompt": "x", "reference": "", "output": "y", "wrapper": "pretrain"},
+]
+
+
+def direct_rewards(path, ids):
+    from transformers import AutoModelForSequenceClassification
+
+    model = AutoModelForSequenceClassification.from_pretrained(path, dtype=torch.float32).eval()
+    with torch.no_grad():
+        return [model(input_ids=torch.tensor([x])).logits[0, 0].item() for x in ids]
+
+
+def test_rewards_equal_direct_forward(polar_path):
+    client = RewardModelClient(polar_path)
+    ids = client.encode_ids(SAMPLES)
+    expected = direct_rewards(polar_path, ids)
+    got = client(SAMPLES)
+    assert got == pytest.approx(expected, abs=1e-5)
+    assert len(set(round(r, 4) for r in got)) == len(got)  # the tiny model tells the samples apart
+    assert client(SAMPLES[1]) == pytest.approx(expected[1], abs=1e-5)
+    assert isinstance(client(SAMPLES[1]), float)
+
+
+@pytest.mark.parametrize("padding_side", ["right", "left"])
+@pytest.mark.parametrize("batch_size, max_tokens", [(1, 10_000), (2, 10_000), (32, 10_000), (32, 120)])
+def test_batched_equals_single(polar_path, padding_side, batch_size, max_tokens):
+    client = RewardModelClient(polar_path)
+    ids = client.encode_ids(SAMPLES)
+    single = client.score_ids(ids)  # default batching
+    backend = TransformersBackend(polar_path, client.config, batch_size=batch_size, max_tokens=max_tokens,
+                                  padding_side=padding_side, pad_token_id=client.tokenizer.pad_token_id)
+    assert backend.score(ids) == pytest.approx(single, abs=1e-4)
+
+
+def test_pad_token_inside_a_sample_does_not_move_the_score(polar_path):
+    # A sequence that ends with the pad id: transformers' own pooling would look elsewhere.
+    client = RewardModelClient(polar_path)
+    pad = client.tokenizer.pad_token_id
+    ids = [[0, 50, 60, pad], [0, 70, 80, 90, 100, 110]]
+    expected = direct_rewards_last(polar_path, ids)
+    assert client.score_ids(ids) == pytest.approx(expected, abs=1e-5)
+
+
+def direct_rewards_last(path, ids):
+    from transformers import AutoModelForSequenceClassification
+
+    model = AutoModelForSequenceClassification.from_pretrained(path, dtype=torch.float32).eval()
+    out = []
+    with torch.no_grad():
+        for x in ids:
+            hidden = model.model(input_ids=torch.tensor([x])).last_hidden_state
+            out.append(model.score(hidden)[0, -1, 0].item())
+    return out
+
+
+def test_chat_rm_rewards(chat_path):
+    client = RewardModelClient(chat_path)
+    samples = [{"prompt": "hi", "output": "hello"}, {"prompt": "hi", "output": "go away"}]
+    assert client(samples) == pytest.approx(direct_rewards(chat_path, client.encode_ids(samples)), abs=1e-5)
+
+
+def test_model_loads_lazily(polar_path):
+    client = RewardModelClient(polar_path)
+    assert client._backend is None
+    client.encode(SAMPLES)
+    assert client._backend is None
+
+
+def test_plan_batches():
+    lengths = [5, 100, 7, 50, 6]
+    batches = plan_batches(lengths, max_tokens=120, batch_size=3)
+    assert sorted(i for b in batches for i in b) == list(range(5))
+    assert batches[0] == [1]  # 100 tokens: 2 rows would be 200 > 120
+    for b in batches:
+        assert len(b) <= 3 and (len(b) == 1 or len(b) * max(lengths[i] for i in b) <= 120)
