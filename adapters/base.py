@@ -197,7 +197,7 @@ def _engine_logger(adapter: Adapter) -> logging.Logger:
     return logging.getLogger(type(adapter).__module__)
 
 
-def batch(inputs: Sequence[EncodedInput]) -> "tuple[str, list]":
+def batch(inputs: Sequence[EncodedInput]) -> Tuple[str, List[Any]]:
     """:func:`split_inputs`, refusing an empty batch."""
     kind, items = split_inputs(inputs)
     if not items:

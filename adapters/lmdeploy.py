@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
-from typing import Any, ClassVar, List, Optional, Sequence
+from typing import Any, ClassVar, Dict, List, Optional, Sequence
 
 from .base import Adapter, EncodedInput, Request, VersionRow, batch, get_field, indexed_data
-
-logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -53,9 +50,10 @@ class LmdeployAdapter(Adapter):
     def build_request(self, inputs: Sequence[EncodedInput]) -> Request:
         """``{"model"?, "input": [[ids...]] | [str...]}``; text gets BOS from the server's tokenizer."""
         _, items = batch(inputs)
-        body: dict = {"model": self.model} if self.model else {}
+        body: Dict[str, Any] = {"model": self.model} if self.model else {}
         body["input"] = items
         return Request("POST", self.score_path, body)
 
     def _values(self, body: Any, n: int, where: str) -> List[Any]:
-        return [get_field(item, "data", where, body, f"data[{i}]") for i, item in enumerate(indexed_data(body, n, where))]
+        items = indexed_data(body, n, where)
+        return [get_field(item, "data", where, body, f"data[{i}]") for i, item in enumerate(items)]

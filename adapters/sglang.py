@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from typing import Any, ClassVar, List, Optional, Sequence
 
 from rmclient.errors import ResponseError
 
 from .base import Adapter, EncodedInput, Request, VersionRow, batch, get_field, single
-
-logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)

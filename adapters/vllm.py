@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any, ClassVar, List, Optional, Sequence
+from typing import Any, ClassVar, Dict, List, Optional, Sequence
 
 from rmclient.errors import ConfigurationError
 
@@ -93,7 +93,7 @@ class VllmAdapter(Adapter):
         kind, items = batch(inputs)
         if self.endpoint == "classify" and kind == "ids" and not self.row.classify_ids:
             raise ConfigurationError(f"vLLM {self.version} /classify does not accept token ids; use /pooling")
-        body: dict = {"model": self.model} if self.model else {}
+        body: Dict[str, Any] = {"model": self.model} if self.model else {}
         body["input"] = items
         if self.endpoint == "pooling":
             body["encoding_format"] = "float"

@@ -98,7 +98,7 @@ class Transport:
             stop = stop | stop_after_delay(policy.deadline)
         retrying = Retrying(
             stop=stop,
-            wait=wait_exponential_jitter(initial=policy.initial, max=policy.max_wait),
+            wait=wait_exponential_jitter(multiplier=policy.initial, max=policy.max_wait, jitter=policy.initial),
             retry=retry_if_exception(lambda e: isinstance(e, _Retryable)),
             before_sleep=lambda state: logger.warning(
                 "retrying %s %s (attempt %d): %s",

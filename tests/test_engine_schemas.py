@@ -57,6 +57,7 @@ def stub(name):
     spec = importlib.util.find_spec(name)
     mod = types.ModuleType(name)
     mod.__path__ = list(spec.submodule_search_locations)
+    mod.__spec__ = spec  # keeps find_spec(name) working; the real __init__ never runs
     sys.modules[name] = mod
 
 def routes(files, path):
@@ -126,7 +127,8 @@ print(json.dumps(report))
 '''
 
 
-def _cases(adapter_cls, table, unknown, **kw):
+def _cases(adapter_cls, table, **kw):
+    """The body the adapter builds for each table row and an unknown version, per input kind."""
     cases = []
     for version in [row.min_version for row in table] + [None]:
         for name, inputs in INPUTS.items():
@@ -137,24 +139,32 @@ def _cases(adapter_cls, table, unknown, **kw):
 
 
 @pytest.fixture(scope="module")
-def report():
+def schema_python() -> Path:
+    """The venv's interpreter; skip without it, fail without it on CI."""
     if not SCHEMA_PYTHON.exists():
         why = f"{SCHEMA_PYTHON.parent.parent} is missing: run .ci/engine-schemas.sh to build it"
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail(why)
         pytest.skip(why)
-    cases = {
-        "lmdeploy": _cases(LmdeployAdapter, lmdeploy_mod.TABLE, lmdeploy_mod.UNKNOWN),
-        "sglang": _cases(SglangAdapter, sglang_mod.TABLE, sglang_mod.UNKNOWN),
-    }
+    return SCHEMA_PYTHON
+
+
+def _check(python: Path, cases: dict) -> dict:
     proc = subprocess.run(
-        [str(SCHEMA_PYTHON), "-I", "-c", CHECKER],
+        [str(python), "-I", "-c", CHECKER],
         input=json.dumps(cases), capture_output=True, text=True, timeout=120,
     )
     assert proc.returncode == 0, f"schema checker failed:\n{proc.stderr}"
-    out = json.loads(proc.stdout)
-    out["cases"] = cases
-    return out
+    return json.loads(proc.stdout)
+
+
+@pytest.fixture(scope="module")
+def report(schema_python):
+    cases = {
+        "lmdeploy": _cases(LmdeployAdapter, lmdeploy_mod.TABLE),
+        "sglang": _cases(SglangAdapter, sglang_mod.TABLE),
+    }
+    return {**_check(schema_python, cases), "cases": cases}
 
 
 def test_lmdeploy_bodies_validate_against_pooling_request(report):
@@ -193,14 +203,10 @@ def test_sglang_native_classify_route_takes_embedding_req_input(report):
     assert [r[2] for r in report["sglang_routes"]] == ["EmbeddingReqInput"]
 
 
-def test_checker_notices_a_bad_body():
+def test_checker_notices_a_bad_body(schema_python):
     """The checker is not vacuous: a wrong field name and a wrong type are reported."""
-    if not SCHEMA_PYTHON.exists():
-        pytest.skip("no .venv-schemas")
     cases = {"lmdeploy": [{"case": "bad", "body": {"input": [[1, "x"]], "inputs": 1}}],
              "sglang": [{"case": "bad", "body": {"input_ids": [["1"]], "ids": [1]}}]}
-    proc = subprocess.run([str(SCHEMA_PYTHON), "-I", "-c", CHECKER], input=json.dumps(cases),
-                          capture_output=True, text=True, timeout=120)
-    out = json.loads(proc.stdout)
+    out = _check(schema_python, cases)
     assert out["lmdeploy"][0]["unknown_fields"] == ["inputs"] and out["lmdeploy"][0]["errors"]
     assert out["sglang"][0]["unknown_fields"] == ["ids"] and out["sglang"][0]["errors"]

@@ -1,0 +1,145 @@
+"""The client against loopback fake engines: version selection, routes, retries, errors."""
+
+from __future__ import annotations
+
+import math
+import time
+
+import pytest
+
+from rmclient import ResponseError, RewardModelClient, ServerError
+from tests.fake_engine import FakeEngine, reward_of
+
+SAMPLES = [
+    {"prompt": "What is the capital of China?", "reference": "Beijing.", "output": out}
+    for out in ("Beijing.", "Shanghai.", "北京", "", "A much longer answer " * 5)
+]
+FAST = dict(max_attempts=3, deadline=10.0)
+
+
+def client_for(path, fake, **kw):
+    return RewardModelClient(path, server_type=fake.engine, server_address=fake.url, **{**FAST, **kw})
+
+
+@pytest.mark.parametrize(
+    "engine, version, use_activation",
+    [("vllm", "0.32.0+cpu", False), ("vllm", "0.12.0", False), ("vllm", "0.10.2", None),
+     ("vllm", None, False), ("sglang", "0.5.23", None), ("sglang", None, None),
+     ("lmdeploy", None, None)],
+)
+def test_rewards_in_input_order_as_ids(polar_path, engine, version, use_activation):
+    with FakeEngine(engine, version) as fake:
+        client = client_for(polar_path, fake)
+        ids = client.encode_ids(SAMPLES)
+        assert client(SAMPLES) == [reward_of(x) for x in ids]
+        assert client(SAMPLES[1]) == reward_of(ids[1])
+        body = fake.requests[0]["body"]
+        sent = body.get("input_ids") or body.get("input")
+        assert sent == ids  # exact ids, no re-tokenization on the server
+        if engine == "vllm":
+            assert body.get("use_activation") is use_activation
+            assert "softmax" not in body and "activation" not in body
+            assert body["model"] == "served-rm"  # read from /v1/models, not the local path
+            assert body["add_special_tokens"] is False
+
+
+def test_vllm_reward_model_last_token(polar_path):
+    with FakeEngine("vllm", "0.32.0", per_token=True) as fake:
+        client = client_for(polar_path, fake)
+        assert client(SAMPLES) == [reward_of(x) for x in client.encode_ids(SAMPLES)]
+
+
+@pytest.mark.parametrize("engine", ["sglang", "vllm", "lmdeploy"])
+def test_xtuner_compatible_request_methods_take_encode_output(polar_path, engine):
+    with FakeEngine(engine, None) as fake:
+        client = client_for(polar_path, fake)
+        texts = client.encode(SAMPLES)
+        method = getattr(client, f"{engine}_request_reward")
+        assert method(texts) == [reward_of(t) for t in texts]
+        assert method(texts[0]) == [reward_of(texts[0])]
+        ids = client.encode_ids(SAMPLES)
+        assert method(ids) == [reward_of(x) for x in ids]
+        if engine == "vllm":
+            assert fake.requests[0]["body"]["add_special_tokens"] is True  # text: the server adds BOS
+
+
+def test_max_model_len_bounds_truncation(polar_path):
+    with FakeEngine("vllm", "0.32.0", max_model_len=24) as fake:
+        client = client_for(polar_path, fake, max_length=16384)
+        client(SAMPLES)
+        assert all(len(x) <= 24 for x in fake.requests[-1]["body"]["input"])
+        assert max(len(x) for x in fake.requests[-1]["body"]["input"]) > 10
+
+
+def test_retries_5xx_then_succeeds(polar_path):
+    with FakeEngine("sglang", "0.5.23") as fake:
+        client = client_for(polar_path, fake)
+        client.backend  # discovery done
+        fake.script = [500, 503]
+        assert client(SAMPLES) == [reward_of(x) for x in client.encode_ids(SAMPLES)]
+        assert len(fake.requests) == 3
+
+
+def test_5xx_exhausts_attempts_with_typed_error(polar_path):
+    with FakeEngine("sglang", "0.5.23") as fake:
+        client = client_for(polar_path, fake)
+        client.backend
+        fake.script = [500] * 10
+        with pytest.raises(ServerError) as err:
+            client(SAMPLES)
+        assert err.value.status == 500 and err.value.attempts == 3
+        assert "/classify" in err.value.endpoint and "scripted 500" in str(err.value)
+
+
+def test_4xx_is_not_retried(polar_path):
+    with FakeEngine("vllm", "0.32.0") as fake:
+        client = client_for(polar_path, fake)
+        client.backend
+        fake.script = [400, 400]
+        with pytest.raises(ServerError) as err:
+            client(SAMPLES)
+        assert err.value.status == 400 and len(fake.requests) == 1
+
+
+def test_read_timeout_is_retried_and_bounded(polar_path):
+    with FakeEngine("lmdeploy", stall=1.5) as fake:
+        client = client_for(polar_path, fake, read_timeout=0.3, max_attempts=2)
+        client.backend
+        fake.script = ["stall", "stall"]
+        t0 = time.monotonic()
+        with pytest.raises(ServerError) as err:
+            client(SAMPLES)
+        assert "timed out" in str(err.value) and err.value.status is None
+        assert time.monotonic() - t0 < 5
+
+
+def test_connection_refused(polar_path):
+    with FakeEngine("vllm", "0.32.0") as fake:
+        url = fake.url
+    client = RewardModelClient(polar_path, server_type="vllm", server_address=url, max_attempts=2, deadline=5)
+    with pytest.raises(ServerError) as err:
+        client(SAMPLES)
+    assert err.value.status is None and "ConnectError" in str(err.value)
+
+
+@pytest.mark.parametrize("action, message", [("garbage", "not JSON"), ("nan", "not finite"), ("short", "expected 5 rewards")])
+@pytest.mark.parametrize("engine", ["vllm", "sglang", "lmdeploy"])
+def test_bad_bodies_raise_response_error(polar_path, engine, action, message):
+    with FakeEngine(engine, None) as fake:
+        client = client_for(polar_path, fake)
+        client.backend
+        fake.script = [action]
+        with pytest.raises(ResponseError, match=message):
+            client(SAMPLES)
+
+
+def test_api_key_is_sent(polar_path):
+    with FakeEngine("vllm", "0.32.0") as fake:
+        client_for(polar_path, fake, api_key="s3cret")(SAMPLES[:1])
+        assert fake.requests[0]["body"]["_auth"] == "Bearer s3cret"
+
+
+def test_rewards_are_never_nan_or_none(polar_path):
+    with FakeEngine("vllm", "0.32.0") as fake:
+        rewards = client_for(polar_path, fake)(SAMPLES)
+        assert all(isinstance(r, float) and math.isfinite(r) for r in rewards)
