@@ -59,7 +59,6 @@ def add_launch_arguments(parser: argparse.ArgumentParser, *, engine: Optional[st
     parser.add_argument("--log-file", default=None, help="engine log (default: a temporary file)")
     parser.add_argument("--ready-timeout", type=float, default=600.0, help="seconds to wait for readiness")
     parser.add_argument("--dry-run", action="store_true", help="print the command and exit")
-    parser.add_argument("-v", "--verbose", action="store_true")
     return parser
 
 
@@ -96,7 +95,7 @@ def run_launch(args: argparse.Namespace, *, engine: Optional[str] = None) -> int
                 engine_version=args.engine_version,
                 dry_run=True,
                 host=args.host,
-                port=port or 0,
+                port=port,
                 **_options(args),
             )
             print(shlex.join(cmd))
@@ -145,6 +144,7 @@ def main(argv: Optional[Sequence[str]] = None, *, engine: Optional[str] = None) 
         epilog="Arguments after -- are passed to the engine unchanged.",
     )
     add_launch_arguments(parser, engine=engine)
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
     args = parser.parse_args(own)
     args.extra_args = extra
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")

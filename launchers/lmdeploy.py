@@ -55,13 +55,13 @@ VERSION_TABLE: Tuple[LmdeployFlags, ...] = (
     ),
     LmdeployFlags(
         since=(0, 13, 0),
-        until=(0, 15, 0),
+        until=(0, 19, 0),
         trust_remote_code_flag=True,
-        note="0.13 - 0.14: `--trust-remote-code` (default off)",
+        note="0.13 - 0.18: `--trust-remote-code` (default off); flags checked against 0.18.0's CLI source",
     ),
 )
 
-NEWEST_KNOWN = "0.14.0"
+NEWEST_KNOWN = "0.18.0"
 DISTRIBUTIONS = ("lmdeploy",)
 READY_ROUTES = ("/health", "/v1/models")
 DEFAULT_PORT = 23333

@@ -41,20 +41,23 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--server-address", default=None, help="host:port of the engine server")
     demo.set_defaults(func=_demo)
 
-    try:
-        from rmclient.launchers.cli import add_launch_arguments, run_launch
-    except ImportError:  # pragma: no cover - launchers are part of the package
-        pass
-    else:
-        launch = sub.add_parser("launch", help="start an engine with the right reward-model flags")
-        add_launch_arguments(launch)
-        launch.set_defaults(func=run_launch)
+    from rmclient.launchers.cli import add_launch_arguments, run_launch
+
+    launch = sub.add_parser("launch", help="start an engine with the right reward-model flags and wait until ready")
+    add_launch_arguments(launch)
+    launch.set_defaults(func=run_launch)
     return parser
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     """Entry point of the ``rmclient`` command."""
-    args = build_parser().parse_args(argv)
+    from rmclient.launchers.cli import split_engine_args
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    head, extra = split_engine_args(argv)  # `rmclient launch ... -- --engine-flag`
+    args = build_parser().parse_args(head)
+    if extra:
+        args.extra_args = list(getattr(args, "extra_args", None) or []) + extra
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )

@@ -1,0 +1,304 @@
+"""A real vLLM (the CPU build in .venv-vllm, see .ci/vllm-env.sh), started by our launcher.
+
+Three tiny models, one server each, started once and one at a time
+(~20 s each on 2 cores):
+  - a POLAR-like ``LlamaForSequenceClassification`` (rewards compared to transformers
+    and, through ``RewardModelClient``, to the in-process client);
+  - ``InternLM2ForRewardModel`` (remote configuration, ``--trust-remote-code``);
+  - ``Qwen2ForRewardModel``;
+the last two compared to ``rmclient.testing.remote_code.reference_rewards``.
+Skipped when .venv-vllm is absent, unless CI=true (then it fails).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from rmclient.errors import ConfigurationError
+from rmclient.launchers import start
+from rmclient.launchers._common import installed_version
+
+pytestmark = pytest.mark.vllm
+
+REPO = Path(__file__).resolve().parents[1]
+VLLM_PYTHON = REPO / ".venv-vllm" / "bin" / "python"
+ENV = {"HF_HUB_OFFLINE": "1", "VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_NO_USAGE_STATS": "1"}
+FLAGS = dict(dtype="float32", max_model_len=512, extra_args=["--enforce-eager"])
+TOL = 1e-4
+
+POLAR_SAMPLES = [
+    {"prompt": "What is the capital of China?", "reference": "Beijing.", "output": "Beijing."},
+    {"prompt": "What is the capital of China?", "reference": "Beijing.", "output": "Shanghai."},
+    {"prompt": "The quick brown fox", "reference": "jumps over the lazy dog.", "output": "1 2 3 4 5"},
+    {"prompt": "北京是中国的首都。", "reference": "", "output": "Ünïcödé text, émojis 🙂"},
+    {"prompt": "def score(sample):", "reference": "return reward", "output": "x^2 + y^2 = z^2"},
+]
+TOKEN_TEXTS = [
+    "What is the capital of China? Beijing.",
+    "Shanghai.",
+    "Please reason step by step, and put your final answer within \\boxed{}.",
+    "user assistant system: Hello, how are you? I am fine, thank you.",
+]
+
+
+def _vllm_available() -> bool:
+    if not VLLM_PYTHON.exists():
+        return False
+    try:
+        return installed_version(("vllm", "vllm-cpu"), python=str(VLLM_PYTHON)) is not None
+    except Exception:
+        return False
+
+
+if not _vllm_available():
+    if os.environ.get("CI") == "true":
+        pytest.fail(
+            f"CI=true but the vLLM environment {VLLM_PYTHON.parent.parent} is missing or broken: "
+            "run .ci/vllm-env.sh",
+            pytrace=False,
+        )
+    pytest.skip(
+        f"no vLLM environment at {VLLM_PYTHON.parent.parent} (build it with .ci/vllm-env.sh)",
+        allow_module_level=True,
+    )
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    from rmclient.testing import build_polar_model
+    from rmclient.testing.remote_code import build_internlm2_reward_model, build_qwen2_reward_model
+
+    root = tmp_path_factory.mktemp("vllm-models")
+    return {
+        "polar": str(build_polar_model(root / "tiny-polar")),
+        "internlm2": str(build_internlm2_reward_model(root / "tiny-internlm2-reward")),
+        "qwen2": str(build_qwen2_reward_model(root / "tiny-qwen2-rm")),
+    }
+
+
+class _Servers:
+    """One vLLM server at a time, started on first use through the launcher.
+
+    Measured on 2 cores: three servers started together are ready after ~68 s,
+    one after another after ~20 s each, so they run one after another (and the
+    previous one is stopped first, which also keeps memory low). Each stop is
+    checked to leave no process of the engine's group behind.
+    """
+
+    def __init__(self, models, log_dir):
+        self.models = models
+        self.log_dir = log_dir
+        self.name = None
+        self.server = None
+        self.timings = {}
+
+    def __getitem__(self, name):
+        if name != self.name:
+            self.close()
+            t0 = time.monotonic()
+            self.server = start(
+                "vllm",
+                self.models[name],
+                python=str(VLLM_PYTHON),
+                env=ENV,
+                trust_remote_code=(name == "internlm2"),
+                served_model_name=name,
+                ready_timeout=300,
+                stop_grace=20,
+                log_path=self.log_dir / f"vllm-{name}.log",
+                **FLAGS,
+            )
+            self.name = name
+            self.timings[name] = time.monotonic() - t0
+        return self.server
+
+    def close(self):
+        if self.server is not None:
+            server, self.server, self.name = self.server, None, None
+            server.stop()
+            assert server.group_members() == [], f"processes left behind by {server.engine}"
+
+
+@pytest.fixture(scope="module")
+def servers(models, tmp_path_factory):
+    pool = _Servers(models, tmp_path_factory.mktemp("vllm-logs"))
+    try:
+        yield pool
+    finally:
+        pool.close()
+        print("\nvLLM ready after (s):", {k: round(v, 1) for k, v in pool.timings.items()})  # shown with -s
+
+
+def _pool(server, ids, **extra):
+    r = httpx.post(
+        server.url + "/pooling",
+        json={"model": _served(server), "input": ids, "encoding_format": "float", **extra},
+        timeout=60,
+    )
+    assert r.status_code == 200, r.text
+    data = r.json()["data"]
+    assert [d["index"] for d in data] == list(range(len(ids)))
+    return [d["data"] for d in data]
+
+
+def _served(server) -> str:
+    return server.command[server.command.index("--served-model-name") + 1]
+
+
+def _ids(path, add_special_tokens=True):
+    from transformers import PreTrainedTokenizerFast  # not Auto*: it would ask about the remote code
+
+    tok = PreTrainedTokenizerFast.from_pretrained(path)
+    return [tok(t, add_special_tokens=add_special_tokens)["input_ids"] for t in TOKEN_TEXTS]
+
+
+def _transformers_logits(path, ids):
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    model = AutoModelForSequenceClassification.from_pretrained(path, dtype=torch.float32).eval()
+    with torch.no_grad():
+        return [model(input_ids=torch.tensor([x])).logits[0, 0].item() for x in ids]
+
+
+def _sigmoid(x):
+    return 1.0 / (1.0 + math.exp(-x))
+
+
+# --- the server as launched -----------------------------------------------------------------------
+
+
+# --- vLLM's own argument parser accepts every flag the launcher emits (no server) ------------------
+
+_PARSER_PROBE = """
+import json, sys
+from vllm.utils.argparse_utils import FlexibleArgumentParser
+try:
+    from vllm.entrypoints.launchers.cli_args import make_arg_parser, validate_parsed_serve_args
+except ImportError:  # older layout
+    from vllm.entrypoints.openai.cli_args import make_arg_parser, validate_parsed_serve_args
+args = make_arg_parser(FlexibleArgumentParser()).parse_args(sys.argv[1:])
+validate_parsed_serve_args(args)
+print(json.dumps(vars(args), default=str))
+"""
+
+
+def test_vllm_parser_accepts_the_launch_command(tmp_path):
+    import json
+    import subprocess
+
+    from rmclient.launchers import LaunchOptions, vllm
+
+    model = tmp_path / "causal"
+    model.mkdir()
+    (model / "config.json").write_text(json.dumps({"architectures": ["Qwen2ForCausalLM"]}))
+    opts = LaunchOptions(
+        host="0.0.0.0", port=9001, tensor_parallel_size=2, data_parallel_size=3, api_key="secret",
+        trust_remote_code=True, served_model_name="rm", max_model_len=512, dtype="float32",
+        extra_args=["--enforce-eager"],
+    )  # fmt: skip
+    cmd = vllm.build_command(str(model), opts, python=str(VLLM_PYTHON))  # the installed version's flags
+    assert cmd[1:3] == ["-m", "vllm.entrypoints.openai.api_server"]
+    out = subprocess.run(
+        [str(VLLM_PYTHON), "-c", _PARSER_PROBE, *cmd[3:]], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    parsed = json.loads(out.stdout.strip().splitlines()[-1])
+    assert parsed["model"] == str(model)
+    assert (parsed["runner"], parsed["convert"]) == ("pooling", "classify")
+    assert (parsed["tensor_parallel_size"], parsed["data_parallel_size"]) == (2, 3)
+    assert (parsed["host"], parsed["port"]) == ("0.0.0.0", 9001)
+    assert parsed["api_key"] in (["secret"], "secret")
+    assert parsed["served_model_name"] in (["rm"], "rm")
+    assert (parsed["trust_remote_code"], parsed["max_model_len"], parsed["dtype"]) == (True, 512, "float32")
+    assert parsed["enforce_eager"] is True
+
+
+# Tests are grouped by model so that each server starts once.
+
+
+def _check_launch(server, name):
+    """The launcher's command for the installed vLLM, and what the server says about itself."""
+    assert server.engine_version.startswith("0.32"), server.engine_version
+    cmd = server.command
+    assert cmd[:3] == [str(VLLM_PYTHON), "-m", "vllm.entrypoints.openai.api_server"]
+    assert cmd[cmd.index("--runner") + 1] == "pooling"
+    assert ("--trust-remote-code" in cmd) == (name == "internlm2")
+    models_answer = httpx.get(server.url + "/v1/models", timeout=10).json()
+    assert models_answer["data"][0]["id"] == name
+    assert models_answer["data"][0]["max_model_len"] == 512
+    assert httpx.get(server.url + "/version", timeout=10).json()["version"].startswith("0.32")
+
+
+# --- seq-cls (POLAR-like Llama) --------------------------------------------------------------------
+
+
+def test_seq_cls_pooling_raw_equals_transformers(servers, models):
+    _check_launch(servers["polar"], "polar")
+    ids = _ids(models["polar"])
+    expected = _transformers_logits(models["polar"], ids)
+    raw = [d[0] for d in _pool(servers["polar"], ids, use_activation=False)]
+    assert max(abs(a - b) for a, b in zip(raw, expected)) < TOL, (raw, expected)
+    assert any(not 0.0 <= r <= 1.0 for r in raw), raw  # really raw: not squashed into [0, 1]
+    default = [d[0] for d in _pool(servers["polar"], ids)]  # without the field: sigmoid (ENGINES.md 4)
+    assert max(abs(a - _sigmoid(b)) for a, b in zip(default, expected)) < TOL
+
+
+def test_seq_cls_classify_route_raw(servers, models):
+    ids = _ids(models["polar"])
+    expected = _transformers_logits(models["polar"], ids)
+    r = httpx.post(
+        servers["polar"].url + "/classify",
+        json={"model": "polar", "input": ids, "use_activation": False},
+        timeout=60,
+    )
+    assert r.status_code == 200, r.text
+    got = [d["probs"][0] for d in r.json()["data"]]
+    assert max(abs(a - b) for a, b in zip(got, expected)) < TOL
+
+
+def test_client_vllm_equals_in_process(servers, models):
+    from rmclient import RewardModelClient
+
+    path = models["polar"]
+    local = RewardModelClient(path)(POLAR_SAMPLES)
+    try:
+        remote_client = RewardModelClient(path, server_type="vllm", server_address=servers["polar"].url)
+        remote = remote_client(POLAR_SAMPLES)
+    except ConfigurationError as exc:
+        if "not wired" in str(exc):
+            pytest.skip(f"RewardModelClient's vLLM backend is not there yet: {exc}")
+        raise
+    assert len(remote) == len(local) == len(POLAR_SAMPLES)
+    assert max(abs(a - b) for a, b in zip(remote, local)) < TOL, (remote, local)
+    assert any(not 0.0 <= r <= 1.0 for r in remote), remote  # raw, not sigmoid
+    assert len(set(round(r, 3) for r in local)) == len(local)  # distinct, so order is checked
+    again = remote_client(POLAR_SAMPLES[::-1])
+    assert max(abs(a - b) for a, b in zip(again, remote[::-1])) < TOL
+    assert abs(remote_client(POLAR_SAMPLES[1]) - local[1]) < TOL  # one dict -> one float
+
+
+# --- token-reward models (remote code) ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["internlm2", "qwen2"])
+def test_token_reward_models_match_reference(servers, models, name):
+    from rmclient.testing.remote_code import reference_token_rewards
+
+    _check_launch(servers[name], name)
+    ids = _ids(models[name])
+    if name == "qwen2":
+        assert all(x[0] != 0 for x in ids)  # the Qwen-like tokenizer adds no BOS
+    expected = reference_token_rewards(models[name], ids)
+    got = _pool(servers[name], ids, use_activation=False)
+    for seq_got, seq_exp in zip(got, expected):
+        assert len(seq_got) == len(seq_exp)  # one [r] per token
+        assert max(abs(g[0] - e) for g, e in zip(seq_got, seq_exp)) < TOL
+    last = [seq[-1][0] for seq in got]
+    assert any(not 0.0 <= r <= 1.0 for r in last), last
