@@ -44,6 +44,16 @@ class SglangAdapter(Adapter):
     unknown_row: ClassVar[Optional[VersionRow]] = UNKNOWN
     score_path = "/classify"
 
+    @staticmethod
+    def parse_models(body: Any) -> "tuple[Optional[str], Optional[int]]":
+        """As the base, but the usable length is ``max_model_len - 1``.
+
+        sglang rejects an input AT or over its context length (ENGINES.md 3), and
+        ``--allow-auto-truncate`` would cut the reward token off the right.
+        """
+        name, max_len = Adapter.parse_models(body)
+        return name, (max_len - 1 if max_len else max_len)
+
     def build_request(self, inputs: Sequence[EncodedInput]) -> Request:
         """``{"input_ids": [[...]]}`` or ``{"text": [...]}``: exactly one (extra keys are ignored)."""
         kind, items = batch(inputs)

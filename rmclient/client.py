@@ -1,23 +1,34 @@
-"""``RewardModelClient``: encode samples exactly, score them on any backend."""
+"""``RewardModelClient`` and ``AsyncRewardModelClient``: encode samples exactly, score them on any backend.
+
+Both classes take the same arguments and have the same methods; the async one
+returns coroutines. One core (``rmclient.dispatch`` over ``rmclient.pool``)
+does the chunking, routing and retries for both: the sync client runs it on an
+event loop of its own, in a background thread, so it also works where a loop
+is already running (Jupyter, Ray actors).
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from typing import Any, Dict, List, Optional, Sequence, Union
+import threading
+import weakref
+from typing import Any, AsyncIterator, Dict, List, Optional, Sequence, Union
 
 from .data import as_list
+from .dispatch import ON_ERROR, Chunk, RetryPolicy, score_chunks, split_by_tokens
 from .errors import ConfigurationError
-from rmclient.adapters.base import EncodedInput
-
-from .engine_backend import EngineBackend
-from .recipes import ChatTemplateRecipe, Encoded, PolarRecipe, select_recipe
-from .transport import RetryPolicy
+from .pool import EndpointPool, parse_addresses
+from .recipes import ChatTemplateRecipe, Encoded, PolarRecipe, is_polar_model, select_recipe
 
 logger = logging.getLogger(__name__)
 
 SERVER_TYPES = ("transformers", "sglang", "vllm", "lmdeploy")
 Sample = Dict[str, Any]
 Data = Union[Sample, Sequence[Sample]]
+Rewards = Union[float, List[float]]
+#: Samples encoded per step while earlier requests are in flight.
+ENCODE_BLOCK = 256
 
 
 def load_config(path: str) -> Dict[str, Any]:
@@ -28,35 +39,8 @@ def load_config(path: str) -> Dict[str, Any]:
     return config
 
 
-class RewardModelClient:
-    """Score samples with a reward model, in-process or on an inference server.
-
-    Drop-in compatible with xtuner's ``RewardModelClient``: the first six
-    arguments keep their names and meaning (``response_cut_side`` defaults to
-    ``"right"``, the training rule). Constructing the client loads only the
-    tokenizer; the model, or the connection, is opened on first use.
-
-    Args:
-        path: model folder or hub id (its tokenizer and config are read).
-        max_length: the most token ids one encoded sample may have.
-        max_response_length: POLAR's budget for the reference and the output.
-        response_cut_side: ``"right"`` keeps a long response's head, ``"left"`` its tail.
-        server_type: ``"transformers"`` (in-process), ``"sglang"``, ``"vllm"`` or ``"lmdeploy"``.
-        server_address: ``host:port`` or URL of the server (engine backends).
-        recipe: ``"polar"`` or ``"chat_template"``; chosen from the model and data when ``None``.
-        system_prompt: a system turn for the chat-template recipe (Qwen2.5-Math-RM needs one).
-        reward_token_id: override the reward token (default: the config's ``reward_token_id``).
-        device, dtype: for the transformers backend (default: CUDA/bf16 when present, else CPU/fp32).
-        trust_remote_code: allow the checkpoint's own code (POLAR, InternLM2-Reward).
-        batch_size: samples per forward pass (transformers) or per request (engines).
-        max_tokens_per_batch: the transformers backend's padded-token budget per forward pass.
-        tokenizer: a tokenizer object to use instead of loading the one at ``path``.
-        api_key: bearer token for the server.
-        connect_timeout, read_timeout: seconds to open a connection / to wait for an answer.
-        max_attempts, deadline: retry budget of one request (attempts, seconds).
-        engine_version: skip asking the server its version.
-        served_model: the served model name (default: read from ``/v1/models``).
-    """
+class _ClientBase:
+    """What both clients share: configuration, tokenizer, recipes, and the async scoring core."""
 
     def __init__(
         self,
@@ -65,27 +49,36 @@ class RewardModelClient:
         max_response_length: int = 4096,
         response_cut_side: str = "right",
         server_type: str = "transformers",
-        server_address: Optional[str] = None,
+        server_address: Union[str, Sequence[str], None] = None,
         *,
         recipe: Optional[str] = None,
         system_prompt: Optional[str] = None,
         reward_token_id: Optional[int] = None,
+        tokenizer: Any = None,
+        trust_remote_code: bool = False,
         device: Optional[str] = None,
         dtype: Optional[str] = None,
-        trust_remote_code: bool = False,
         batch_size: int = 32,
         max_tokens_per_batch: int = 16384,
-        tokenizer: Any = None,
+        max_tokens_per_request: Optional[int] = 65536,
+        max_in_flight: int = 8,
         api_key: Optional[str] = None,
         connect_timeout: float = 5.0,
         read_timeout: float = 300.0,
         max_attempts: int = 5,
         deadline: Optional[float] = 600.0,
+        retry_budget: Optional[int] = None,
+        on_error: str = "raise",
         engine_version: Optional[str] = None,
         served_model: Optional[str] = None,
     ) -> None:
         if server_type not in SERVER_TYPES:
             raise ConfigurationError(f"unknown server_type {server_type!r}; choose one of {SERVER_TYPES}")
+        if on_error not in ON_ERROR:
+            raise ConfigurationError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
+        self.addresses = parse_addresses(server_address)
+        if server_type != "transformers" and not self.addresses:
+            raise ConfigurationError(f"server_type={server_type!r} needs a server_address")
         from transformers import AutoTokenizer
 
         self.path = str(path)
@@ -96,37 +89,34 @@ class RewardModelClient:
         self.server_address = server_address
         self.recipe = recipe
         self.system_prompt = system_prompt
+        self.batch_size = batch_size
+        self.max_tokens_per_request = max_tokens_per_request
+        self.on_error = on_error
         self.config = load_config(self.path)
         self.reward_token_id = reward_token_id if reward_token_id is not None else self.config.get("reward_token_id")
         self.tokenizer = tokenizer or AutoTokenizer.from_pretrained(self.path, trust_remote_code=trust_remote_code)
-        self._recipes: Dict[Any, Any] = {}
-        self._backend_options = dict(
-            device=device,
-            dtype=dtype,
-            trust_remote_code=trust_remote_code,
-            batch_size=batch_size,
-            max_tokens=max_tokens_per_batch,
+        self.retry_policy = RetryPolicy(attempts=max_attempts, deadline=deadline, budget=retry_budget)
+        self._local_options = dict(
+            device=device, dtype=dtype, trust_remote_code=trust_remote_code,
+            batch_size=batch_size, max_tokens=max_tokens_per_batch,
         )
-        self._engine_options: Dict[str, Any] = dict(
-            api_key=api_key,
-            connect_timeout=connect_timeout,
-            read_timeout=read_timeout,
-            retry=RetryPolicy(attempts=max_attempts, deadline=deadline),
-            batch_size=batch_size,
-            served_model=served_model,
+        self._pool_options = dict(
+            max_in_flight=max_in_flight, api_key=api_key, connect_timeout=connect_timeout,
+            read_timeout=read_timeout, served_model=served_model,
         )
         self.engine_version = engine_version
-        self._engines: Dict[str, Any] = {}
-        self._backend: Any = None
-        if server_type != "transformers" and not server_address:
-            raise ConfigurationError(f"server_type={server_type!r} needs a server_address")
+        self._recipes: Dict[Any, Any] = {}
+        self._local: Any = None
+        self._pools: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Dict[str, EndpointPool]]" = (
+            weakref.WeakKeyDictionary()
+        )
+        self._server_max_len: Optional[int] = None
 
-    # -- encoding -----------------------------------------------------------
+    # -- encoding (sync: CPU work) ---------------------------------------------
 
     def effective_max_length(self) -> int:
-        """``max_length``, lowered to the server's ``max_model_len`` once that is known."""
-        engine = self._engines.get(self.server_type)
-        limit = engine.max_model_len if engine is not None and engine._adapter is not None else None
+        """``max_length``, lowered to the servers' ``max_model_len`` once that is known."""
+        limit = self._server_max_len
         return min(self.max_length, limit) if limit else self.max_length
 
     def _recipe(self, samples: Sequence[Any]) -> Any:
@@ -134,6 +124,12 @@ class RewardModelClient:
         max_length = self.effective_max_length()
         key = (name, max_length)
         if key not in self._recipes:
+            if self.recipe is None and name == "polar" and not is_polar_model(self.path, self.config):
+                logger.warning(
+                    "%s is not named as a POLAR model, but the data has 'reference': using the POLAR recipe "
+                    "(pass recipe='chat_template' to score with the chat template and ignore 'reference')",
+                    self.path,
+                )
             if name == "polar":
                 self._recipes[key] = PolarRecipe(
                     self.tokenizer,
@@ -151,94 +147,308 @@ class RewardModelClient:
                 )
         return self._recipes[key]
 
+    def _before_encode(self) -> None:
+        """Overridden by the sync client to learn the servers' limit first."""
+
     def encode_samples(self, data: Data) -> List[Encoded]:
         """Text and exact ids of every sample (always a list)."""
+        self._before_encode()
         samples, _ = as_list(data)
         return self._recipe(samples).encode(samples)
 
     def encode(self, data: Data) -> Union[str, List[str]]:
         """The text form (xtuner's ``encode``): a string for one sample, a list for a list."""
+        self._before_encode()
         samples, single = as_list(data)
         texts = [e.text for e in self._recipe(samples).encode(samples)]
         return texts[0] if single else texts
 
     def encode_ids(self, data: Data) -> Union[List[int], List[List[int]]]:
         """The exact token ids: one list for one sample, a list of lists for a list."""
+        self._before_encode()
         samples, single = as_list(data)
         ids = [e.ids for e in self._recipe(samples).encode(samples)]
         return ids[0] if single else ids
 
-    # -- scoring ------------------------------------------------------------
-
-    def engine(self, server_type: str) -> EngineBackend:
-        """The connection to ``server_address`` as a ``server_type`` server (created once)."""
-        if server_type not in self._engines:
-            if not self.server_address:
-                raise ConfigurationError(f"{server_type} requests need a server_address")
-            version = self.engine_version if server_type == self.server_type else None
-            self._engines[server_type] = EngineBackend(
-                server_type, self.server_address, engine_version=version, **self._engine_options
-            )
-        return self._engines[server_type]
+    # -- backends -----------------------------------------------------------------
 
     @property
-    def backend(self) -> Any:
-        """The scoring backend, created on first use (an engine connection asks the server its version)."""
-        if self._backend is None:
-            if self.server_type == "transformers":
-                from .transformers_backend import TransformersBackend
+    def local_backend(self) -> Any:
+        """The in-process transformers backend (the model loads on its first forward pass)."""
+        if self._local is None:
+            from .transformers_backend import TransformersBackend
 
-                pad = self.tokenizer.pad_token_id
-                self._backend = TransformersBackend(
-                    self.path, self.config, pad_token_id=pad if pad is not None else 0, **self._backend_options
-                )
-            else:
-                backend = self.engine(self.server_type)
-                backend.adapter  # noqa: B018 - first contact: version, model name, max_model_len
-                self._backend = backend
-        return self._backend
+            pad = self.tokenizer.pad_token_id
+            self._local = TransformersBackend(
+                self.path, self.config, pad_token_id=pad if pad is not None else 0, **self._local_options
+            )
+        return self._local
 
-    def score_ids(self, ids: Sequence[Sequence[int]]) -> List[float]:
-        """Raw rewards for already encoded token ids, in input order."""
-        return self.backend.score(ids)
+    def _pool(self, server_type: str) -> EndpointPool:
+        pools = self._pools.setdefault(asyncio.get_running_loop(), {})
+        if server_type not in pools:
+            if not self.addresses:
+                raise ConfigurationError(f"{server_type} requests need a server_address")
+            version = self.engine_version if server_type == self.server_type else None
+            pools[server_type] = EndpointPool(
+                server_type, self.addresses, engine_version=version, **self._pool_options
+            )
+        return pools[server_type]
 
-    def __call__(self, data: Data) -> Union[float, List[float]]:
-        """Raw reward of one sample (a float) or of a list of samples (a list, in input order).
+    # -- the async core -------------------------------------------------------------
 
-        Samples are sent as exact token ids. Any failure raises; no reward is
-        ever replaced by ``None`` or a default.
-        """
+    async def _aconnect(self) -> None:
+        if self.server_type != "transformers":
+            pool = self._pool(self.server_type)
+            await pool.start()  # first contact: versions, model name, max_model_len
+            self._server_max_len = pool.max_model_len
+
+    async def _ascore(self, data: Data) -> Rewards:
         samples, single = as_list(data)
-        backend = self.backend  # connect first, so the server's max_model_len bounds the encoding
-        rewards = backend.score([e.ids for e in self._recipe(samples).encode(samples)])
+        if self.server_type == "transformers":
+            ids = [e.ids for e in self._recipe(samples).encode(samples)]
+            rewards = await asyncio.to_thread(self.local_backend.score, ids)
+        else:
+            await self._aconnect()
+            pool = self._pool(self.server_type)
+            recipe = self._recipe(samples)
+            valid = recipe.validate(samples)  # bad input fails before anything is sent
+            rewards = await score_chunks(
+                pool, self._encoded_chunks(recipe, valid), len(samples),
+                policy=self.retry_policy, on_error=self.on_error,
+            )
         return rewards[0] if single else rewards
 
-    score = __call__
+    async def _encoded_chunks(self, recipe: Any, valid: Sequence[Any]) -> AsyncIterator[Chunk]:
+        """Request-sized chunks, encoding the next block while earlier chunks are in flight."""
+        for lo in range(0, len(valid), ENCODE_BLOCK):
+            block = valid[lo : lo + ENCODE_BLOCK]
+            encoded = (
+                recipe.encode_valid(block)
+                if len(valid) <= self.batch_size
+                else await asyncio.to_thread(recipe.encode_valid, block)
+            )
+            for k in range(0, len(encoded), self.batch_size):
+                part = encoded[k : k + self.batch_size]
+                chunk = Chunk(list(range(lo + k, lo + k + len(part))), [e.ids for e in part])
+                for piece in split_by_tokens(chunk, self.max_tokens_per_request):
+                    yield piece
 
-    # -- xtuner-compatible engine requests ------------------------------------
+    async def _ascore_ids(self, ids: Sequence[Sequence[int]]) -> List[float]:
+        if self.server_type == "transformers":
+            return await asyncio.to_thread(self.local_backend.score, ids)
+        return await self._arequest(self.server_type, [list(x) for x in ids])
 
-    def _request(self, server_type: str, encoded: Union[EncodedInput, Sequence[EncodedInput]]) -> List[float]:
+    async def _arequest(self, server_type: str, encoded: Any) -> List[float]:
+        """Score pre-encoded inputs (text or ids, one or a list) on ``server_type`` servers."""
         if isinstance(encoded, (list, tuple)) and not encoded:
             return []
         inputs = [encoded] if isinstance(encoded, str) or _is_ids(encoded) else list(encoded)
-        return self.engine(server_type).score(inputs)
+        pool = self._pool(server_type)
+        await pool.start()
+        limit = pool.max_model_len
+        too_long = {
+            i: f"{len(x)} token ids exceed the server's limit of {limit}; encode after connecting"
+            for i, x in enumerate(inputs)
+            if limit and not isinstance(x, str) and len(x) > limit
+        }
 
-    def sglang_request_reward(self, data: Any, **_ignored: Any) -> List[float]:
-        """Score what :meth:`encode` (text) or :meth:`encode_ids` returned on an sglang server."""
-        return self._request("sglang", data)
+        async def chunks() -> AsyncIterator[Chunk]:
+            todo = [i for i in range(len(inputs)) if i not in too_long]
+            for lo in range(0, len(todo), self.batch_size):
+                part = todo[lo : lo + self.batch_size]
+                yield Chunk(part, [inputs[i] for i in part])
 
-    def vllm_request_reward(self, data: Any, **_ignored: Any) -> List[float]:
-        """Score what :meth:`encode` (text) or :meth:`encode_ids` returned on a vLLM server."""
-        return self._request("vllm", data)
+        return await score_chunks(
+            pool, chunks(), len(inputs), policy=self.retry_policy, on_error=self.on_error, failures=too_long
+        )
 
-    def lmdeploy_request_reward(self, data: Any, **_ignored: Any) -> List[float]:
-        """Score what :meth:`encode` (text) or :meth:`encode_ids` returned on an lmdeploy server."""
-        return self._request("lmdeploy", data)
+    async def _aclose(self) -> None:
+        loop = asyncio.get_running_loop()
+        for pool in self._pools.pop(loop, {}).values():
+            await pool.aclose()
+
+
+def _is_ids(x: Any) -> bool:
+    return isinstance(x, (list, tuple)) and (not x or isinstance(x[0], int))
+
+
+_DOC_ARGS = """
+    Args:
+        path: model folder or hub id (its tokenizer and config are read).
+        max_length: the most token ids one encoded sample may have.
+        max_response_length: POLAR's budget for the reference and the output.
+        response_cut_side: ``"right"`` keeps a long response's head (training), ``"left"`` its tail.
+        server_type: ``"transformers"`` (in-process), ``"sglang"``, ``"vllm"`` or ``"lmdeploy"``.
+        server_address: ``host:port`` or URL of the server; a list or a comma-separated string for several.
+        recipe: ``"polar"`` or ``"chat_template"``; chosen from the model and data when ``None``.
+        system_prompt: a system turn for the chat-template recipe (Qwen2.5-Math-RM needs one).
+        reward_token_id: override the reward token (default: the config's ``reward_token_id``).
+        tokenizer: a tokenizer object to use instead of loading the one at ``path``.
+        trust_remote_code: allow the checkpoint's own code (POLAR, InternLM2-Reward).
+        device, dtype: in-process only (default: CUDA/bf16 when present, else CPU/fp32).
+        batch_size: samples per forward pass (in-process) or per request (servers).
+        max_tokens_per_batch: in-process padded-token budget per forward pass.
+        max_tokens_per_request: token budget of one request to a server.
+        max_in_flight: requests in flight per server (lowered where the engine needs it).
+        api_key: bearer token for the servers.
+        connect_timeout, read_timeout: seconds to open a connection / to wait for an answer.
+        max_attempts: attempts per request, retried with backoff on other servers.
+        deadline: seconds for one whole call.
+        retry_budget: retries in all for one call (default: ``max_attempts - 1`` per request).
+        on_error: ``"raise"`` (default: :class:`~rmclient.errors.ScoringError` lists the failed
+            samples and keeps the rewards obtained) or ``"nan"`` (NaN for failed samples).
+        engine_version: skip asking the servers their version.
+        served_model: the served model name (default: read from ``/v1/models``).
+"""
+
+
+class AsyncRewardModelClient(_ClientBase):
+    """Score samples with a reward model from async code; the twin of :class:`RewardModelClient`.
+
+    ``await client(data)`` returns a float for one sample and a list, in input
+    order, for a list. Safe in an event loop that is already running.
+    """
+
+    __doc__ = (__doc__ or "") + _DOC_ARGS
+
+    async def __call__(self, data: Data) -> Rewards:
+        """Raw reward of one sample (a float) or of a list of samples (a list, in input order)."""
+        return await self._ascore(data)
+
+    score = __call__
+
+    async def score_ids(self, ids: Sequence[Sequence[int]]) -> List[float]:
+        """Raw rewards for already encoded token ids, in input order."""
+        return await self._ascore_ids(ids)
+
+    async def sglang_request_reward(self, data: Any, *_xtuner_args: Any, **_xtuner_options: Any) -> List[float]:
+        """Score what :meth:`encode` (text) or :meth:`encode_ids` returned on sglang servers."""
+        return await self._arequest("sglang", data)
+
+    async def vllm_request_reward(self, data: Any, *_xtuner_args: Any, **_xtuner_options: Any) -> List[float]:
+        """Score what :meth:`encode` (text) or :meth:`encode_ids` returned on vLLM servers."""
+        return await self._arequest("vllm", data)
+
+    async def lmdeploy_request_reward(self, data: Any, *_xtuner_args: Any, **_xtuner_options: Any) -> List[float]:
+        """Score what :meth:`encode` (text) or :meth:`encode_ids` returned on lmdeploy servers."""
+        return await self._arequest("lmdeploy", data)
+
+    async def connect(self) -> None:
+        """Contact the servers now (their versions, model name and ``max_model_len``).
+
+        Done by the first call. Call it before :meth:`encode` (which is sync) so
+        that its truncation respects the servers' limit.
+        """
+        await self._aconnect()
+
+    async def aclose(self) -> None:
+        """Close this event loop's server connections."""
+        await self._aclose()
+
+    async def __aenter__(self) -> "AsyncRewardModelClient":
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.aclose()
+
+
+class _LoopThread:
+    """An event loop running in a daemon thread, for the sync client."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="rmclient-loop", daemon=True)
+        self.thread.start()
+
+    def run(self, coro: Any) -> Any:
+        future = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        try:
+            return future.result()
+        except BaseException:
+            future.cancel()  # Ctrl-C: stop the work in the background too
+            raise
+
+    def stop(self) -> None:
+        async def _cancel_all() -> None:
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            asyncio.get_running_loop().stop()
+
+        if self.loop.is_running():
+            asyncio.run_coroutine_threadsafe(_cancel_all(), self.loop)
+            self.thread.join(timeout=5)
+        if not self.loop.is_running():
+            self.loop.close()
+
+
+class RewardModelClient(_ClientBase):
+    """Score samples with a reward model, in-process or on inference servers.
+
+    Drop-in compatible with xtuner's ``RewardModelClient``: the first six
+    arguments keep their names and meaning (``response_cut_side`` defaults to
+    ``"right"``, the training rule). Constructing the client loads only the
+    tokenizer; the model, or the connections, open on first use. Any failure
+    raises; no reward is ever replaced by ``None`` or a default unless
+    ``on_error="nan"`` asks for NaN.
+    """
+
+    __doc__ = (__doc__ or "") + _DOC_ARGS
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._thread: Optional[_LoopThread] = None
+        self._lock = threading.Lock()
+
+    def connect(self) -> None:
+        """Contact the servers now (their versions, model name and ``max_model_len``).
+
+        Done by the first call; :meth:`encode` does it too, so that its
+        truncation respects the servers' limit.
+        """
+        self._run(self._aconnect())
+
+    def _before_encode(self) -> None:
+        if self.server_type != "transformers" and self._server_max_len is None:
+            self.connect()
+
+    def _run(self, coro: Any) -> Any:
+        with self._lock:
+            if self._thread is None:
+                self._thread = _LoopThread()
+                weakref.finalize(self, self._thread.stop)
+        return self._thread.run(coro)
+
+    def __call__(self, data: Data) -> Rewards:
+        """Raw reward of one sample (a float) or of a list of samples (a list, in input order)."""
+        return self._run(self._ascore(data))
+
+    score = __call__
+
+    def score_ids(self, ids: Sequence[Sequence[int]]) -> List[float]:
+        """Raw rewards for already encoded token ids, in input order."""
+        return self._run(self._ascore_ids(ids))
+
+    def sglang_request_reward(self, data: Any, *_xtuner_args: Any, **_xtuner_options: Any) -> List[float]:
+        """Score what :meth:`encode` (text) or :meth:`encode_ids` returned on sglang servers."""
+        return self._run(self._arequest("sglang", data))
+
+    def vllm_request_reward(self, data: Any, *_xtuner_args: Any, **_xtuner_options: Any) -> List[float]:
+        """Score what :meth:`encode` (text) or :meth:`encode_ids` returned on vLLM servers."""
+        return self._run(self._arequest("vllm", data))
+
+    def lmdeploy_request_reward(self, data: Any, *_xtuner_args: Any, **_xtuner_options: Any) -> List[float]:
+        """Score what :meth:`encode` (text) or :meth:`encode_ids` returned on lmdeploy servers."""
+        return self._run(self._arequest("lmdeploy", data))
 
     def close(self) -> None:
-        """Close server connections (the in-process model stays loaded until the client is dropped)."""
-        for engine in self._engines.values():
-            engine.close()
+        """Close server connections and stop the background loop."""
+        if self._thread is not None:
+            self._thread.run(self._aclose())
+            self._thread.stop()
+            self._thread = None
 
     def __enter__(self) -> "RewardModelClient":
         return self
@@ -246,6 +456,3 @@ class RewardModelClient:
     def __exit__(self, *exc: Any) -> None:
         self.close()
 
-
-def _is_ids(x: Any) -> bool:
-    return isinstance(x, (list, tuple)) and (not x or isinstance(x[0], int))

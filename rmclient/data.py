@@ -128,6 +128,10 @@ def to_chat(index: int, sample: Any) -> ChatSample:
         msgs = _messages(index, "messages", _require(index, s, "messages"), need_role=True)
         if not msgs:
             raise InvalidSampleError(index, "messages", "empty conversation")
+        if msgs[-1]["role"] != "assistant":
+            raise InvalidSampleError(
+                index, f"messages[{len(msgs) - 1}].role", "the last message must be the assistant output to score"
+            )
         return ChatSample(tuple(msgs))
     msgs = _messages(index, "prompt", _require(index, s, "prompt"), need_role=True)
     output = _require(index, s, "output")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Dict, List, Optional
 
 
 class RMClientError(Exception):
@@ -45,6 +45,11 @@ class ServerError(RMClientError):
         tries = f" after {attempts} attempts" if attempts > 1 else ""
         super().__init__(f"{where}{tries}: {message}")
 
+    @property
+    def retryable(self) -> bool:
+        """Connection errors, timeouts, 5xx and 429 may succeed later; other 4xx will not."""
+        return self.status is None or self.status >= 500 or self.status == 429
+
 
 class ResponseError(RMClientError):
     """A server answered 2xx but the body is not a valid reward response.
@@ -60,6 +65,23 @@ class ResponseError(RMClientError):
         if len(shown) > 300:
             shown = shown[:300] + "..."
         super().__init__(f"{endpoint}: {message}; body: {shown}")
+
+
+class ScoringError(RMClientError):
+    """Some samples could not be scored.
+
+    ``failures`` maps each failed sample index to the reason; ``rewards`` keeps
+    every reward that was obtained, in input order, with ``None`` at the failed
+    indices (so nothing already scored is lost).
+    """
+
+    def __init__(self, failures: Dict[int, str], rewards: List[Optional[float]]) -> None:
+        self.failures = dict(sorted(failures.items()))
+        self.rewards = rewards
+        shown = list(self.failures.items())[:5]
+        more = f" (and {len(failures) - 5} more)" if len(failures) > 5 else ""
+        lines = "; ".join(f"sample {i}: {why}" for i, why in shown)
+        super().__init__(f"{len(failures)} of {len(rewards)} samples failed{more}: {lines}")
 
 
 class LaunchError(RMClientError):

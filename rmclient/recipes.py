@@ -14,8 +14,8 @@ import logging
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence
 
-from .data import ChatSample, PolarSample, has_reference, to_chat, to_polar
-from .errors import ConfigurationError
+from .data import PolarSample, has_reference, to_chat, to_polar
+from .errors import ConfigurationError, InvalidSampleError
 
 logger = logging.getLogger(__name__)
 
@@ -112,9 +112,16 @@ class PolarRecipe:
         self.reward_token = tokenizer.convert_ids_to_tokens(self.reward_token_id)
         self._bos = [tokenizer.bos_token_id] if adds_bos(tokenizer) else []
 
+    def validate(self, samples: Sequence[Any], start: int = 0) -> List[PolarSample]:
+        """Check and normalise ``samples``; error indices count from ``start``."""
+        return [to_polar(start + i, s) for i, s in enumerate(samples)]
+
     def encode(self, samples: Sequence[Any], start: int = 0) -> List[Encoded]:
         """Validate and encode ``samples``; error indices count from ``start``."""
-        polar = [to_polar(start + i, s) for i, s in enumerate(samples)]
+        return self.encode_valid(self.validate(samples, start))
+
+    def encode_valid(self, polar: Sequence[PolarSample]) -> List[Encoded]:
+        """Encode samples that :meth:`validate` returned."""
         n = len(polar)
         tok = self.tokenizer
         pieces = _encode_batch(
@@ -169,15 +176,25 @@ def _join(prompt: str, piece: str, wrapper: str) -> str:
     return prompt + piece if wrapper == "pretrain" or piece == "" else prompt + "\n" + piece
 
 
+@dataclass(frozen=True)
+class _Chat:
+    """A validated chat sample with its messages as they will be rendered (system prompt included)."""
+
+    index: int
+    messages: List[Dict[str, str]]
+    text: str
+
+
 class ChatTemplateRecipe:
     """Outcome-RM encoding with the tokenizer's own chat template.
 
     The conversation (an optional system prompt, the prompt turns, the
     assistant output) is rendered by the template; BOS appears exactly once;
     the model's reward token is appended when its config declares one and the
-    sequence does not already end with it. Over ``max_length`` the sequence
-    keeps its end (the scored position) and loses the start of the prompt
-    (BOS kept).
+    sequence does not already end with it. Over ``max_length`` the prompt
+    turns lose text from the left, oldest turn first, so the template, the
+    system prompt and the scored output stay intact; only when that is not
+    enough are the ids cut from the left (BOS kept).
     """
 
     name = "chat_template"
@@ -192,39 +209,77 @@ class ChatTemplateRecipe:
     ) -> None:
         if not getattr(tokenizer, "chat_template", None):
             raise ConfigurationError("the tokenizer has no chat_template; pass recipe='polar' or set one")
+        if max_length < 8:
+            raise ConfigurationError(f"max_length must be at least 8, got {max_length}")
         self.tokenizer = tokenizer
         self.max_length = max_length
         self.reward_token_id = reward_token_id
         self.system_prompt = system_prompt
         self._adds_bos = adds_bos(tokenizer)
 
-    def encode(self, samples: Sequence[Any], start: int = 0) -> List[Encoded]:
-        """Validate and encode ``samples``; error indices count from ``start``."""
-        chats = [to_chat(start + i, s) for i, s in enumerate(samples)]
-        texts = [self._render(c) for c in chats]
-        tok, bos = self.tokenizer, self.tokenizer.bos_token_id
+    def validate(self, samples: Sequence[Any], start: int = 0) -> List[_Chat]:
+        """Check ``samples`` and render their template; error indices count from ``start``."""
         out = []
-        for text, ids in zip(texts, _encode_batch(tok, texts, False)):
-            if self._adds_bos and ids[:1] != [bos]:
-                ids = [bos] + ids
-            server_text = text
-            if self._adds_bos and text.startswith(tok.bos_token):
-                server_text = text[len(tok.bos_token) :]  # the server adds BOS itself
-            if self.reward_token_id is not None and ids[-1:] != [self.reward_token_id]:
-                ids = ids + [self.reward_token_id]
-                server_text += tok.convert_ids_to_tokens(self.reward_token_id)
-            if len(ids) > self.max_length:
-                head = ids[:1] if bos is not None and ids[:1] == [bos] else []
-                ids = head + ids[len(ids) - self.max_length + len(head) :]
-                server_text = tok.decode(ids[1:] if self._adds_bos else ids)
-            out.append(Encoded(server_text, ids))
+        for i, sample in enumerate(samples):
+            messages = [dict(m) for m in to_chat(start + i, sample).messages]
+            if self.system_prompt is not None and messages[0]["role"] != "system":
+                messages.insert(0, {"role": "system", "content": self.system_prompt})
+            out.append(_Chat(start + i, messages, self._render(start + i, messages)))
         return out
 
-    def _render(self, chat: ChatSample) -> str:
-        messages: List[Dict[str, str]] = list(chat.messages)
-        if self.system_prompt is not None and messages[0]["role"] != "system":
-            messages.insert(0, {"role": "system", "content": self.system_prompt})
-        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=False)
+    def encode(self, samples: Sequence[Any], start: int = 0) -> List[Encoded]:
+        """Validate and encode ``samples``; error indices count from ``start``."""
+        return self.encode_valid(self.validate(samples, start))
+
+    def encode_valid(self, chats: Sequence[_Chat]) -> List[Encoded]:
+        """Encode samples that :meth:`validate` returned."""
+        out = []
+        for chat, ids in zip(chats, _encode_batch(self.tokenizer, [c.text for c in chats], False)):
+            text, ids = self._finish(chat.text, ids)
+            if len(ids) > self.max_length:
+                text, ids = self._fit(chat)
+            out.append(Encoded(text, ids))
+        return out
+
+    def _render(self, index: int, messages: List[Dict[str, str]]) -> str:
+        try:
+            return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=False)
+        except Exception as exc:  # jinja2 errors, raise_exception() in templates
+            raise InvalidSampleError(index, "messages", f"the chat template rejected it: {exc}") from exc
+
+    def _finish(self, text: str, ids: List[int]) -> "tuple[str, List[int]]":
+        """BOS exactly once, the reward token once; the text form for a server that adds BOS itself."""
+        tok, bos = self.tokenizer, self.tokenizer.bos_token_id
+        if self._adds_bos and ids[:1] != [bos]:
+            ids = [bos] + ids
+        if self._adds_bos and text.startswith(tok.bos_token):
+            text = text[len(tok.bos_token) :]
+        if self.reward_token_id is not None and ids[-1:] != [self.reward_token_id]:
+            ids = ids + [self.reward_token_id]
+            text += tok.convert_ids_to_tokens(self.reward_token_id)
+        return text, ids
+
+    def _fit(self, chat: _Chat) -> "tuple[str, List[int]]":
+        tok = self.tokenizer
+        messages = [dict(m) for m in chat.messages]
+        text, ids = chat.text, []
+        for _ in range(32):
+            text, ids = self._finish(text, tok.encode(text, add_special_tokens=False))
+            excess = len(ids) - self.max_length
+            if excess <= 0:
+                return text, ids
+            turn = next(
+                (k for k, m in enumerate(messages[:-1]) if m["role"] != "system" and m["content"]), None
+            )
+            if turn is None:
+                break
+            content = tok.encode(messages[turn]["content"], add_special_tokens=False)
+            messages[turn]["content"] = tok.decode(content[excess:]) if excess < len(content) else ""
+            text = self._render(chat.index, messages)
+        logger.warning("sample %d: the output alone exceeds max_length; cutting ids from the left", chat.index)
+        head = ids[:1] if self._adds_bos else []
+        ids = head + ids[len(ids) - self.max_length + len(head) :]
+        return tok.decode(ids[len(head) :]), ids
 
 
 def is_polar_model(path: str, config: Dict[str, Any]) -> bool:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import logging
+import threading
 from typing import Any, Dict, List, Optional, Sequence
 
-from .errors import ConfigurationError
+from .errors import ConfigurationError, InvalidSampleError
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +69,7 @@ class TransformersBackend:
         self.pad_token_id = pad_token_id
         self._model: Any = None
         self._captured: List[Any] = []
+        self._lock = threading.Lock()  # one forward pass at a time: the head hook's capture is shared
 
     @property
     def model(self) -> Any:
@@ -94,6 +96,9 @@ class TransformersBackend:
             model = transformers.AutoModel.from_pretrained(self.path, **kwargs)
         model.to(device).eval()
         self._device = device
+        labels = getattr(model.config, "num_labels", 1)
+        if any(a.endswith("ForSequenceClassification") for a in archs) and labels != 1:
+            raise ConfigurationError(f"{self.path} has {labels} labels; a reward model has one")
         head = next((getattr(model, n) for n in _HEAD_NAMES if hasattr(model, n)), None)
         if head is not None:
             head.register_forward_hook(lambda _m, _i, out: self._captured.append(out))
@@ -106,11 +111,18 @@ class TransformersBackend:
         """Raw rewards for each id sequence, in input order."""
         if not ids:
             return []
+        vocab = self.config.get("vocab_size")
+        for i, x in enumerate(ids):
+            if not x:
+                raise InvalidSampleError(i, "input_ids", "empty")
+            if vocab and (min(x) < 0 or max(x) >= vocab):
+                raise InvalidSampleError(i, "input_ids", f"ids must be in [0, {vocab}), got {min(x)}..{max(x)}")
         lengths = [len(x) for x in ids]
         rewards: List[float] = [0.0] * len(ids)
-        for batch in plan_batches(lengths, self.max_tokens, self.batch_size):
-            for i, r in zip(batch, self._forward([ids[i] for i in batch])):
-                rewards[i] = r
+        with self._lock:
+            for batch in plan_batches(lengths, self.max_tokens, self.batch_size):
+                for i, r in zip(batch, self._forward([ids[i] for i in batch])):
+                    rewards[i] = r
         return rewards
 
     def _forward(self, seqs: Sequence[Sequence[int]]) -> List[float]:

@@ -1,48 +1,21 @@
-"""The one HTTP layer every engine adapter uses: httpx with tenacity retries.
+"""The one HTTP layer every engine adapter uses (httpx, async).
 
-Retried: connection errors, timeouts, 5xx and 429 (the server asking to try
-later). Never retried: any other 4xx (the request itself is wrong). Giving up
-raises :class:`~rmclient.errors.ServerError`; nothing is ever returned in place
-of a response.
+A :class:`Transport` sends one request and classifies what went wrong; the
+decision to retry, and where, is the dispatcher's (``rmclient.dispatch``).
+Nothing is ever returned in place of a response: failures raise
+:class:`~rmclient.errors.ServerError` or :class:`~rmclient.errors.ResponseError`.
 """
 
 from __future__ import annotations
 
 import json
-import logging
-from dataclasses import dataclass
 from typing import Any, Optional
 
 import httpx
-from tenacity import (
-    RetryError,
-    Retrying,
-    retry_if_exception,
-    stop_after_attempt,
-    stop_after_delay,
-    wait_exponential_jitter,
-)
 
 from rmclient.adapters.base import Request
 
-from .errors import ResponseError, ServerError
-
-logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    """How hard to try: ``attempts`` in all, within ``deadline`` seconds, backoff from ``initial`` to ``max_wait``."""
-
-    attempts: int = 5
-    deadline: Optional[float] = 600.0
-    initial: float = 0.2
-    max_wait: float = 10.0
-
-
-class _Retryable(Exception):
-    def __init__(self, error: ServerError) -> None:
-        self.error = error
+from .errors import ConfigurationError, ResponseError, ServerError
 
 
 def normalize_url(address: str) -> str:
@@ -66,7 +39,7 @@ def _server_message(response: httpx.Response) -> str:
 
 
 class Transport:
-    """A reusable connection to one server.
+    """Pooled connections to one server.
 
     ``connect_timeout`` bounds opening a connection, ``read_timeout`` waiting
     for an answer; ``api_key`` is sent as a bearer token.
@@ -79,59 +52,36 @@ class Transport:
         api_key: Optional[str] = None,
         connect_timeout: float = 5.0,
         read_timeout: float = 300.0,
-        retry: RetryPolicy = RetryPolicy(),
+        max_connections: int = 64,
     ) -> None:
         self.base_url = normalize_url(address)
-        self.retry = retry
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self._client = httpx.Client(
+        self._client = httpx.AsyncClient(
             base_url=self.base_url,
             headers=headers,
             timeout=httpx.Timeout(read_timeout, connect=connect_timeout),
+            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
         )
 
-    def request(self, request: Request, *, retry: Optional[RetryPolicy] = None) -> Any:
-        """Send ``request`` and return its JSON body, retrying what can be retried."""
-        policy = retry or self.retry
-        stop = stop_after_attempt(policy.attempts)
-        if policy.deadline is not None:
-            stop = stop | stop_after_delay(policy.deadline)
-        retrying = Retrying(
-            stop=stop,
-            wait=wait_exponential_jitter(multiplier=policy.initial, max=policy.max_wait, jitter=policy.initial),
-            retry=retry_if_exception(lambda e: isinstance(e, _Retryable)),
-            before_sleep=lambda state: logger.warning(
-                "retrying %s %s (attempt %d): %s",
-                request.method,
-                self.base_url + request.path,
-                state.attempt_number,
-                state.outcome.exception() if state.outcome else "",
-            ),
-        )
-        attempts = 0
-        try:
-            for attempt in retrying:
-                with attempt:
-                    attempts += 1
-                    return self._once(request)
-        except RetryError as exc:
-            last = exc.last_attempt.exception()
-            error = last.error if isinstance(last, _Retryable) else None
-            if error is None:  # pragma: no cover - tenacity only retries _Retryable
-                raise
-            raise ServerError(error.endpoint, error.status, error.server_message, attempts=attempts) from None
-        raise AssertionError("unreachable")  # pragma: no cover
+    async def send(self, request: Request, *, timeout: Optional[float] = None) -> Any:
+        """Send ``request`` once and return its JSON body.
 
-    def _once(self, request: Request) -> Any:
+        Raises :class:`ServerError` (``retryable`` for connection errors,
+        timeouts, 5xx and 429) or :class:`ResponseError` for a 2xx body that is
+        not JSON.
+        """
         endpoint = f"{request.method} {self.base_url}{request.path}"
+        kwargs: Any = {"json": request.json} if request.json is not None else {}
+        if timeout is not None:
+            kwargs["timeout"] = timeout
         try:
-            response = self._client.request(request.method, request.path, json=request.json)
+            response = await self._client.request(request.method, request.path, **kwargs)
+        except httpx.UnsupportedProtocol as exc:
+            raise ConfigurationError(f"{endpoint}: not an http(s) address ({exc})") from exc
         except httpx.TimeoutException as exc:
-            raise _Retryable(ServerError(endpoint, None, f"timed out ({type(exc).__name__})")) from exc
+            raise ServerError(endpoint, None, f"timed out ({type(exc).__name__})") from exc
         except httpx.TransportError as exc:
-            raise _Retryable(ServerError(endpoint, None, f"{type(exc).__name__}: {exc}")) from exc
-        if response.status_code >= 500 or response.status_code == 429:
-            raise _Retryable(ServerError(endpoint, response.status_code, _server_message(response)))
+            raise ServerError(endpoint, None, f"{type(exc).__name__}: {exc}") from exc
         if response.status_code >= 400:
             raise ServerError(endpoint, response.status_code, _server_message(response))
         try:
@@ -139,17 +89,6 @@ class Transport:
         except (ValueError, json.JSONDecodeError):
             raise ResponseError(endpoint, "the body is not JSON", response.text[:300]) from None
 
-    def get(self, path: str, *, retry: Optional[RetryPolicy] = None) -> Any:
-        """GET ``path`` and return its JSON body."""
-        return self.request(Request("GET", path), retry=retry)
-
-    def close(self) -> None:
+    async def aclose(self) -> None:
         """Close the pooled connections."""
-        self._client.close()
-
-    def __enter__(self) -> "Transport":
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
-
+        await self._client.aclose()

@@ -3,7 +3,9 @@
 The reward of a sample is derived from its input (``reward_of``), so a reward
 attached to the wrong sample is caught. ``script`` queues what the scoring
 route does next (an HTTP status, ``"stall"``, ``"garbage"``, ``"nan"``,
-``"short"``); when it is empty the route answers correctly.
+``"inf"``, ``"short"``, ``"reorder"``, ``"duplicate"``); when it is empty the
+route answers correctly after ``delay`` seconds. ``max_concurrent`` records the
+most scoring requests it ever had in flight at once.
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ class FakeEngine:
         max_model_len: Optional[int] = 4096,
         per_token: bool = False,
         stall: float = 2.0,
+        delay: float = 0.0,
+        poison: Any = None,
     ) -> None:
         self.engine = engine
         self.version = version
@@ -40,6 +44,11 @@ class FakeEngine:
         self.max_model_len = max_model_len
         self.per_token = per_token
         self.stall = stall
+        self.delay = delay
+        self.poison = poison  # a predicate: a request holding an input it accepts gets a 400
+        self.in_flight = 0
+        self.max_concurrent = 0
+        self._count = threading.Lock()
         self.script: List[Any] = []
         self.requests: List[Dict[str, Any]] = []
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
@@ -54,6 +63,10 @@ class FakeEngine:
         return self
 
     def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        """Kill the server: the port stops accepting connections."""
         self._server.shutdown()
         self._server.server_close()
 
@@ -80,8 +93,13 @@ class FakeEngine:
             return action, {"message": f"scripted {action}"}
         if action == "stall":
             time.sleep(self.stall)
+        elif self.delay:
+            time.sleep(self.delay)
         if action == "garbage":
             return 200, "not json at all"
+        items = body.get("input_ids") or body.get("text") or body.get("input") or []
+        if self.poison is not None and any(self.poison(x) for x in items):
+            return 400, {"message": "poisoned input"}
         if self.engine == "sglang" and path == "/classify":
             items = body.get("input_ids") or body.get("text")
             values = [reward_of(x) for x in items]
@@ -97,8 +115,13 @@ class FakeEngine:
             out = {"object": "list", "data": [{"index": i, "object": "pooling", "data": d} for i, d in enumerate(data)]}
         else:
             return 404, {"detail": "Not Found"}
-        if action == "nan":
-            out = json.loads(json.dumps(out).replace(str(values[0]), "NaN", 1))
+        if action in ("nan", "inf"):
+            out = json.loads(json.dumps(out).replace(str(values[0]), "NaN" if action == "nan" else "Infinity", 1))
+        if action in ("reorder", "duplicate") and isinstance(out, dict):
+            data = list(reversed(out["data"]))
+            if action == "duplicate" and len(data) > 1:
+                data[0] = {**data[0], "index": data[1]["index"]}
+            out = {**out, "data": data}
         if action == "short":
             out = out[:-1] if isinstance(out, list) else {**out, "data": out["data"][:-1]}
         return 200, out
@@ -125,9 +148,15 @@ class FakeEngine:
                 length = int(self.headers.get("Content-Length", 0))
                 body = json.loads(self.rfile.read(length) or b"{}")
                 body["_auth"] = self.headers.get("Authorization")
+                with fake._count:
+                    fake.in_flight += 1
+                    fake.max_concurrent = max(fake.max_concurrent, fake.in_flight)
                 try:
                     self._send(*fake.post(self.path, body))
                 except (BrokenPipeError, ConnectionResetError):
                     pass
+                finally:
+                    with fake._count:
+                        fake.in_flight -= 1
 
         return Handler

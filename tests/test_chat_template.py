@@ -62,10 +62,45 @@ def test_system_prompt(qwen_like_path):
     assert tok.decode(own).startswith("<|im_start|>system\nS<|im_end|>")
 
 
-def test_truncation_keeps_the_end_and_bos(chat_path):
+def test_truncation_cuts_the_prompt_text_from_the_left(chat_path):
     client = RewardModelClient(chat_path, max_length=32)
-    full = RewardModelClient(chat_path).encode_ids({"prompt": "long " * 100, "output": "the answer"})
-    ids = client.encode_ids({"prompt": "long " * 100, "output": "the answer"})
-    assert len(ids) == 32
-    assert ids[0] == client.tokenizer.bos_token_id
-    assert ids[1:] == full[-31:]
+    prompt = "".join(f"w{i} " for i in range(60))
+    sample = {"prompt": prompt, "output": "the answer"}
+    ids = client.encode_ids(sample)
+    assert len(ids) <= 32
+    text = client.tokenizer.decode(ids)
+    head, tail = "<s><|im_start|>user\n", "<|im_end|>\n<|im_start|>assistant\nthe answer<|im_end|>\n" + REWARD
+    assert text.startswith(head) and text.endswith(tail)  # template, output and reward token intact
+    kept = text[len(head) : -len(tail)]
+    assert kept and prompt.endswith(kept) and len(kept) < len(prompt)  # the prompt's tail
+    # ... and it is exactly the encoding of that shorter conversation
+    assert ids == RewardModelClient(chat_path).encode_ids({"prompt": kept, "output": "the answer"})
+
+
+def test_truncation_keeps_the_system_prompt(qwen_like_path):
+    client = RewardModelClient(qwen_like_path, max_length=40, system_prompt="SYS")
+    ids = client.encode_ids({"prompt": "long " * 100, "output": "ok"})
+    assert len(ids) <= 40
+    assert client.tokenizer.decode(ids).startswith("<|im_start|>system\nSYS<|im_end|>\n<|im_start|>user\n")
+
+
+def test_output_longer_than_max_length_keeps_bos_and_the_end(chat_path):
+    client = RewardModelClient(chat_path, max_length=16)
+    full = RewardModelClient(chat_path).encode_ids({"prompt": "q", "output": "long answer " * 20})
+    ids = client.encode_ids({"prompt": "q", "output": "long answer " * 20})
+    assert len(ids) == 16 and ids[0] == client.tokenizer.bos_token_id and ids[1:] == full[-15:]
+
+
+def test_template_errors_name_the_sample(chat_path):
+    from rmclient import InvalidSampleError
+
+    tok = RewardModelClient(chat_path).tokenizer
+    tok.chat_template = "{% if messages[0]['role'] != 'user' %}{{ raise_exception('must start with user') }}{% endif %}x"
+    client = RewardModelClient(chat_path, tokenizer=tok)
+    bad = {"messages": [{"role": "assistant", "content": "a"}]}
+    try:
+        client.encode([{"prompt": "q", "output": "a"}, bad])
+    except InvalidSampleError as err:
+        assert (err.index, err.field) == (1, "messages") and "must start with user" in str(err)
+    else:
+        raise AssertionError("no error")

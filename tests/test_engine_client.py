@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from rmclient import ResponseError, RewardModelClient, ServerError
+from rmclient import RewardModelClient, ScoringError
 from tests.fake_engine import FakeEngine, reward_of
 
 SAMPLES = [
@@ -74,63 +74,76 @@ def test_max_model_len_bounds_truncation(polar_path):
 def test_retries_5xx_then_succeeds(polar_path):
     with FakeEngine("sglang", "0.5.23") as fake:
         client = client_for(polar_path, fake)
-        client.backend  # discovery done
         fake.script = [500, 503]
         assert client(SAMPLES) == [reward_of(x) for x in client.encode_ids(SAMPLES)]
         assert len(fake.requests) == 3
 
 
-def test_5xx_exhausts_attempts_with_typed_error(polar_path):
+def test_5xx_exhausts_attempts_and_reports_every_sample(polar_path):
     with FakeEngine("sglang", "0.5.23") as fake:
         client = client_for(polar_path, fake)
-        client.backend
-        fake.script = [500] * 10
-        with pytest.raises(ServerError) as err:
+        fake.script = [500] * 1000
+        with pytest.raises(ScoringError) as err:
             client(SAMPLES)
-        assert err.value.status == 500 and err.value.attempts == 3
-        assert "/classify" in err.value.endpoint and "scripted 500" in str(err.value)
+        assert sorted(err.value.failures) == list(range(len(SAMPLES)))
+        assert all("/classify answered 500: scripted 500" in why for why in err.value.failures.values())
+        assert err.value.rewards == [None] * len(SAMPLES)
+        assert len(fake.requests) <= 40  # bounded: attempts per chunk, halving, retry budget
 
 
-def test_4xx_is_not_retried(polar_path):
+def test_4xx_is_not_retried_but_isolated_by_halving(polar_path):
     with FakeEngine("vllm", "0.32.0") as fake:
         client = client_for(polar_path, fake)
-        client.backend
-        fake.script = [400, 400]
-        with pytest.raises(ServerError) as err:
+        fake.script = [400] * 1000
+        with pytest.raises(ScoringError) as err:
             client(SAMPLES)
-        assert err.value.status == 400 and len(fake.requests) == 1
+        assert sorted(err.value.failures) == list(range(5)) and "answered 400" in err.value.failures[3]
+        assert len(fake.requests) == 2 * len(SAMPLES) - 1  # each sub-chunk tried once, never retried
 
 
 def test_read_timeout_is_retried_and_bounded(polar_path):
     with FakeEngine("lmdeploy", stall=1.5) as fake:
         client = client_for(polar_path, fake, read_timeout=0.3, max_attempts=2)
-        client.backend
-        fake.script = ["stall", "stall"]
+        client(SAMPLES[:1])
+        fake.script = ["stall"] * 10
         t0 = time.monotonic()
-        with pytest.raises(ServerError) as err:
+        with pytest.raises(ScoringError) as err:
             client(SAMPLES)
-        assert "timed out" in str(err.value) and err.value.status is None
+        assert all("timed out" in why for why in err.value.failures.values())
         assert time.monotonic() - t0 < 5
+
+
+def test_one_stall_is_retried(polar_path):
+    with FakeEngine("lmdeploy", stall=1.5) as fake:
+        client = client_for(polar_path, fake, read_timeout=0.3)
+        client(SAMPLES[:1])
+        fake.script = ["stall"]
+        assert client(SAMPLES) == [reward_of(x) for x in client.encode_ids(SAMPLES)]
 
 
 def test_connection_refused(polar_path):
     with FakeEngine("vllm", "0.32.0") as fake:
         url = fake.url
     client = RewardModelClient(polar_path, server_type="vllm", server_address=url, max_attempts=2, deadline=5)
-    with pytest.raises(ServerError) as err:
+    with pytest.raises(ScoringError) as err:
         client(SAMPLES)
-    assert err.value.status is None and "ConnectError" in str(err.value)
+    assert all("ConnectError" in why for why in err.value.failures.values())
 
 
-@pytest.mark.parametrize("action, message", [("garbage", "not JSON"), ("nan", "not finite"), ("short", "expected 5 rewards")])
+@pytest.mark.parametrize("action, message", [("garbage", "not JSON"), ("nan", "not finite"), ("short", "rewards, got")])
 @pytest.mark.parametrize("engine", ["vllm", "sglang", "lmdeploy"])
-def test_bad_bodies_raise_response_error(polar_path, engine, action, message):
+def test_bad_bodies(polar_path, engine, action, message):
     with FakeEngine(engine, None) as fake:
         client = client_for(polar_path, fake)
-        client.backend
-        fake.script = [action]
-        with pytest.raises(ResponseError, match=message):
+        expected = [reward_of(x) for x in client.encode_ids(SAMPLES)]
+        fake.script = [action]  # once: retried, and every reward is right
+        assert client(SAMPLES) == expected
+        fake.script = [action] * 1000  # always: reported, never a wrong or missing value returned
+        with pytest.raises(ScoringError) as err:
             client(SAMPLES)
+        assert err.value.failures and all(message in why for why in err.value.failures.values())
+        for i, r in enumerate(err.value.rewards):
+            assert r is None or r == expected[i]
 
 
 def test_api_key_is_sent(polar_path):

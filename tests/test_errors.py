@@ -39,6 +39,7 @@ def test_polar_errors_name_index_and_field(polar_path, bad, field):
         ({"messages": "hi"}, "messages"),
         ({"messages": []}, "messages"),
         ({"messages": [{"content": "x"}]}, "messages[0].role"),
+        ({"messages": [{"role": "user", "content": "q"}]}, "messages[0].role"),  # nothing to score
         ({"messages": [{"role": "user", "content": "q"}], "prompt": "p"}, "messages"),
         ({"prompt": "p", "output": "o", "reference": "r"}, "reference"),
     ],

@@ -76,9 +76,8 @@ def test_chat_rm_rewards(chat_path):
 
 def test_model_loads_lazily(polar_path):
     client = RewardModelClient(polar_path)
-    assert client._backend is None
     client.encode(SAMPLES)
-    assert client._backend is None
+    assert client._local is None
 
 
 def test_plan_batches():

@@ -1,0 +1,223 @@
+"""Endpoint pool: which reward server gets the next request.
+
+Least-outstanding-requests routing over healthy endpoints, a per-endpoint
+in-flight limit (the smaller of the user's and the engine's, e.g. 1 for
+lmdeploy 0.9.1-0.11), and health checks: an endpoint that fails at the
+connection level or with a 5xx is taken out and probed on its health route
+until it answers again. When every endpoint is out, requests still go to them
+(each attempt is then a probe), so a lone server that is down fails after the
+retry policy's attempts instead of waiting forever.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, Dict, List, Optional, Sequence
+
+from rmclient.adapters import ADAPTERS, get_adapter
+from rmclient.adapters.base import Adapter, Request
+
+from .errors import ResponseError, ServerError
+from .transport import Transport
+
+logger = logging.getLogger(__name__)
+
+
+class Endpoint:
+    """One server: its transport, adapter (after discovery), load and health."""
+
+    def __init__(self, server_type: str, address: str, transport: Transport, limit: int) -> None:
+        self.server_type = server_type
+        self.address = address
+        self.transport = transport
+        self.limit = limit
+        self.in_flight = 0
+        self.healthy = True
+        self.adapter: Optional[Adapter] = None
+        self.max_model_len: Optional[int] = None
+        self._probe: Optional["asyncio.Task[None]"] = None
+
+    @property
+    def url(self) -> str:
+        return self.transport.base_url
+
+    async def _get(self, path: Optional[str]) -> Any:
+        if path is None:
+            return None
+        try:
+            return await self.transport.send(Request("GET", path))
+        except ServerError as exc:
+            if exc.retryable:
+                raise
+            logger.info("%s does not answer %s (%s)", self.url, path, exc.status)
+        except ResponseError as exc:
+            logger.info("%s answers %s with no JSON: %s", self.url, path, exc)
+        return None
+
+    async def discover(self, version: Optional[str], model: Optional[str], options: Dict[str, Any]) -> None:
+        """Ask the server its version and model, and pick the adapter for them."""
+        cls = ADAPTERS[self.server_type]
+        if version is None:
+            body = await self._get(cls.version_path)
+            version = cls.parse_version(body) if body is not None else None
+        models = await self._get(cls.models_path)
+        name, self.max_model_len = cls.parse_models(models) if models is not None else (None, None)
+        self.adapter = get_adapter(self.server_type, version, model=model or name, **options)
+        if self.adapter.max_in_flight is not None and self.adapter.max_in_flight < self.limit:
+            self.limit = self.adapter.max_in_flight
+        logger.info(
+            "%s at %s: version %s, model %s, max_model_len %s, in-flight limit %d",
+            self.server_type, self.url, version or "unknown", model or name, self.max_model_len, self.limit,
+        )
+
+
+class EndpointPool:
+    """The servers of one ``server_type`` for one event loop."""
+
+    def __init__(
+        self,
+        server_type: str,
+        addresses: Sequence[str],
+        *,
+        max_in_flight: int = 8,
+        api_key: Optional[str] = None,
+        connect_timeout: float = 5.0,
+        read_timeout: float = 300.0,
+        engine_version: Optional[str] = None,
+        served_model: Optional[str] = None,
+        adapter_options: Optional[Dict[str, Any]] = None,
+        health_interval: float = 1.0,
+    ) -> None:
+        if not addresses:
+            raise ValueError("an endpoint pool needs at least one address")
+        self.server_type = server_type
+        self.endpoints = [
+            Endpoint(
+                server_type,
+                a,
+                Transport(a, api_key=api_key, connect_timeout=connect_timeout, read_timeout=read_timeout),
+                max_in_flight,
+            )
+            for a in addresses
+        ]
+        self.engine_version = engine_version
+        self.served_model = served_model
+        self.adapter_options = adapter_options or {}
+        self.health_interval = health_interval
+        self._changed = asyncio.Condition()
+        self._started: Optional["asyncio.Task[None]"] = None
+
+    # -- discovery ------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Discover every endpoint once (concurrently). Unreachable ones start out of rotation."""
+        if self._started is None:
+            self._started = asyncio.ensure_future(self._discover_all())
+        await asyncio.shield(self._started)
+
+    async def _discover_all(self) -> None:
+        results = await asyncio.gather(
+            *(e.discover(self.engine_version, self.served_model, self.adapter_options) for e in self.endpoints),
+            return_exceptions=True,
+        )
+        for endpoint, result in zip(self.endpoints, results):
+            if isinstance(result, BaseException):
+                if not isinstance(result, ServerError):
+                    raise result
+                logger.warning("%s is unreachable at start: %s", endpoint.url, result)
+                self._take_out(endpoint)
+
+    @property
+    def max_model_len(self) -> Optional[int]:
+        """The smallest ``max_model_len`` any endpoint reported."""
+        limits = [e.max_model_len for e in self.endpoints if e.max_model_len]
+        return min(limits) if limits else None
+
+    async def adapter_for(self, endpoint: Endpoint) -> Adapter:
+        """The endpoint's adapter, discovering it first if it was unreachable at start."""
+        if endpoint.adapter is None:
+            await endpoint.discover(self.engine_version, self.served_model, self.adapter_options)
+        assert endpoint.adapter is not None
+        return endpoint.adapter
+
+    # -- routing --------------------------------------------------------------
+
+    async def acquire(self, avoid: Sequence[Endpoint] = ()) -> Endpoint:
+        """The least loaded endpoint with room, preferring healthy ones not in ``avoid``; waits for room."""
+        async with self._changed:
+            while True:
+                endpoint = self._pick(avoid)
+                if endpoint is not None:
+                    endpoint.in_flight += 1
+                    return endpoint
+                await self._changed.wait()
+
+    def _pick(self, avoid: Sequence[Endpoint]) -> Optional[Endpoint]:
+        open_ = [e for e in self.endpoints if e.in_flight < e.limit]
+        for group in (
+            [e for e in open_ if e.healthy and e not in avoid],
+            [e for e in open_ if e.healthy],
+        ):
+            if group:
+                return min(group, key=lambda e: e.in_flight / e.limit)
+        if any(e.healthy for e in self.endpoints):
+            return None  # healthy ones are busy: wait for them rather than hit a failing one
+        return min(open_, key=lambda e: e.in_flight / e.limit) if open_ else None
+
+    async def release(self, endpoint: Endpoint, error: Optional[BaseException] = None) -> None:
+        """Give the slot back after a request that succeeded (``error=None``) or failed.
+
+        A connection-level or 5xx error takes the endpoint out of rotation; a
+        success brings it back; anything else (a 4xx, a cancellation) says
+        nothing about its health.
+        """
+        async with self._changed:
+            endpoint.in_flight -= 1
+            if isinstance(error, ServerError) and (error.status is None or error.status >= 500):
+                self._take_out(endpoint)
+            elif error is None:
+                self._bring_back(endpoint)
+            self._changed.notify_all()
+
+    def _take_out(self, endpoint: Endpoint) -> None:
+        if endpoint.healthy:
+            logger.warning("taking %s out of rotation", endpoint.url)
+        endpoint.healthy = False
+        if endpoint._probe is None or endpoint._probe.done():
+            endpoint._probe = asyncio.ensure_future(self._probe_until_healthy(endpoint))
+
+    def _bring_back(self, endpoint: Endpoint) -> None:
+        if not endpoint.healthy:
+            logger.warning("%s is back in rotation", endpoint.url)
+        endpoint.healthy = True
+
+    async def _probe_until_healthy(self, endpoint: Endpoint) -> None:
+        path = ADAPTERS[self.server_type].health_path
+        delay = self.health_interval
+        while not endpoint.healthy:
+            await asyncio.sleep(delay)
+            try:
+                await endpoint.transport.send(Request("GET", path), timeout=min(5.0, max(delay, 1.0)))
+            except Exception:  # noqa: BLE001 - any failure: still out
+                delay = min(delay * 2, 10 * self.health_interval)
+                continue
+            async with self._changed:
+                self._bring_back(endpoint)
+                self._changed.notify_all()
+
+    async def aclose(self) -> None:
+        """Stop probes and close connections."""
+        for e in self.endpoints:
+            if e._probe is not None:
+                e._probe.cancel()
+            await e.transport.aclose()
+
+
+def parse_addresses(server_address: Any) -> List[str]:
+    """A list, or a comma-separated string, of ``host:port`` / URLs."""
+    if server_address is None:
+        return []
+    items = server_address.split(",") if isinstance(server_address, str) else list(server_address)
+    return [a.strip() for a in items if a and a.strip()]
+
