@@ -127,6 +127,9 @@ def test_batch_encoding_equals_one_by_one(polar_path):
 
 
 text_st = st.text(alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\n"), max_size=300)
+any_text = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=200) | st.sampled_from(
+    ["", " ", "\n", "\n\n", "<|reward|>", "[UNUSED_TOKEN_130]", "<s>", "a\nb"]
+)
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -151,4 +154,27 @@ def test_properties(polar_tokenizer, prompt, reference, output, max_length, max_
     text, ids = reference_polar(polar_tokenizer, prompt, reference, output,
                                 max_length=max_length, max_resp=max_resp, side=side)
     if len(ids) <= max_length:  # the training construction fits: ours is exactly it
+        assert enc.ids == ids and enc.text == text + REWARD
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    prompt=any_text,
+    reference=any_text,
+    output=any_text,
+    wrapper=st.sampled_from(["sft", "pretrain"]),
+    max_length=st.integers(min_value=8, max_value=400),
+    max_resp=st.integers(min_value=0, max_value=150),
+    side=st.sampled_from(["right", "left"]),
+)
+def test_fuzz_against_training_rule(polar_tokenizer, prompt, reference, output, wrapper, max_length, max_resp, side):
+    """Any text (newlines, empty pieces, special-token strings): exact whenever the training rule fits."""
+    recipe = PolarRecipe(polar_tokenizer, max_length=max_length, max_response_length=max_resp, response_cut_side=side)
+    enc = recipe.encode([dict(prompt=prompt, reference=reference, output=output, wrapper=wrapper)])[0]
+    assert len(enc.ids) <= max_length and enc.ids[0] == polar_tokenizer.bos_token_id
+    assert enc.ids[-1] == polar_tokenizer.convert_tokens_to_ids(REWARD)
+    assert polar_tokenizer.encode(enc.text) == enc.ids
+    text, ids = reference_polar(polar_tokenizer, prompt, reference, output, wrapper=wrapper,
+                                max_length=max_length, max_resp=max_resp, side=side)
+    if len(ids) <= max_length:
         assert enc.ids == ids and enc.text == text + REWARD

@@ -41,7 +41,7 @@ def test_rewards_equal_direct_forward(polar_path):
 def test_batched_equals_single(polar_path, padding_side, batch_size, max_tokens):
     client = RewardModelClient(polar_path)
     ids = client.encode_ids(SAMPLES)
-    single = client.score_ids(ids)  # default batching
+    single = [client.score_ids([x])[0] for x in ids]  # one by one: no padding at all
     backend = TransformersBackend(polar_path, client.config, batch_size=batch_size, max_tokens=max_tokens,
                                   padding_side=padding_side, pad_token_id=client.tokenizer.pad_token_id)
     assert backend.score(ids) == pytest.approx(single, abs=1e-4)
