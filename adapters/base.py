@@ -27,15 +27,16 @@ class Request:
     json: Optional[dict] = None
 
 
-#: A release number, trailing zeros dropped: ``"0.10.1.post1"`` -> ``(0, 10, 1)``.
+#: A release number: ``"0.10.1.post1"`` -> ``(0, 10, 1)``.
 VersionTuple = Tuple[int, ...]
 
 
 def version_tuple(version: Optional[str]) -> Optional[VersionTuple]:
     """The release part of ``version`` (``"0.32.0+cpu"`` -> ``(0, 32)``), or ``None`` if unparsable.
 
-    Pre-release, post-release, dev and local parts are ignored: a build of a release
-    behaves like that release.
+    Trailing zeros are dropped, so tuples compare as versions. Pre-release,
+    post-release, dev and local parts are ignored: a build of a release behaves
+    like that release.
     """
     if not isinstance(version, str):
         return None
@@ -54,15 +55,35 @@ def version_tuple(version: Optional[str]) -> Optional[VersionTuple]:
         if not m:
             return None
         release = tuple(int(x) for x in m.group(1).split("."))
-    out = list(release)
+    return _trim(release)
+
+
+def _trim(release: Sequence[int]) -> VersionTuple:
+    out = [int(x) for x in release]
     while len(out) > 1 and out[-1] == 0:
         out.pop()
     return tuple(out)
 
 
+def parse_version(text: str, width: int = 3) -> VersionTuple:
+    """``version_tuple`` padded with zeros (or cut) to ``width`` numbers: ``"0.11.0rc2"`` -> ``(0, 11, 0)``.
+
+    An unreadable version is a :class:`ConfigurationError`.
+    """
+    release = version_tuple(text)
+    if release is None:
+        raise ConfigurationError(f"cannot read an engine version from {text!r}")
+    return (release + (0,) * width)[:width]
+
+
+def format_version(version: Sequence[int]) -> str:
+    """``(0, 10, 1)`` -> ``"0.10.1"``."""
+    return ".".join(str(x) for x in version)
+
+
 @dataclass(frozen=True)
 class VersionRow:
-    """One row of an engine's quirk table: the behaviour of ``min_version <= v < max_version``.
+    """One row of a version table: the behaviour of ``min_version <= v < max_version``.
 
     ``max_version`` ``None`` means "and every later version". Engine modules subclass
     this with their behaviour fields and a ``note`` that cites the range.
@@ -71,25 +92,55 @@ class VersionRow:
     min_version: str
     max_version: Optional[str]
 
-    def covers(self, version: VersionTuple) -> bool:
-        """Whether ``version`` falls in this row's range."""
-        lo = version_tuple(self.min_version)
-        hi = version_tuple(self.max_version) if self.max_version is not None else None
-        return lo is not None and lo <= version and (hi is None or version < hi)
+    @property
+    def since(self) -> VersionTuple:
+        """``min_version`` parsed."""
+        return version_tuple(self.min_version) or ()
+
+    @property
+    def until(self) -> Optional[VersionTuple]:
+        """``max_version`` parsed (``None``: open)."""
+        return None if self.max_version is None else version_tuple(self.max_version)
+
+    def covers(self, version: Sequence[int]) -> bool:
+        """Whether ``version`` (a release tuple) falls in this row's range."""
+        v, until = _trim(version), self.until
+        return bool(self.since) and self.since <= v and (until is None or v < until)
+
+    @property
+    def label(self) -> str:
+        hi = "and later" if self.max_version is None else f"< {self.max_version}"
+        return f"{self.min_version} {hi}"
 
 
 R = TypeVar("R", bound=VersionRow)
 
 
 def select_row(
-    table: Sequence[R], version: Optional[str], unknown: R, engine: str, log: logging.Logger
+    table: Sequence[R],
+    version: Union[str, Sequence[int], None],
+    unknown: Optional[R],
+    engine: str,
+    log: logging.Logger,
+    *,
+    newer_uses_last: bool = False,
 ) -> R:
-    """The row of ``table`` covering ``version``; ``unknown`` (logged) when the version is unknown.
+    """The row of ``table`` covering ``version`` (a version string or a release tuple).
 
-    A version older than the first row is a :class:`ConfigurationError`.
+    An unknown or unparsable version gives ``unknown`` (logged), or a
+    :class:`ConfigurationError` when ``unknown`` is ``None``. A version older than
+    the first row is a :class:`ConfigurationError`; one newer than the last row
+    (which must then be closed) is too, unless ``newer_uses_last``: then the last
+    row, with a warning.
     """
-    parsed = version_tuple(version)
+    if version is None or isinstance(version, str):
+        parsed = version_tuple(version)
+        shown = str(version)
+    else:
+        parsed, shown = _trim(version), format_version(version)
     if parsed is None:
+        if unknown is None:
+            raise ConfigurationError(f"cannot read an engine version from {version!r}")
         log.info(
             "%s version %s; assuming: %s",
             engine,
@@ -100,8 +151,14 @@ def select_row(
     for row in table:
         if row.covers(parsed):
             return row
+    last = table[-1]
+    if newer_uses_last and parsed >= last.since:
+        log.warning(
+            "%s %s is newer than any version rmclient knows; using the row for %s", engine, shown, last.label
+        )
+        return last
     raise ConfigurationError(
-        f"{engine} {version} is not supported: the oldest supported version is {table[0].min_version}"
+        f"{engine} {shown} is not supported: the oldest supported version is {table[0].min_version}"
     )
 
 

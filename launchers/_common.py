@@ -2,8 +2,9 @@
 
 An engine module (``sglang``, ``vllm``, ``lmdeploy``) holds ONE table of
 version ranges -> flags (``VersionRow`` subclasses, each row citing its
-range) and a ``build_command``. Nothing here starts a process: see
-``supervisor`` for that.
+range), its own flag logic and an ``EngineSpec`` that builds the command from
+them. Versions, rows and row selection are ``rmclient.adapters.base``'s, shared
+with the adapters. Nothing here starts a process: see ``supervisor`` for that.
 """
 
 from __future__ import annotations
@@ -11,13 +12,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import re
 import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence, Tuple, TypeVar, Union
+from typing import Callable, Dict, Generic, List, Optional, Sequence, Tuple, TypeVar, Union
 
+from rmclient.adapters.base import VersionRow, format_version, parse_version, select_row
 from rmclient.errors import ConfigurationError, LaunchError
 
 logger = logging.getLogger("rmclient.launchers")
@@ -25,10 +26,12 @@ logger = logging.getLogger("rmclient.launchers")
 __all__ = [
     "Version",
     "parse_version",
+    "format_version",
     "VersionRow",
     "select_row",
     "LaunchOptions",
     "EngineSpec",
+    "EngineArgs",
     "ModelKind",
     "read_architecture",
     "model_kind",
@@ -39,65 +42,8 @@ __all__ = [
 
 DEFAULT_HOST = "127.0.0.1"
 
+#: ``(major, minor, patch)``: what ``parse_version`` returns.
 Version = Tuple[int, int, int]
-
-_VERSION_RE = re.compile(r"^\s*v?(\d+)(?:\.(\d+))?(?:\.(\d+))?")
-
-
-def parse_version(text: str) -> Version:
-    """``"0.10.1.post1"``, ``"0.11.0rc2"``, ``"0.32.0+cpu"`` -> ``(major, minor, patch)``.
-
-    Pre-release and local parts are ignored: a release candidate is treated
-    as the release it leads to.
-    """
-    m = _VERSION_RE.match(text)
-    if not m:
-        raise ConfigurationError(f"cannot read an engine version from {text!r}")
-    return (int(m.group(1)), int(m.group(2) or 0), int(m.group(3) or 0))
-
-
-def format_version(v: Version) -> str:
-    return ".".join(str(x) for x in v)
-
-
-@dataclass(frozen=True)
-class VersionRow:
-    """One row of an engine's version table: versions ``since <= v < until`` (``until=None``: open)."""
-
-    since: Version
-    until: Optional[Version]
-
-    def covers(self, v: Version) -> bool:
-        return self.since <= v and (self.until is None or v < self.until)
-
-    @property
-    def label(self) -> str:
-        hi = f"< {format_version(self.until)}" if self.until else "and later"
-        return f"{format_version(self.since)} {hi}"
-
-
-R = TypeVar("R", bound=VersionRow)
-
-
-def select_row(table: Sequence[R], version: Version, engine: str) -> R:
-    """The row covering ``version``. Newer than every row: the newest row (with a warning)."""
-    for row in table:
-        if row.covers(version):
-            return row
-    newest = max(table, key=lambda r: r.since)
-    oldest = min(table, key=lambda r: r.since)
-    if version >= newest.since:  # only reachable when the newest row is closed
-        logger.warning(
-            "%s %s is newer than any version this launcher knows; using the flags of %s",
-            engine,
-            format_version(version),
-            newest.label,
-        )
-        return newest
-    raise ConfigurationError(
-        f"{engine} {format_version(version)} is not supported for reward models: "
-        f"the oldest supported version is {format_version(oldest.since)}"
-    )
 
 
 @dataclass
@@ -194,15 +140,60 @@ def model_kind(architecture: Optional[str]) -> str:
 # --- the engine ---------------------------------------------------------------------------
 
 
+Row = TypeVar("Row", bound=VersionRow)
+
+#: An engine's own flags: ``(model_path, options, version, row, architecture, model kind)`` ->
+#: the arguments after the interpreter (``-m module ...``), without ``options.extra_args``.
+EngineArgs = Callable[[str, LaunchOptions, Version, Row, Optional[str], str], List[str]]
+
+
 @dataclass(frozen=True)
-class EngineSpec:
-    """What the supervisor needs from an engine module."""
+class EngineSpec(Generic[Row]):
+    """An engine: its facts, its version table and its flags; builds the command and runs the CLI.
+
+    An engine module defines its table and ``engine_args`` and takes
+    ``build_command``, ``flags_for`` and ``main`` from its ``SPEC``.
+    """
 
     name: str
+    label: str  # the name in messages ("vLLM")
+    table: Sequence[Row]  # version range -> the engine's flags, oldest first
+    engine_args: EngineArgs[Row]
+    newest_known: str  # assumed by a dry run when the engine is not installed
     distributions: Tuple[str, ...]  # distribution names to read the version from, in order
     ready_routes: Tuple[str, ...]  # GET routes that must all answer 200 before the server is ready
-    newest_known: str  # assumed by a dry run when the engine is not installed
-    build_command: Callable[..., List[str]]
+    default_port: int
+
+    def flags_for(self, version: Sequence[int]) -> Row:
+        """The table row covering ``version`` (a ``(major, minor, patch)`` tuple).
+
+        Newer than every row: the newest row, with a warning. Older: ``ConfigurationError``.
+        """
+        return select_row(self.table, tuple(version), None, self.label, logger, newer_uses_last=True)
+
+    def build_command(
+        self,
+        model_path: str,
+        options: Optional[LaunchOptions] = None,
+        *,
+        engine_version: Optional[str] = None,
+        python: Optional[str] = None,
+        dry_run: bool = False,
+    ) -> List[str]:
+        """The argv that serves ``model_path`` as a reward model on the installed (or given) engine version."""
+        opts = options or LaunchOptions(port=self.default_port)
+        opts.validate()
+        version = resolve_version(self, engine_version=engine_version, python=python, dry_run=dry_run)
+        row = self.flags_for(version)
+        arch, kind = check_architecture(opts, model_path)
+        args = self.engine_args(model_path, opts, version, row, arch, kind)
+        return python_prefix(python) + args + list(opts.extra_args)
+
+    def main(self, argv: Optional[List[str]] = None) -> int:
+        """``python -m rmclient.launchers.<engine>``."""
+        from .cli import main as cli_main
+
+        return cli_main(argv, engine=self.name)
 
 
 _VERSION_PROBE = r"""

@@ -84,8 +84,7 @@ def run_launch(args: argparse.Namespace, *, engine: Optional[str] = None) -> int
     """Run a parsed launch command line: dry run (print and exit 0) or start and serve until Ctrl-C."""
     engine = engine or args.engine
     spec = get_engine(engine)
-    module = sys.modules[spec.build_command.__module__]
-    port = args.port if args.port is not None else getattr(module, "DEFAULT_PORT", 8000)
+    port = args.port if args.port is not None else spec.default_port
     try:
         if args.dry_run:
             cmd = build_launch_command(

@@ -11,22 +11,11 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import FrozenSet, List, Optional, Sequence, Tuple
+from typing import FrozenSet, List, Optional, Tuple
 
 from rmclient.errors import ConfigurationError
 
-from ._common import (
-    EngineSpec,
-    LaunchOptions,
-    ModelKind,
-    VersionRow,
-    add_common,
-    check_architecture,
-    format_version,
-    python_prefix,
-    resolve_version,
-    select_row,
-)
+from ._common import EngineSpec, LaunchOptions, ModelKind, Version, VersionRow, add_common, format_version
 
 logger = logging.getLogger("rmclient.launchers.lmdeploy")
 
@@ -48,14 +37,14 @@ class LmdeployFlags(VersionRow):
 #: ONE table: lmdeploy version range -> reward-model flags (shared/ENGINES.md 5).
 VERSION_TABLE: Tuple[LmdeployFlags, ...] = (
     LmdeployFlags(
-        since=(0, 9, 1),
-        until=(0, 13, 0),
+        min_version="0.9.1",
+        max_version="0.13.0",
         trust_remote_code_flag=False,
         note="0.9.1 - 0.12.x: /pooling exists; remote code always trusted, no --trust-remote-code flag",
     ),
     LmdeployFlags(
-        since=(0, 13, 0),
-        until=(0, 19, 0),
+        min_version="0.13.0",
+        max_version="0.19.0",
         trust_remote_code_flag=True,
         note="0.13 - 0.18: `--trust-remote-code` (default off); flags checked against 0.18.0's CLI source",
     ),
@@ -67,24 +56,10 @@ READY_ROUTES = ("/health", "/v1/models")
 DEFAULT_PORT = 23333
 
 
-def flags_for(version: Sequence[int]) -> LmdeployFlags:
-    return select_row(VERSION_TABLE, tuple(version), "lmdeploy")  # type: ignore[arg-type]
-
-
-def build_command(
-    model_path: str,
-    options: Optional[LaunchOptions] = None,
-    *,
-    engine_version: Optional[str] = None,
-    python: Optional[str] = None,
-    dry_run: bool = False,
+def engine_args(
+    model_path: str, opts: LaunchOptions, version: Version, row: LmdeployFlags, arch: Optional[str], kind: str
 ) -> List[str]:
-    """The argv that serves ``model_path`` as a reward model on the installed (or given) lmdeploy."""
-    opts = options or LaunchOptions(port=DEFAULT_PORT)
-    opts.validate()
-    version = resolve_version(SPEC, engine_version=engine_version, python=python, dry_run=dry_run)
-    row = flags_for(version)
-    arch, kind = check_architecture(opts, model_path)
+    """lmdeploy's flags for ``row`` (see ``EngineSpec.build_command``)."""
     if kind != ModelKind.UNKNOWN and arch not in REWARD_ARCHITECTURES:
         raise ConfigurationError(
             f"lmdeploy serves only {sorted(REWARD_ARCHITECTURES)} as reward models, not {arch}"
@@ -97,7 +72,7 @@ def build_command(
     if opts.mem_fraction_static is not None:
         raise ConfigurationError("mem_fraction_static is an sglang option (lmdeploy: --cache-max-entry-count)")
 
-    cmd = python_prefix(python) + ["-m", "lmdeploy", "serve", "api_server", str(model_path)]
+    cmd = ["-m", "lmdeploy", "serve", "api_server", str(model_path)]
     cmd += ["--backend", "pytorch", "--tp", str(opts.tensor_parallel_size)]
     cmd += ["--server-name", opts.host, "--server-port", str(opts.port)]
     add_common(cmd, "--api-keys", opts.api_key)
@@ -109,24 +84,13 @@ def build_command(
     add_common(cmd, "--model-name", opts.served_model_name)
     add_common(cmd, "--session-len", opts.max_model_len)
     add_common(cmd, "--dtype", opts.dtype)
-    cmd += list(opts.extra_args)
     return cmd
 
 
 SPEC = EngineSpec(
-    name="lmdeploy",
-    distributions=DISTRIBUTIONS,
-    ready_routes=READY_ROUTES,
-    newest_known=NEWEST_KNOWN,
-    build_command=build_command,
+    "lmdeploy", "lmdeploy", VERSION_TABLE, engine_args, NEWEST_KNOWN, DISTRIBUTIONS, READY_ROUTES, DEFAULT_PORT
 )
-
-
-def main(argv: Optional[List[str]] = None) -> int:
-    from .cli import main as cli_main
-
-    return cli_main(argv, engine="lmdeploy")
-
+build_command, flags_for, main = SPEC.build_command, SPEC.flags_for, SPEC.main
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -8,21 +8,11 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import FrozenSet, List, Optional, Sequence, Tuple
+from typing import FrozenSet, List, Optional, Tuple
 
 from rmclient.errors import ConfigurationError
 
-from ._common import (
-    EngineSpec,
-    LaunchOptions,
-    VersionRow,
-    add_common,
-    check_architecture,
-    format_version,
-    python_prefix,
-    resolve_version,
-    select_row,
-)
+from ._common import EngineSpec, LaunchOptions, Version, VersionRow, add_common, format_version
 
 logger = logging.getLogger("rmclient.launchers.sglang")
 
@@ -42,14 +32,14 @@ class SglangFlags(VersionRow):
 #: ONE table: sglang version range -> reward-model flags (shared/ENGINES.md 3).
 VERSION_TABLE: Tuple[SglangFlags, ...] = (
     SglangFlags(
-        since=(0, 4, 3),
-        until=(0, 4, 4),
+        min_version="0.4.3",
+        max_version="0.4.4",
         unsupported=frozenset({"Qwen2ForRewardModel"}),
         note="0.4.3: `--is-embedding`; no Qwen2ForRewardModel yet",
     ),
     SglangFlags(
-        since=(0, 4, 4),
-        until=(0, 5, 24),
+        min_version="0.4.4",
+        max_version="0.5.24",
         note="0.4.4 - 0.5.23: `--is-embedding` (optional for the reward architectures it knows, harmless)",
     ),
 )
@@ -61,28 +51,13 @@ READY_ROUTES = ("/health",)
 DEFAULT_PORT = 30000
 
 
-def flags_for(version: Sequence[int]) -> SglangFlags:
-    return select_row(VERSION_TABLE, tuple(version), "sglang")  # type: ignore[arg-type]
-
-
-def build_command(
-    model_path: str,
-    options: Optional[LaunchOptions] = None,
-    *,
-    engine_version: Optional[str] = None,
-    python: Optional[str] = None,
-    dry_run: bool = False,
+def engine_args(
+    model_path: str, opts: LaunchOptions, version: Version, row: SglangFlags, arch: Optional[str], kind: str
 ) -> List[str]:
-    """The argv that serves ``model_path`` as a reward model on the installed (or given) sglang."""
-    opts = options or LaunchOptions(port=DEFAULT_PORT)
-    opts.validate()
-    version = resolve_version(SPEC, engine_version=engine_version, python=python, dry_run=dry_run)
-    row = flags_for(version)
-    arch, _kind = check_architecture(opts, model_path)
+    """sglang's flags for ``row`` (see ``EngineSpec.build_command``)."""
     if arch in row.unsupported:
         raise ConfigurationError(f"sglang {format_version(version)} cannot serve {arch} ({row.note})")
-
-    cmd = python_prefix(python) + ["-m", "sglang.launch_server", "--model-path", str(model_path)]
+    cmd = ["-m", "sglang.launch_server", "--model-path", str(model_path)]
     cmd += list(row.reward_flags)
     if opts.trust_remote_code:
         cmd.append("--trust-remote-code")
@@ -93,24 +68,13 @@ def build_command(
     add_common(cmd, "--served-model-name", opts.served_model_name)
     add_common(cmd, "--context-length", opts.max_model_len)
     add_common(cmd, "--dtype", opts.dtype)
-    cmd += list(opts.extra_args)
     return cmd
 
 
 SPEC = EngineSpec(
-    name="sglang",
-    distributions=DISTRIBUTIONS,
-    ready_routes=READY_ROUTES,
-    newest_known=NEWEST_KNOWN,
-    build_command=build_command,
+    "sglang", "sglang", VERSION_TABLE, engine_args, NEWEST_KNOWN, DISTRIBUTIONS, READY_ROUTES, DEFAULT_PORT
 )
-
-
-def main(argv: Optional[List[str]] = None) -> int:
-    from .cli import main as cli_main
-
-    return cli_main(argv, engine="sglang")
-
+build_command, flags_for, main = SPEC.build_command, SPEC.flags_for, SPEC.main
 
 if __name__ == "__main__":
     raise SystemExit(main())

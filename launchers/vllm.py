@@ -11,27 +11,13 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass
-from typing import List, Optional, Sequence, Tuple
+from typing import List, Optional, Tuple
 
 from rmclient.errors import ConfigurationError
 
-from ._common import (
-    EngineSpec,
-    LaunchOptions,
-    ModelKind,
-    VersionRow,
-    add_common,
-    check_architecture,
-    format_version,
-    python_prefix,
-    resolve_version,
-    select_row,
-)
+from ._common import EngineSpec, LaunchOptions, ModelKind, Version, VersionRow, add_common, format_version
 
 logger = logging.getLogger("rmclient.launchers.vllm")
-
-#: The request must then carry ``"use_activation": false`` (the adapter's job).
-_RAW_FROM_REQUEST: Tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -58,24 +44,24 @@ class VllmFlags(VersionRow):
 #: ONE table: vLLM version range -> reward-model flags (shared/ENGINES.md 4).
 VERSION_TABLE: Tuple[VllmFlags, ...] = (
     VllmFlags(
-        since=(0, 7, 0),
-        until=(0, 10, 0),
+        min_version="0.7.0",
+        max_version="0.10.0",
         task_seq_cls="reward",
         task_reward="reward",
         task_causal=None,  # not known to work: convert the checkpoint to *ForSequenceClassification
         note="0.7 - 0.9.x: `--task reward`; the reward is raw by default",
     ),
     VllmFlags(
-        since=(0, 10, 0),
-        until=(0, 10, 1),
+        min_version="0.10.0",
+        max_version="0.10.1",
         task_seq_cls="classify",
         task_reward="reward",
         task_causal="classify",
         note="0.10.0: `--task classify` for seq-cls (and *ForCausalLM converted to it), `--task reward` otherwise",
     ),
     VllmFlags(
-        since=(0, 10, 1),
-        until=(0, 11, 1),
+        min_version="0.10.1",
+        max_version="0.11.1",
         runner="pooling",
         convert_causal="classify",
         raw_flags=("--override-pooler-config", json.dumps({"softmax": False})),
@@ -83,11 +69,10 @@ VERSION_TABLE: Tuple[VllmFlags, ...] = (
         "default and only a launch flag turns it off",
     ),
     VllmFlags(
-        since=(0, 11, 1),
-        until=(0, 34, 0),
+        min_version="0.11.1",
+        max_version="0.34.0",
         runner="pooling",
         convert_causal="classify",
-        raw_flags=_RAW_FROM_REQUEST,
         note="0.11.1 - 0.33: `--runner pooling` (`--override-pooler-config` removed in 0.12, `--task` "
         "in 0.13); raw reward via the request field `use_activation: false`",
     ),
@@ -100,27 +85,11 @@ READY_ROUTES = ("/health", "/v1/models")
 DEFAULT_PORT = 8000
 
 
-def flags_for(version: Sequence[int]) -> VllmFlags:
-    """The table row covering ``version`` (a ``(major, minor, patch)`` tuple)."""
-    return select_row(VERSION_TABLE, tuple(version), "vLLM")  # type: ignore[arg-type]
-
-
-def build_command(
-    model_path: str,
-    options: Optional[LaunchOptions] = None,
-    *,
-    engine_version: Optional[str] = None,
-    python: Optional[str] = None,
-    dry_run: bool = False,
+def engine_args(
+    model_path: str, opts: LaunchOptions, version: Version, row: VllmFlags, arch: Optional[str], kind: str
 ) -> List[str]:
-    """The argv that serves ``model_path`` as a reward model on the installed (or given) vLLM."""
-    opts = options or LaunchOptions(port=DEFAULT_PORT)
-    opts.validate()
-    version = resolve_version(SPEC, engine_version=engine_version, python=python, dry_run=dry_run)
-    row = flags_for(version)
-    arch, kind = check_architecture(opts, model_path)
-
-    cmd = python_prefix(python) + ["-m", "vllm.entrypoints.openai.api_server", "--model", str(model_path)]
+    """vLLM's flags for ``row`` (see ``EngineSpec.build_command``)."""
+    cmd = ["-m", "vllm.entrypoints.openai.api_server", "--model", str(model_path)]
     if row.runner:
         cmd += ["--runner", row.runner]
         if kind == ModelKind.CAUSAL and row.convert_causal:
@@ -157,24 +126,11 @@ def build_command(
     add_common(cmd, "--dtype", opts.dtype)
     if opts.mem_fraction_static is not None:
         raise ConfigurationError("mem_fraction_static is an sglang option; vLLM has --gpu-memory-utilization")
-    cmd += list(opts.extra_args)
     return cmd
 
 
-SPEC = EngineSpec(
-    name="vllm",
-    distributions=DISTRIBUTIONS,
-    ready_routes=READY_ROUTES,
-    newest_known=NEWEST_KNOWN,
-    build_command=build_command,
-)
-
-
-def main(argv: Optional[List[str]] = None) -> int:
-    from .cli import main as cli_main
-
-    return cli_main(argv, engine="vllm")
-
+SPEC = EngineSpec("vllm", "vLLM", VERSION_TABLE, engine_args, NEWEST_KNOWN, DISTRIBUTIONS, READY_ROUTES, DEFAULT_PORT)
+build_command, flags_for, main = SPEC.build_command, SPEC.flags_for, SPEC.main
 
 if __name__ == "__main__":
     raise SystemExit(main())
