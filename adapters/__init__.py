@@ -8,6 +8,7 @@ from rmclient.errors import ConfigurationError
 
 from .base import Adapter, EncodedInput, Request, VersionRow, check_rewards, split_inputs, version_tuple
 from .lmdeploy import LmdeployAdapter
+from .openrlhf import OpenrlhfAdapter
 from .sglang import SglangAdapter
 from .vllm import VllmAdapter
 
@@ -16,6 +17,7 @@ ADAPTERS: Dict[str, Type[Adapter]] = {
     "sglang": SglangAdapter,
     "vllm": VllmAdapter,
     "lmdeploy": LmdeployAdapter,
+    "openrlhf": OpenrlhfAdapter,
 }
 
 
@@ -31,6 +33,6 @@ def get_adapter(server_type: str, version: Optional[str] = None, **kw: Any) -> A
 
 
 __all__ = [
-    "ADAPTERS", "Adapter", "EncodedInput", "LmdeployAdapter", "Request", "SglangAdapter",
+    "ADAPTERS", "Adapter", "EncodedInput", "LmdeployAdapter", "OpenrlhfAdapter", "Request", "SglangAdapter",
     "VersionRow", "VllmAdapter", "check_rewards", "get_adapter", "split_inputs", "version_tuple",
 ]

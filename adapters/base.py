@@ -178,6 +178,8 @@ class Adapter:
     #: Route that reports the engine version, or ``None`` when the engine has none.
     version_path: ClassVar[Optional[str]] = None
     models_path: ClassVar[Optional[str]] = "/v1/models"
+    #: Whether the engine takes token ids (else the client sends each sample's full text).
+    accepts_ids: ClassVar[bool] = True
 
     def __init__(self, version: Optional[str] = None, *, model: Optional[str] = None) -> None:
         self.version = version

@@ -29,11 +29,76 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+DESCRIPTION = """\
+Score language-model outputs with reward models, in-process (transformers) or
+on sglang, vLLM or lmdeploy servers, with the exact tokens the model was
+trained on."""
+
+EPILOG = """\
+commands on files (JSONL, one sample per line):
+  rmclient score data.jsonl -o scored.jsonl --model internlm/POLAR-7B --trust-remote-code
+  rmclient eval pairs.jsonl --model /models/rm --backend vllm@127.0.0.1:8000
+  rmclient best-of-n groups.jsonl -o best.jsonl --model /models/rm
+  rmclient parity samples.jsonl --model /models/rm --a transformers --b sglang@127.0.0.1:30000
+
+servers:
+  rmclient launch vllm /models/rm --port 8000 -- --enforce-eager
+
+Run `rmclient COMMAND --help` for the options and examples of a command.
+
+exit codes (score, eval, best-of-n, parity):
+  0    success
+  1    runtime failure: a server unreachable or erroring, samples that failed,
+       a parity check that did not pass
+  2    usage error or bad input (wrong options, a missing file or model, a
+       malformed line or field: its line number and field are printed)
+  130  interrupted"""
+
+#: The file subcommands: they take no arguments after ``--`` (launch passes them to the engine).
+_FILE_COMMANDS = ("score", "eval", "best-of-n", "parity")
+
+
+def _add_serve(sub: "argparse._SubParsersAction") -> None:
+    """``rmclient serve``, when ``rmclient.serve`` is present."""
+    import importlib
+    import importlib.util
+
+    if importlib.util.find_spec("rmclient.serve") is None:
+        return
+    help_ = "serve a reward model over HTTP with dynamic batching (sglang, OpenRLHF and native routes)"
+    try:
+        serve = importlib.import_module("rmclient.serve")
+        add_arguments, run = serve.add_serve_arguments, serve.run_serve
+    except (ImportError, AttributeError) as exc:
+        reason = f"{type(exc).__name__}: {exc}"
+        stub = sub.add_parser("serve", help=help_ + " (unavailable here)", add_help=False)
+        stub.add_argument("rest", nargs=argparse.REMAINDER)
+
+        def unavailable(args: argparse.Namespace) -> int:
+            print(f"rmclient serve: unavailable: {reason}", file=sys.stderr)
+            return 1
+
+        stub.set_defaults(func=unavailable)
+        return
+    doc = (getattr(serve, "__doc__", None) or "").strip()
+    parser = sub.add_parser(
+        "serve", help=help_, description=doc or help_ + ".", formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    add_arguments(parser)
+    parser.set_defaults(func=run)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``rmclient``."""
-    parser = argparse.ArgumentParser(prog="rmclient", description="Score LM outputs with reward models.")
+    from rmclient.commands import register_all
+
+    parser = argparse.ArgumentParser(
+        prog="rmclient", description=DESCRIPTION, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    register_all(sub)
 
     demo = sub.add_parser("demo", help="score the POLAR README's examples and print them ranked")
     demo.add_argument("--model", default="internlm/POLAR-7B", help="model folder or hub id (default: %(default)s)")
@@ -46,6 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
     launch = sub.add_parser("launch", help="start an engine with the right reward-model flags and wait until ready")
     add_launch_arguments(launch)
     launch.set_defaults(func=run_launch)
+
+    _add_serve(sub)
     return parser
 
 
@@ -55,7 +122,10 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     argv = list(sys.argv[1:] if argv is None else argv)
     head, extra = split_engine_args(argv)  # `rmclient launch ... -- --engine-flag`
-    args = build_parser().parse_args(head)
+    parser = build_parser()
+    args = parser.parse_args(head)
+    if extra and args.command in _FILE_COMMANDS:
+        parser.error(f"{args.command} takes no arguments after --: {' '.join(extra)}")
     if extra:
         args.extra_args = list(getattr(args, "extra_args", None) or []) + extra
     logging.basicConfig(

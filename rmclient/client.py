@@ -15,6 +15,8 @@ import threading
 import weakref
 from typing import Any, AsyncIterator, Dict, List, Optional, Sequence, Union
 
+from rmclient.adapters import ADAPTERS
+
 from .data import as_list
 from .dispatch import ON_ERROR, Chunk, RetryPolicy, score_chunks, split_by_tokens
 from .errors import ConfigurationError
@@ -23,7 +25,7 @@ from .recipes import ChatTemplateRecipe, Encoded, PolarRecipe, is_polar_model, s
 
 logger = logging.getLogger(__name__)
 
-SERVER_TYPES = ("transformers", "sglang", "vllm", "lmdeploy")
+SERVER_TYPES = ("transformers", "sglang", "vllm", "lmdeploy", "openrlhf")
 Sample = Dict[str, Any]
 Data = Union[Sample, Sequence[Sample]]
 Rewards = Union[float, List[float]]
@@ -58,7 +60,7 @@ class _ClientBase:
         trust_remote_code: bool = False,
         device: Optional[str] = None,
         dtype: Optional[str] = None,
-        batch_size: int = 32,
+        batch_size: Optional[int] = None,
         max_tokens_per_batch: int = 16384,
         max_tokens_per_request: Optional[int] = 65536,
         max_in_flight: int = 8,
@@ -98,7 +100,7 @@ class _ClientBase:
         self.retry_policy = RetryPolicy(attempts=max_attempts, deadline=deadline, budget=retry_budget)
         self._local_options = dict(
             device=device, dtype=dtype, trust_remote_code=trust_remote_code,
-            batch_size=batch_size, max_tokens=max_tokens_per_batch,
+            batch_size=batch_size or 32, max_tokens=max_tokens_per_batch,
         )
         self._pool_options = dict(
             max_in_flight=max_in_flight, api_key=api_key, connect_timeout=connect_timeout,
@@ -214,29 +216,43 @@ class _ClientBase:
             recipe = self._recipe(samples)
             valid = recipe.validate(samples)  # bad input fails before anything is sent
             rewards = await score_chunks(
-                pool, self._encoded_chunks(recipe, valid), len(samples),
+                pool, self._encoded_chunks(recipe, valid, self._request_size(len(valid), pool)), len(samples),
                 policy=self.retry_policy, on_error=self.on_error,
             )
         return rewards[0] if single else rewards
 
-    async def _encoded_chunks(self, recipe: Any, valid: Sequence[Any]) -> AsyncIterator[Chunk]:
+    def _request_size(self, n: int, pool: EndpointPool) -> int:
+        """Samples per request: up to ``batch_size`` (default 256), fewer when that keeps every slot busy."""
+        slots = sum(e.limit for e in pool.endpoints)
+        return min(self.batch_size or 256, max(8, -(-n // slots)))
+
+    async def _encoded_chunks(self, recipe: Any, valid: Sequence[Any], size: int) -> AsyncIterator[Chunk]:
         """Request-sized chunks, encoding the next block while earlier chunks are in flight."""
-        for lo in range(0, len(valid), ENCODE_BLOCK):
-            block = valid[lo : lo + ENCODE_BLOCK]
+        ids = ADAPTERS[self.server_type].accepts_ids
+        step = max(ENCODE_BLOCK, size)
+        for lo in range(0, len(valid), step):
+            block = valid[lo : lo + step]
             encoded = (
                 recipe.encode_valid(block)
-                if len(valid) <= self.batch_size
+                if len(valid) <= size
                 else await asyncio.to_thread(recipe.encode_valid, block)
             )
-            for k in range(0, len(encoded), self.batch_size):
-                part = encoded[k : k + self.batch_size]
-                chunk = Chunk(list(range(lo + k, lo + k + len(part))), [e.ids for e in part])
+            for k in range(0, len(encoded), size):
+                part = encoded[k : k + size]
+                inputs = [e.ids for e in part] if ids else [self._full_text(e.ids) for e in part]
+                chunk = Chunk(list(range(lo + k, lo + k + len(part))), inputs)
                 for piece in split_by_tokens(chunk, self.max_tokens_per_request):
                     yield piece
+
+    def _full_text(self, ids: Sequence[int]) -> str:
+        """The whole text of ``ids``, special tokens (BOS) included, for servers that take text only."""
+        return self.tokenizer.decode(list(ids), skip_special_tokens=False)
 
     async def _ascore_ids(self, ids: Sequence[Sequence[int]]) -> List[float]:
         if self.server_type == "transformers":
             return await asyncio.to_thread(self.local_backend.score, ids)
+        if not ADAPTERS[self.server_type].accepts_ids:
+            return await self._arequest(self.server_type, [self._full_text(x) for x in ids])
         return await self._arequest(self.server_type, [list(x) for x in ids])
 
     async def _arequest(self, server_type: str, encoded: Any) -> List[float]:
@@ -255,8 +271,9 @@ class _ClientBase:
 
         async def chunks() -> AsyncIterator[Chunk]:
             todo = [i for i in range(len(inputs)) if i not in too_long]
-            for lo in range(0, len(todo), self.batch_size):
-                part = todo[lo : lo + self.batch_size]
+            size = self._request_size(len(todo), pool)
+            for lo in range(0, len(todo), size):
+                part = todo[lo : lo + size]
                 yield Chunk(part, [inputs[i] for i in part])
 
         return await score_chunks(
@@ -279,7 +296,8 @@ _DOC_ARGS = """
         max_length: the most token ids one encoded sample may have.
         max_response_length: POLAR's budget for the reference and the output.
         response_cut_side: ``"right"`` keeps a long response's head (training), ``"left"`` its tail.
-        server_type: ``"transformers"`` (in-process), ``"sglang"``, ``"vllm"`` or ``"lmdeploy"``.
+        server_type: ``"transformers"`` (in-process), ``"sglang"``, ``"vllm"``, ``"lmdeploy"`` or
+            ``"openrlhf"`` (an OpenRLHF ``serve_rm`` or ``rmclient serve``, via ``/get_reward``).
         server_address: ``host:port`` or URL of the server; a list or a comma-separated string for several.
         recipe: ``"polar"`` or ``"chat_template"``; chosen from the model and data when ``None``.
         system_prompt: a system turn for the chat-template recipe (Qwen2.5-Math-RM needs one).
@@ -287,7 +305,8 @@ _DOC_ARGS = """
         tokenizer: a tokenizer object to use instead of loading the one at ``path``.
         trust_remote_code: allow the checkpoint's own code (POLAR, InternLM2-Reward).
         device, dtype: in-process only (default: CUDA/bf16 when present, else CPU/fp32).
-        batch_size: samples per forward pass (in-process) or per request (servers).
+        batch_size: samples per forward pass in-process (default 32), or the most per request to a
+            server (default 256; smaller requests when that keeps every server slot busy).
         max_tokens_per_batch: in-process padded-token budget per forward pass.
         max_tokens_per_request: token budget of one request to a server.
         max_in_flight: requests in flight per server (lowered where the engine needs it).

@@ -199,9 +199,12 @@ class EndpointPool:
             await asyncio.sleep(delay)
             try:
                 await endpoint.transport.send(Request("GET", path), timeout=min(5.0, max(delay, 1.0)))
-            except Exception:  # noqa: BLE001 - any failure: still out
-                delay = min(delay * 2, 10 * self.health_interval)
-                continue
+            except ServerError as exc:
+                if exc.retryable:  # a 4xx (e.g. 405 on a POST-only route) still proves the server is up
+                    delay = min(delay * 2, 10 * self.health_interval)
+                    continue
+            except Exception:  # noqa: BLE001 - a body that is not JSON is an answer too
+                pass
             async with self._changed:
                 self._bring_back(endpoint)
                 self._changed.notify_all()

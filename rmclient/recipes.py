@@ -14,6 +14,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence
 
+from .batch_tokenizer import BatchTokenizer
 from .data import PolarSample, has_reference, to_chat, to_polar
 from .errors import ConfigurationError, InvalidSampleError
 
@@ -43,16 +44,6 @@ def adds_bos(tokenizer: Any) -> bool:
     """Whether plain ``tokenizer.encode`` prepends a BOS token."""
     bos = tokenizer.bos_token_id
     return bos is not None and tokenizer.encode("a")[:1] == [bos]
-
-
-def _encode_batch(tokenizer: Any, texts: Sequence[str], special: bool) -> List[List[int]]:
-    if not texts:
-        return []
-    return tokenizer(list(texts), add_special_tokens=special)["input_ids"]
-
-
-def _decode_batch(tokenizer: Any, ids: Sequence[Sequence[int]]) -> List[str]:
-    return tokenizer.batch_decode(list(ids), skip_special_tokens=True)
 
 
 def _cut(ids: List[int], limit: int, side: str) -> List[int]:
@@ -110,7 +101,35 @@ class PolarRecipe:
         self.cut_side = response_cut_side
         self.reward_token_id = int(reward_token_id)
         self.reward_token = tokenizer.convert_ids_to_tokens(self.reward_token_id)
+        self._tok = BatchTokenizer(tokenizer)
         self._bos = [tokenizer.bos_token_id] if adds_bos(tokenizer) else []
+        self._sep = tokenizer.convert_tokens_to_ids(POLAR_SEPARATOR)
+        self._split = self._separator_splits()
+
+    def _separator_splits(self) -> bool:
+        """Whether ``encode(a + "<|reward|>" + b) == BOS + encode(a) + [sep] + encode(b)`` for this tokenizer.
+
+        True when the separator is an added token with no stripping and the
+        tokenizer adds nothing but BOS; then each half is tokenized on its own
+        and the reference half, shared by a GRPO group, only once.
+        """
+        probes = [("q\nref", "q\nout"), ("a ", " b"), ("x\n", "\ny"), ("", "z"), ("w", "")]
+        tok = self.tokenizer
+        for a, b in probes:
+            split = self._bos + tok.encode(a, add_special_tokens=False) + [self._sep]
+            split += tok.encode(b, add_special_tokens=False)
+            if tok.encode(a + POLAR_SEPARATOR + b) != split:
+                return False
+        return True
+
+    def _final_ids(self, halves: Sequence["tuple[str, str]"]) -> List[List[int]]:
+        """The ids of ``ref_half + "<|reward|>" + out_half`` for each pair, reward token appended."""
+        tail = [self.reward_token_id]
+        if self._split:
+            refs = self._tok.encode([h[0] for h in halves], False)
+            outs = self._tok.encode([h[1] for h in halves], False)
+            return [self._bos + r + [self._sep] + o + tail for r, o in zip(refs, outs)]
+        return [x + tail for x in self._tok.encode([a + POLAR_SEPARATOR + b for a, b in halves], True)]
 
     def validate(self, samples: Sequence[Any], start: int = 0) -> List[PolarSample]:
         """Check and normalise ``samples``; error indices count from ``start``."""
@@ -123,9 +142,8 @@ class PolarRecipe:
     def encode_valid(self, polar: Sequence[PolarSample]) -> List[Encoded]:
         """Encode samples that :meth:`validate` returned."""
         n = len(polar)
-        tok = self.tokenizer
-        pieces = _encode_batch(
-            tok, [p.prompt for p in polar] + [p.reference for p in polar] + [p.output for p in polar], True
+        pieces = self._tok.encode(
+            [p.prompt for p in polar] + [p.reference for p in polar] + [p.output for p in polar], True
         )
         prompts, refs, outs = pieces[:n], pieces[n : 2 * n], pieces[2 * n :]
         budget = self.max_length - 4
@@ -133,8 +151,9 @@ class PolarRecipe:
             self._cut_pieces(p, r, o, budget, self.max_response_length)
             for p, r, o in zip(prompts, refs, outs)
         ]
-        texts = self._texts(polar, cut)
-        ids = [x + [self.reward_token_id] for x in _encode_batch(tok, texts, True)]
+        halves = self._halves(polar, cut)
+        ids = self._final_ids(halves)
+        texts = [a + POLAR_SEPARATOR + b for a, b in halves]
         for i in [i for i, x in enumerate(ids) if len(x) > self.max_length]:
             texts[i], ids[i] = self._fit(polar[i], prompts[i], refs[i], outs[i], cut[i])
         return [Encoded(t + self.reward_token, x) for t, x in zip(texts, ids)]
@@ -145,22 +164,22 @@ class PolarRecipe:
         prompt_budget = (budget - len(r) - len(o)) // 2
         return _cut(p, prompt_budget, "left"), r, o
 
-    def _texts(self, polar: Sequence[PolarSample], cut: Sequence[tuple]) -> List[str]:
-        flat = [ids for triple in cut for ids in triple]
-        decoded = _decode_batch(self.tokenizer, flat)
-        texts = []
+    def _halves(self, polar: Sequence[PolarSample], cut: Sequence[tuple]) -> List["tuple[str, str]"]:
+        """``(prompt [+ "\\n"] + reference, prompt [+ "\\n"] + output)`` from the decoded cut pieces."""
+        decoded = self._tok.decode([ids for triple in cut for ids in triple])
+        halves = []
         for k, s in enumerate(polar):
             prompt, ref, out = decoded[3 * k : 3 * k + 3]
-            texts.append(_join(prompt, ref, s.wrapper) + POLAR_SEPARATOR + _join(prompt, out, s.wrapper))
-        return texts
+            halves.append((_join(prompt, ref, s.wrapper), _join(prompt, out, s.wrapper)))
+        return halves
 
     def _fit(self, sample: PolarSample, p, r, o, cut) -> tuple:
         """Shrink one over-long sample until its ids fit ``max_length`` exactly."""
         budget, resp = self.max_length - 4, self.max_response_length
         text, ids = "", []
         for _ in range(64):
-            text = self._texts([sample], [cut])[0]
-            ids = self.tokenizer.encode(text) + [self.reward_token_id]
+            halves = self._halves([sample], [cut])
+            text, ids = POLAR_SEPARATOR.join(halves[0]), self._final_ids(halves)[0]
             excess = len(ids) - self.max_length
             if excess <= 0:
                 return text, ids
@@ -216,6 +235,7 @@ class ChatTemplateRecipe:
         self.reward_token_id = reward_token_id
         self.system_prompt = system_prompt
         self._adds_bos = adds_bos(tokenizer)
+        self._tok = BatchTokenizer(tokenizer)
 
     def validate(self, samples: Sequence[Any], start: int = 0) -> List[_Chat]:
         """Check ``samples`` and render their template; error indices count from ``start``."""
@@ -234,7 +254,7 @@ class ChatTemplateRecipe:
     def encode_valid(self, chats: Sequence[_Chat]) -> List[Encoded]:
         """Encode samples that :meth:`validate` returned."""
         out = []
-        for chat, ids in zip(chats, _encode_batch(self.tokenizer, [c.text for c in chats], False)):
+        for chat, ids in zip(chats, self._tok.encode([c.text for c in chats], False)):
             text, ids = self._finish(chat.text, ids)
             if len(ids) > self.max_length:
                 text, ids = self._fit(chat)

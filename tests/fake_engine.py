@@ -11,6 +11,7 @@ most scoring requests it ever had in flight at once.
 from __future__ import annotations
 
 import json
+import math
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -100,6 +101,15 @@ class FakeEngine:
         items = body.get("input_ids") or body.get("text") or body.get("input") or []
         if self.poison is not None and any(self.poison(x) for x in items):
             return 400, {"message": "poisoned input"}
+        if self.engine == "openrlhf" and path == "/get_reward":
+            values = [reward_of(q) for q in body["query"]]
+            if self.version == "old":  # OpenRLHF before scores/extra_logs
+                out = {"rewards": values}
+            else:
+                out = {"rewards": values, "scores": values, "extra_logs": {"dummy_scores": values}}
+            if action in ("nan", "inf", "short"):
+                out["rewards"] = [math.nan if action == "nan" else math.inf] + values[1:] if action != "short" else values[:-1]
+            return 200, out
         if self.engine == "sglang" and path == "/classify":
             items = body.get("input_ids") or body.get("text")
             values = [reward_of(x) for x in items]

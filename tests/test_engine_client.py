@@ -156,3 +156,22 @@ def test_rewards_are_never_nan_or_none(polar_path):
     with FakeEngine("vllm", "0.32.0") as fake:
         rewards = client_for(polar_path, fake)(SAMPLES)
         assert all(isinstance(r, float) and math.isfinite(r) for r in rewards)
+
+
+@pytest.mark.parametrize("shape", ["old", "new"])
+def test_openrlhf_get_reward_both_response_shapes(polar_path, chat_path, shape):
+    for path in (polar_path, chat_path):
+        samples = SAMPLES if path == polar_path else [{"prompt": "q", "output": o} for o in ("a", "bb", "")]
+        with FakeEngine("openrlhf", shape) as fake:
+            client = client_for(path, fake)
+            ids = client.encode_ids(samples)
+            texts = [q for r in fake.requests for q in r["body"]["query"]]
+            rewards = client(samples)
+            texts = [q for r in fake.requests for q in r["body"]["query"]]
+            # the whole text the model sees, BOS included: the server tokenizes it adding nothing
+            assert [client.tokenizer.encode(t, add_special_tokens=False) for t in texts] == ids
+            assert texts[0].startswith("<s>")
+            assert rewards == [reward_of(t) for t in texts]
+            fake.script = ["nan"] * 100
+            with pytest.raises(ScoringError, match="not finite"):
+                client(samples)

@@ -1,0 +1,512 @@
+"""What the file subcommands share: exit codes, backend options, JSONL streaming, progress, scoring in chunks."""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass
+from typing import IO, Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+
+from rmclient.client import SERVER_TYPES
+from rmclient.errors import ConfigurationError, InvalidSampleError, RMClientError, ScoringError
+
+#: Exit codes, the same for every subcommand.
+EXIT_OK = 0
+EXIT_FAILURE = 1  # runtime failure: a server unreachable, samples that failed, parity over tolerance
+EXIT_USAGE = 2  # usage error or bad input: wrong options, a missing file, a malformed line or field
+EXIT_INTERRUPTED = 130
+
+EXIT_CODES_HELP = """\
+exit codes:
+  0    success
+  1    runtime failure: a server unreachable or erroring, samples that failed
+       (their line numbers are printed), a check that did not pass
+  2    usage error or bad input: wrong options, a missing file or model,
+       a line that is not a JSON object, a missing or malformed field
+       (the line number and field are printed)
+  130  interrupted (Ctrl-C)"""
+
+BACKENDS: Tuple[str, ...] = tuple(SERVER_TYPES)  # transformers, sglang, vllm, lmdeploy, ...
+ENGINES = tuple(b for b in BACKENDS if b != "transformers")
+CHUNK_LINES = 256
+
+
+class InputError(Exception):
+    """Bad input or usage: exit code 2."""
+
+
+class Failure(Exception):
+    """A runtime failure: exit code 1."""
+
+
+# -- backend selection ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Backend:
+    """``transformers`` (in-process) or an engine with its server addresses."""
+
+    engine: str
+    addresses: Tuple[str, ...] = ()
+
+    def __str__(self) -> str:
+        return self.engine if not self.addresses else f"{self.engine}@{','.join(self.addresses)}"
+
+
+def parse_backend(text: str) -> Backend:
+    """``transformers``, ``ENGINE`` or ``ENGINE@ADDRESS[,ADDRESS...]`` (an argparse ``type``)."""
+    engine, at, rest = text.strip().partition("@")
+    engine = engine.strip().lower()
+    if engine not in BACKENDS:
+        raise argparse.ArgumentTypeError(
+            f"unknown backend {engine!r} in {text!r}: use transformers, or ENGINE@ADDRESS with ENGINE one of "
+            f"{', '.join(ENGINES)} (e.g. vllm@127.0.0.1:8000)"
+        )
+    addresses = tuple(a.strip() for a in rest.split(",") if a.strip())
+    if engine == "transformers" and at:
+        raise argparse.ArgumentTypeError(f"{text!r}: the transformers backend runs in-process and takes no address")
+    if at and not addresses:
+        raise argparse.ArgumentTypeError(f"{text!r}: no address after '@'")
+    return Backend(engine, addresses)
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--model`` and the recipe options (how samples are encoded), plus in-process and retry settings."""
+    g = parser.add_argument_group("model and recipe")
+    g.add_argument("--model", required=True, metavar="PATH",
+                   help="model folder or hub id: the tokenizer, config and recipe come from it "
+                        "(with a server backend only its tokenizer and config are read)")
+    g.add_argument("--recipe", choices=("polar", "chat_template"), default=None,
+                   help="how samples are encoded (default: chosen from the model and the data)")
+    g.add_argument("--max-length", type=int, default=None, metavar="N",
+                   help="most token ids per encoded sample (default 16384, lowered to the server's max_model_len)")
+    g.add_argument("--max-response-length", type=int, default=None, metavar="N",
+                   help="POLAR's token budget for the reference and the output (default 4096)")
+    g.add_argument("--system-prompt", default=None, metavar="TEXT",
+                   help="a system turn for chat-template models (e.g. Qwen2.5-Math-RM)")
+    g.add_argument("--trust-remote-code", action="store_true", help="allow the checkpoint's own code")
+    g.add_argument("--batch-size", type=int, default=None, metavar="N",
+                   help="samples per forward pass (transformers) or per request (servers) (default 32)")
+    g.add_argument("--device", default=None, help="transformers only: cuda, cpu, ... (default: CUDA if present)")
+    g.add_argument("--dtype", default=None, help="transformers only: bfloat16, float32, ...")
+    g.add_argument("--api-key", default=os.environ.get("RMCLIENT_API_KEY"), metavar="KEY",
+                   help="bearer token for the servers (default: $RMCLIENT_API_KEY)")
+    g.add_argument("--max-attempts", type=int, default=None, metavar="N",
+                   help="attempts per request before a sample is reported as failed (default 5)")
+    g.add_argument("--deadline", type=float, default=None, metavar="SECONDS",
+                   help="seconds for one chunk of samples, retries included (default 600)")
+
+
+def add_backend_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--backend`` / ``--server-address`` and the model options."""
+    g = parser.add_argument_group("backend")
+    g.add_argument("--backend", type=parse_backend, default=Backend("transformers"), metavar="BACKEND",
+                   help=f"transformers (in-process, the default) or a server: {', '.join(ENGINES)}; "
+                        "ENGINE@ADDRESS[,ADDRESS] gives the addresses too (e.g. vllm@127.0.0.1:8000)")
+    g.add_argument("--server-address", action="append", default=None, metavar="ADDRESS",
+                   help="host:port or URL of a server; repeat it or separate by commas for several")
+    add_model_arguments(parser)
+
+
+def selected_backend(args: argparse.Namespace) -> Backend:
+    """The backend of ``--backend`` and ``--server-address``, checked."""
+    backend: Backend = args.backend
+    extra: List[str] = []
+    for item in args.server_address or []:
+        extra += [a.strip() for a in item.split(",") if a.strip()]
+    if backend.engine == "transformers":
+        if extra:
+            raise InputError(f"--server-address needs a server --backend ({', '.join(ENGINES)})")
+        return backend
+    backend = Backend(backend.engine, backend.addresses + tuple(extra))
+    if not backend.addresses:
+        raise InputError(f"--backend {backend.engine} needs --server-address (or --backend {backend.engine}@HOST:PORT)")
+    return backend
+
+
+def make_client(args: argparse.Namespace, backend: Backend, *, on_error: str = "raise") -> Any:
+    """A :class:`RewardModelClient` for ``backend`` with the model options of ``args``."""
+    from rmclient.client import RewardModelClient
+
+    options: Dict[str, Any] = {}
+    for name in ("max_length", "max_response_length", "recipe", "system_prompt", "batch_size",
+                 "device", "dtype", "api_key", "max_attempts", "deadline"):
+        value = getattr(args, name, None)
+        if value is not None:
+            options[name] = value
+    for name in ("max_length", "max_response_length", "batch_size", "max_attempts"):
+        if name in options and options[name] < 1:
+            raise InputError(f"--{name.replace('_', '-')} must be at least 1, got {options[name]}")
+    try:
+        return RewardModelClient(
+            args.model,
+            server_type=backend.engine,
+            server_address=list(backend.addresses) or None,
+            trust_remote_code=args.trust_remote_code,
+            on_error=on_error,
+            **options,
+        )
+    except ConfigurationError as exc:
+        raise InputError(str(exc)) from exc
+    except (OSError, ValueError) as exc:
+        raise InputError(f"cannot load the tokenizer and config of --model {args.model}: {exc}") from exc
+
+
+# -- running a subcommand ---------------------------------------------------------------
+
+
+def guarded(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """Run a subcommand, turning the errors a user can meet into a message on stderr and an exit code."""
+
+    @functools.wraps(func)
+    def run(args: argparse.Namespace) -> int:
+        prog = f"rmclient {args.command}"
+        try:
+            return func(args)
+        except InputError as exc:
+            print(f"{prog}: error: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        except ConfigurationError as exc:
+            print(f"{prog}: error: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        except Failure as exc:
+            print(f"{prog}: failed: {exc}", file=sys.stderr)
+            return EXIT_FAILURE
+        except RMClientError as exc:  # servers unreachable or erroring, bad responses
+            print(f"{prog}: failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+            return EXIT_FAILURE
+        except KeyboardInterrupt:
+            print(f"{prog}: interrupted", file=sys.stderr)
+            return EXIT_INTERRUPTED
+        except BrokenPipeError:  # `rmclient score ... -o - | head`
+            try:
+                sys.stdout = open(os.devnull, "w")
+            except OSError:  # pragma: no cover
+                pass
+            return EXIT_FAILURE
+
+    return run
+
+
+def formatter(prog: str) -> argparse.HelpFormatter:
+    return argparse.RawDescriptionHelpFormatter(prog, max_help_position=32, width=min(100, _columns()))
+
+
+def _columns() -> int:
+    try:
+        return max(60, os.get_terminal_size(sys.stderr.fileno()).columns - 2)
+    except (OSError, ValueError, AttributeError):
+        return 100
+
+
+# -- JSONL input ---------------------------------------------------------------------------
+
+
+def check_input(path: str) -> None:
+    """An :class:`InputError` unless ``path`` is ``-`` (stdin) or a readable file."""
+    if path == "-":
+        return
+    if not os.path.exists(path):
+        raise InputError(f"{path}: no such file")
+    if os.path.isdir(path):
+        raise InputError(f"{path}: is a directory, expected a JSONL file")
+    if not os.access(path, os.R_OK):
+        raise InputError(f"{path}: not readable")
+
+
+def open_input(path: str) -> IO[bytes]:
+    check_input(path)
+    if path == "-":
+        return sys.stdin.buffer
+    try:
+        return open(path, "rb")
+    except OSError as exc:
+        raise InputError(f"{path}: {exc.strerror or exc}") from exc
+
+
+def count_records(path: str) -> Optional[int]:
+    """A fast count of the lines of ``path`` (for the ETA); ``None`` for stdin or an unreadable file."""
+    if path == "-" or not os.path.isfile(path):
+        return None
+    n, last = 0, b"\n"
+    try:
+        with open(path, "rb") as f:
+            for block in iter(functools.partial(f.read, 1 << 20), b""):
+                n += block.count(b"\n")
+                last = block[-1:]
+    except OSError:
+        return None
+    return n + (last != b"\n")
+
+
+@dataclass
+class Record:
+    """One JSONL line: its 1-based line number and the parsed object."""
+
+    line: int
+    data: Dict[str, Any]
+
+
+def iter_records(path: str, *, skip: int = 0) -> Iterator[Record]:
+    """The JSON objects of ``path``, one per non-blank line; the first ``skip`` are passed over unparsed.
+
+    Raises :class:`InputError` naming the line when a line is not a JSON object.
+    """
+    f = open_input(path)
+    try:
+        skipped = 0
+        for line_no, raw in enumerate(f, 1):
+            if not raw.strip():
+                continue
+            if skipped < skip:
+                skipped += 1
+                continue
+            try:
+                data = json.loads(raw)
+            except (UnicodeDecodeError, ValueError) as exc:
+                raise InputError(f"{_name(path)} line {line_no}: not valid JSON: {exc}") from None
+            if not isinstance(data, dict):
+                raise InputError(f"{_name(path)} line {line_no}: expected a JSON object, got {type(data).__name__}")
+            yield Record(line_no, data)
+        if skipped < skip:
+            raise InputError(
+                f"the output already holds {skip} lines but {_name(path)} has only {skipped}: "
+                "is it the output of another input?"
+            )
+    finally:
+        if f is not sys.stdin.buffer:
+            f.close()
+
+
+def iter_chunks(records: Iterator[Record], size: int) -> Iterator[Tuple[List[Record], Optional[InputError]]]:
+    """``records`` in lists of ``size``; a bad line ends the stream with the records before it and the error."""
+    chunk: List[Record] = []
+    while True:
+        try:
+            record = next(records)
+        except StopIteration:
+            break
+        except InputError as exc:
+            yield chunk, exc
+            return
+        chunk.append(record)
+        if len(chunk) >= size:
+            yield chunk, None
+            chunk = []
+    if chunk:
+        yield chunk, None
+
+
+def _name(path: str) -> str:
+    return "<stdin>" if path == "-" else path
+
+
+# -- JSONL output ----------------------------------------------------------------------------
+
+
+def dumps(data: Dict[str, Any]) -> bytes:
+    return (json.dumps(data, ensure_ascii=False, allow_nan=False) + "\n").encode("utf-8")
+
+
+def json_float(x: Optional[float]) -> Optional[float]:
+    """A reward for JSON: NaN (a failed sample under ``--on-error nan``) becomes ``null``."""
+    return None if x is None or math.isnan(x) else float(x)
+
+
+def open_output(path: str, *, resume: bool) -> Tuple[IO[bytes], int]:
+    """``(file, lines already complete)``. With ``resume`` a partial last line is cut off."""
+    if path == "-":
+        if resume:
+            raise InputError("--resume needs an output file, not stdout")
+        return sys.stdout.buffer, 0
+    if os.path.isdir(path):
+        raise InputError(f"{path}: is a directory")
+    try:
+        if not (resume and os.path.exists(path)):
+            return open(path, "wb"), 0
+        f = open(path, "r+b")
+    except OSError as exc:
+        raise InputError(f"cannot write {path}: {exc.strerror or exc}") from exc
+    done, end, pos = 0, 0, 0
+    for block in iter(functools.partial(f.read, 1 << 20), b""):
+        done += block.count(b"\n")
+        last = block.rfind(b"\n")
+        if last >= 0:
+            end = pos + last + 1
+        pos += len(block)
+    f.seek(end)
+    f.truncate()
+    return f, done
+
+
+# -- progress --------------------------------------------------------------------------------
+
+
+def add_progress_arguments(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_mutually_exclusive_group()
+    g.add_argument("--progress", dest="progress", action="store_const", const=True, default=None,
+                   help="show the progress bar on stderr even when it is not a terminal")
+    g.add_argument("--no-progress", dest="progress", action="store_const", const=False,
+                   help="no progress bar (default: shown when stderr is a terminal)")
+
+
+def _clock(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return "--:--"
+    seconds = int(seconds + 0.5)
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m:02d}:{s:02d}"
+
+
+class Progress:
+    """A small progress bar on stderr: count, percentage, rate and ETA.
+
+    Redrawn in place on a terminal (at most 10 times a second); elsewhere (when
+    forced with ``--progress``) one line every few seconds.
+    """
+
+    def __init__(self, total: Optional[int], *, desc: str, unit: str = "lines", enabled: Optional[bool] = None,
+                 initial: int = 0, stream: Optional[IO[str]] = None) -> None:
+        self.stream = stream or sys.stderr
+        tty = bool(getattr(self.stream, "isatty", lambda: False)())
+        self.enabled = tty if enabled is None else enabled
+        self.tty = tty
+        self.total = total
+        self.desc = desc
+        self.unit = unit
+        self.initial = self.n = initial
+        self.start = time.monotonic()
+        self._last = 0.0
+        self._width = 0
+        if self.enabled:
+            self._draw(force=True)
+
+    def update(self, k: int) -> None:
+        self.n += k
+        if self.enabled:
+            self._draw()
+
+    def line(self) -> str:
+        elapsed = time.monotonic() - self.start
+        rate = (self.n - self.initial) / elapsed if elapsed > 0 else 0.0
+        rate_s = f"{rate:,.1f} {self.unit}/s"
+        if self.total:
+            frac = min(1.0, self.n / self.total)
+            filled = int(frac * 24)
+            bar = "#" * filled + "-" * (24 - filled)
+            left = (self.total - self.n) / rate if rate > 0 else float("inf")
+            return (f"{self.desc}: {frac:4.0%} [{bar}] {self.n:,}/{self.total:,} {self.unit}  {rate_s}  "
+                    f"elapsed {_clock(elapsed)}  ETA {_clock(max(left, 0.0))}")
+        return f"{self.desc}: {self.n:,} {self.unit}  {rate_s}  elapsed {_clock(elapsed)}"
+
+    def _draw(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._last < (0.1 if self.tty else 5.0):
+            return
+        self._last = now
+        text = self.line()
+        if self.tty:
+            pad = " " * max(0, self._width - len(text))
+            self._width = len(text)
+            self.stream.write("\r" + text + pad)
+        else:
+            self.stream.write(text + "\n")
+        self.stream.flush()
+
+    def finish(self) -> None:
+        """The input is exhausted: the count is the total (the pre-count also counted blank lines)."""
+        self.total = self.n
+
+    def close(self) -> None:
+        if self.enabled:
+            self._draw(force=True)
+            if self.tty:
+                self.stream.write("\n")
+            self.stream.flush()
+
+
+# -- scoring in chunks -------------------------------------------------------------------------
+
+
+class PartialScore(Exception):
+    """Scoring stopped: the first ``len(rewards)`` samples were scored, then ``error`` (InputError or Failure)."""
+
+    def __init__(self, rewards: List[float], error: Exception) -> None:
+        super().__init__(str(error))
+        self.rewards = rewards
+        self.error = error
+
+
+#: ``where(sample index, field) -> (line number, field name in the input)``.
+Where = Callable[[int, str], Tuple[int, str]]
+
+
+def score_samples(client: Any, samples: Sequence[Dict[str, Any]], where: Where, *, hint: str = "") -> List[float]:
+    """Rewards of ``samples`` in order, or :class:`PartialScore` with the rewards of the samples before the fault.
+
+    A malformed sample becomes an :class:`InputError` naming its line and field;
+    samples that could not be scored become a :class:`Failure` listing their
+    lines and reasons (then ``hint``).
+    """
+    if not samples:
+        return []
+    try:
+        rewards = client(list(samples))
+    except InvalidSampleError as exc:
+        line, field = where(exc.index, exc.field)
+        error = InputError(f"line {line}, field {field!r}: {exc.reason}")
+        prefix = score_samples(client, samples[: exc.index], where, hint=hint) if exc.index > 0 else []
+        raise PartialScore(prefix, error) from None
+    except ScoringError as exc:
+        first = min(exc.failures)
+        message = describe_failures(exc.failures, where) + (f". {hint}" if hint else "")
+        raise PartialScore([float(r) for r in exc.rewards[:first]], Failure(message)) from None
+    return [float(r) for r in rewards]
+
+
+def describe_failures(failures: Dict[int, str], where: Where) -> str:
+    """``"3 samples could not be scored (input lines 4-6): REASON (lines 4-6)"``, grouped by reason."""
+    by_reason: Dict[str, List[int]] = {}
+    all_lines: List[int] = []
+    for index, why in sorted(failures.items()):
+        line = where(index, "")[0]
+        if not all_lines or all_lines[-1] != line:
+            all_lines.append(line)
+        lines = by_reason.setdefault(why, [])
+        if not lines or lines[-1] != line:
+            lines.append(line)
+    reasons = list(by_reason.items())
+    shown = "; ".join(
+        f"{why} ({'all' if len(reasons) == 1 else 'lines ' + _ranges(lines)})" for why, lines in reasons[:3]
+    )
+    more = f"; and {len(reasons) - 3} other reasons" if len(reasons) > 3 else ""
+    n = len(failures)
+    return f"{n} sample{'s' if n != 1 else ''} could not be scored (input lines {_ranges(all_lines)}): {shown}{more}"
+
+
+def _ranges(values: List[int]) -> str:
+    """``[1, 2, 3, 7]`` -> ``"1-3, 7"`` (at most 20 ranges shown)."""
+    out: List[str] = []
+    i = 0
+    while i < len(values):
+        j = i
+        while j + 1 < len(values) and values[j + 1] == values[j] + 1:
+            j += 1
+        out.append(str(values[i]) if i == j else f"{values[i]}-{values[j]}")
+        i = j + 1
+    return ", ".join(out[:20]) + (", ..." if len(out) > 20 else "")
+
+
+def add_on_error_argument(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument(
+        "--on-error", choices=("raise", "nan"), default="raise",
+        help=f"raise (default): stop at the first failed sample, keep what was done and exit 1 naming the lines; "
+             f"nan: {what}",
+    )
+

@@ -1,0 +1,280 @@
+"""``rmclient eval PAIRS.jsonl``: accuracy of a reward model on preference pairs, overall and per subset."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Tuple
+
+from .common import (
+    CHUNK_LINES,
+    EXIT_CODES_HELP,
+    EXIT_OK,
+    InputError,
+    PartialScore,
+    Progress,
+    Record,
+    add_backend_arguments,
+    add_on_error_argument,
+    add_progress_arguments,
+    check_input,
+    count_records,
+    dumps,
+    formatter,
+    guarded,
+    iter_chunks,
+    iter_records,
+    json_float,
+    make_client,
+    open_output,
+    score_samples,
+    selected_backend,
+)
+
+DESCRIPTION = """\
+Evaluate a reward model on preference pairs: how often it gives the chosen
+answer a higher reward than the rejected one.
+
+Each line is a pair {"prompt", "chosen", "rejected"} with an optional "subset"
+(a category to report separately) and, for POLAR models, the "reference" both
+answers are scored against. "chosen" and "rejected" are strings or lists of
+{"role", "content"} messages; without "prompt" they are whole conversations
+(message lists ending with the assistant turn). A pair is correct only when
+reward(chosen) > reward(rejected): ties count as wrong (the RewardBench v1
+rule). Reported overall and per subset: pairs, accuracy, ties and the mean
+margin, reward(chosen) - reward(rejected)."""
+
+EPILOG = f"""\
+examples:
+  rmclient eval pairs.jsonl --model Skywork/Skywork-Reward-Llama-3.1-8B-v0.2
+  rmclient eval pairs.jsonl --model internlm/POLAR-7B --trust-remote-code --backend vllm@127.0.0.1:8000 --json
+  rmclient eval pairs.jsonl --model /models/rm --plot rewards.png -o pairs.scored.jsonl
+
+output (--json): {{"pairs", "correct", "accuracy", "ties", "mean_margin", "failed",
+  "subsets": {{NAME: {{same keys}}}}, "subset_mean_accuracy"}}
+
+{EXIT_CODES_HELP}"""
+
+NO_SUBSET = "-"
+
+
+@dataclass
+class Tally:
+    pairs: int = 0
+    correct: int = 0
+    ties: int = 0
+    failed: int = 0
+    margin_sum: float = 0.0
+    margins: int = 0
+
+    def add(self, chosen: float, rejected: float) -> None:
+        self.pairs += 1
+        if math.isnan(chosen) or math.isnan(rejected):
+            self.failed += 1  # counted as wrong
+            return
+        self.correct += chosen > rejected
+        self.ties += chosen == rejected
+        self.margin_sum += chosen - rejected
+        self.margins += 1
+
+    def as_dict(self) -> Dict[str, Any]:
+        return {
+            "pairs": self.pairs,
+            "correct": self.correct,
+            "accuracy": self.correct / self.pairs if self.pairs else None,
+            "ties": self.ties,
+            "mean_margin": self.margin_sum / self.margins if self.margins else None,
+            "failed": self.failed,
+        }
+
+
+@dataclass
+class Results:
+    overall: Tally = field(default_factory=Tally)
+    subsets: Dict[str, Tally] = field(default_factory=dict)
+    has_subsets: bool = False
+
+    def add(self, subset: Optional[str], chosen: float, rejected: float) -> None:
+        self.overall.add(chosen, rejected)
+        if subset is not None:
+            self.has_subsets = True
+        self.subsets.setdefault(NO_SUBSET if subset is None else subset, Tally()).add(chosen, rejected)
+
+    def as_dict(self) -> Dict[str, Any]:
+        out = self.overall.as_dict()
+        subsets = {name: t.as_dict() for name, t in sorted(self.subsets.items())} if self.has_subsets else {}
+        out["subsets"] = subsets
+        accs = [s["accuracy"] for s in subsets.values()]
+        out["subset_mean_accuracy"] = sum(accs) / len(accs) if accs else None
+        return out
+
+
+def register(sub: "argparse._SubParsersAction") -> argparse.ArgumentParser:
+    p = sub.add_parser(
+        "eval", help="accuracy on preference pairs (chosen vs rejected), overall and per subset",
+        description=DESCRIPTION, epilog=EPILOG, formatter_class=formatter,
+    )
+    p.add_argument("input", metavar="PAIRS.jsonl", help="preference pairs, one JSON object per line ('-' for stdin)")
+    p.add_argument("--json", action="store_true", help="print the results as one JSON object instead of a table")
+    p.add_argument("--plot", default=None, metavar="FILE.png",
+                   help="save histograms of the chosen and rejected rewards (needs matplotlib)")
+    p.add_argument("-o", "--output", default=None, metavar="OUT.jsonl",
+                   help="also write every pair with its chosen_reward and rejected_reward")
+    p.add_argument("--chunk-size", type=int, default=CHUNK_LINES, metavar="N",
+                   help="pairs scored at a time (default: %(default)s)")
+    add_on_error_argument(p, "count a pair with a sample that could not be scored as wrong, report how many")
+    add_progress_arguments(p)
+    add_backend_arguments(p)
+    p.set_defaults(func=guarded(run))
+    return p
+
+
+def pair_samples(record: Record) -> Tuple[Dict[str, Any], Dict[str, Any]]:
+    """The chosen and the rejected sample of a pair."""
+    d = record.data
+    for key in ("chosen", "rejected"):
+        if d.get(key) is None:
+            raise InputError(f"line {record.line}, field {key!r}: missing")
+    if d.get("prompt") is not None:
+        base = {k: d[k] for k in ("prompt", "reference", "wrapper") if k in d}
+        return {**base, "output": d["chosen"]}, {**base, "output": d["rejected"]}
+    for key in ("chosen", "rejected"):
+        if not isinstance(d[key], list):
+            raise InputError(
+                f"line {record.line}, field 'prompt': missing (without a prompt, {key!r} must be a whole "
+                f"conversation, a list of messages, not a {type(d[key]).__name__})"
+            )
+    if d.get("reference") is not None:
+        raise InputError(f"line {record.line}, field 'prompt': missing (a POLAR pair with a reference needs it)")
+    return {"messages": d["chosen"]}, {"messages": d["rejected"]}
+
+
+def _field(side: str, field_name: str) -> str:
+    for prefix in ("output", "messages"):
+        if field_name == prefix or field_name.startswith(prefix + "[") or field_name.startswith(prefix + "."):
+            return side + field_name[len(prefix):]
+    return field_name
+
+
+def check_plot_support() -> None:
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise InputError("--plot needs matplotlib, which is not installed: pip install matplotlib") from None
+
+
+def run(args: argparse.Namespace) -> int:
+    backend = selected_backend(args)
+    if args.chunk_size < 1:
+        raise InputError(f"--chunk-size must be at least 1, got {args.chunk_size}")
+    if args.plot:
+        check_plot_support()
+    check_input(args.input)
+    records = iter_records(args.input)
+    client = make_client(args, backend, on_error=args.on_error)
+    out = open_output(args.output, resume=False)[0] if args.output else None
+    results = Results()
+    chosen_all: List[float] = []
+    rejected_all: List[float] = []
+    progress = Progress(count_records(args.input), desc="eval", unit="pairs", enabled=args.progress)
+    try:
+        for chunk, bad_line in iter_chunks(records, args.chunk_size):
+            samples: List[Dict[str, Any]] = []
+            for record in chunk:
+                samples.extend(pair_samples(record))
+
+            def where(i: int, f: str) -> Tuple[int, str]:
+                return chunk[i // 2].line, _field("chosen" if i % 2 == 0 else "rejected", f)
+
+            try:
+                rewards = score_samples(client, samples, where, hint="Pass --on-error nan to count such pairs as wrong")
+            except PartialScore as partial:
+                raise partial.error from None
+            lines = []
+            for k, record in enumerate(chunk):
+                c, r = rewards[2 * k], rewards[2 * k + 1]
+                subset = record.data.get("subset")
+                results.add(None if subset is None else str(subset), c, r)
+                if args.plot:
+                    chosen_all.append(c)
+                    rejected_all.append(r)
+                if out is not None:
+                    lines.append(dumps({**record.data, "chosen_reward": json_float(c), "rejected_reward": json_float(r)}))
+            if out is not None:
+                out.write(b"".join(lines))
+                out.flush()
+            progress.update(len(chunk))
+            if bad_line is not None:
+                raise bad_line
+        progress.finish()
+    finally:
+        progress.close()
+        if out is not None and out is not sys.stdout.buffer:
+            out.close()
+        client.close()
+    if results.overall.pairs == 0:
+        raise InputError(f"{args.input}: no preference pairs")
+    summary = results.as_dict()
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        print(format_table(results))
+    if results.overall.failed:
+        print(f"warning: {results.overall.failed} pairs had a sample that could not be scored; counted as wrong",
+              file=sys.stderr)
+    if args.plot:
+        plot(chosen_all, rejected_all, args.plot, summary)
+        print(f"plot saved to {args.plot}", file=sys.stderr)
+    return EXIT_OK
+
+
+def format_table(results: Results) -> str:
+    rows = []
+    if results.has_subsets:
+        rows += [(name, t) for name, t in sorted(results.subsets.items())]
+    rows.append(("overall", results.overall))
+    width = max(10, max(len(name) for name, _ in rows))
+    head = f"{'subset':<{width}}  {'pairs':>7}  {'accuracy':>8}  {'ties':>6}  {'mean margin':>12}"
+    lines = [head, "-" * len(head)]
+    for i, (name, t) in enumerate(rows):
+        d = t.as_dict()
+        acc = "n/a" if d["accuracy"] is None else f"{d['accuracy']:.4f}"
+        margin = "n/a" if d["mean_margin"] is None else f"{d['mean_margin']:.4f}"
+        if name == "overall" and len(rows) > 1:
+            lines.append("-" * len(head))
+        lines.append(f"{name:<{width}}  {d['pairs']:>7}  {acc:>8}  {d['ties']:>6}  {margin:>12}")
+    return "\n".join(lines)
+
+
+def plot(chosen: List[float], rejected: List[float], path: str, summary: Dict[str, Any]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    chosen = [x for x in chosen if not math.isnan(x)]
+    rejected = [x for x in rejected if not math.isnan(x)]
+    values = chosen + rejected
+    lo, hi = (min(values), max(values)) if values else (0.0, 1.0)
+    if lo == hi:
+        lo, hi = lo - 0.5, hi + 0.5
+    bins = [lo + (hi - lo) * i / 40 for i in range(41)]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.hist(chosen, bins=bins, alpha=0.6, label=f"chosen (n={len(chosen)})", color="tab:green")
+    ax.hist(rejected, bins=bins, alpha=0.6, label=f"rejected (n={len(rejected)})", color="tab:red")
+    ax.set_xlabel("reward")
+    ax.set_ylabel("pairs")
+    margin = summary["mean_margin"]
+    ax.set_title(f"accuracy {summary['accuracy']:.4f}, mean margin "
+                 + ("n/a" if margin is None else f"{margin:.4f}") + f" ({summary['pairs']} pairs)")
+    ax.legend()
+    fig.tight_layout()
+    try:
+        fig.savefig(path, dpi=100)
+    except OSError as exc:
+        raise InputError(f"cannot write the plot to {path}: {exc.strerror or exc}") from exc
+    finally:
+        plt.close(fig)

@@ -1,0 +1,148 @@
+"""TRL: reward functions for ``GRPOTrainer`` (and the other TRL trainers that take ``reward_funcs``).
+
+::
+
+    from trl import GRPOConfig, GRPOTrainer
+    from rmclient import RewardModelClient
+    from rmclient.integrations.trl import make_reward_func
+
+    client = RewardModelClient("internlm/POLAR-7B", server_type="sglang", server_address="127.0.0.1:30000")
+    trainer = GRPOTrainer(model=..., reward_funcs=make_reward_func(client), train_dataset=dataset, args=GRPOConfig(...))
+
+TRL calls a reward function as ``f(prompts=..., completions=..., completion_ids=...,
+trainer_state=..., log_extra=..., log_metric=..., **dataset_columns)``: one entry per
+completion, every dataset column repeated to match. Prompts and completions are strings
+(standard data) or lists of ``{"role", "content"}`` messages (conversational data). The
+function it gets from here turns each pair into an rmclient sample ``{"prompt", "output"}``,
+adds ``"reference"`` from the dataset column named by ``reference_column`` when the reward
+model is POLAR, scores the batch in one call and returns the raw rewards, in order.
+
+TRL supports ``async def`` reward functions (since 0.25, run on its own event loop in a
+daemon thread, concurrently with the other async reward functions):
+:func:`make_async_reward_func` returns one, and :func:`make_reward_func` returns one for an
+``AsyncRewardModelClient`` or an async function.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List, Optional, Sequence
+
+from ..errors import ConfigurationError
+from ._common import Target, group_ids_by_prompt, missing_reference, strip_think_in, text_content
+
+#: Keyword arguments TRL adds that are not dataset columns.
+TRL_KWARGS = frozenset(
+    {"prompts", "completions", "completion_ids", "trainer_state", "log_extra", "log_metric", "environments"}
+)
+
+
+class _RewardFunc:
+    """The callable TRL gets. ``__name__`` is what TRL logs it under (``rewards/<name>/mean``)."""
+
+    def __init__(
+        self,
+        target: Target,
+        *,
+        name: Optional[str],
+        reference_column: Optional[str],
+        strip_think: bool,
+        group_by_prompt: bool,
+    ) -> None:
+        self.target = target
+        self.__name__ = name or target.default_name
+        self.__qualname__ = self.__name__
+        self.reference_column = reference_column
+        self.strip_think = strip_think
+        self.group_by_prompt = group_by_prompt
+
+    def __repr__(self) -> str:
+        return f"<TRL reward function {self.__name__!r} over {self.target.kind}>"
+
+    def samples(
+        self, prompts: Sequence[Any], completions: Sequence[Any], columns: Dict[str, Any]
+    ) -> List[Dict[str, Any]]:
+        """The rmclient samples for one TRL call (exposed for inspection and tests)."""
+        if len(prompts) != len(completions):
+            raise ConfigurationError(f"{len(prompts)} prompts for {len(completions)} completions")
+        references = None
+        column = self.reference_column
+        if column is not None and column in columns:
+            references = columns[column]
+            if references is None or len(references) != len(prompts):
+                raise ConfigurationError(
+                    f"dataset column {column!r} has {0 if references is None else len(references)} values "
+                    f"for {len(prompts)} completions"
+                )
+        elif self.target.needs_reference():
+            raise missing_reference(column, [k for k in columns if k not in TRL_KWARGS], "reference_column")
+        out = []
+        for i, (prompt, completion) in enumerate(zip(prompts, completions)):
+            output = text_content(i, "output", completion)
+            if self.strip_think:
+                output = strip_think_in(output)
+            sample: Dict[str, Any] = {"prompt": text_content(i, "prompt", prompt), "output": output}
+            if references is not None:
+                sample["reference"] = text_content(i, "reference", references[i])
+            out.append(sample)
+        return out
+
+    def _group_ids(self, prompts: Sequence[Any]) -> Optional[List[int]]:
+        return group_ids_by_prompt(prompts) if self.group_by_prompt else None
+
+    def __call__(self, prompts: Sequence[Any], completions: Sequence[Any], **kwargs: Any) -> List[float]:
+        columns = {k: v for k, v in kwargs.items() if k not in TRL_KWARGS}
+        samples = self.samples(prompts, completions, columns)
+        return self.target.score(samples, group_ids=self._group_ids(prompts))
+
+
+class _AsyncRewardFunc(_RewardFunc):
+    async def __call__(  # type: ignore[override]
+        self, prompts: Sequence[Any], completions: Sequence[Any], **kwargs: Any
+    ) -> List[float]:
+        columns = {k: v for k, v in kwargs.items() if k not in TRL_KWARGS}
+        samples = self.samples(prompts, completions, columns)
+        return await self.target.ascore(samples, group_ids=self._group_ids(prompts))
+
+
+def make_reward_func(
+    scorer: Any,
+    *,
+    reference_column: Optional[str] = "reference",
+    name: Optional[str] = None,
+    strip_think: bool = False,
+    group_by_prompt: bool = True,
+    asynchronous: Optional[bool] = None,
+) -> Any:
+    """A ``GRPOTrainer`` reward function that scores with ``scorer``.
+
+    Args:
+        scorer: a ``RewardModelClient``, an ``AsyncRewardModelClient``, a
+            :class:`~rmclient.integrations.compose.RewardComposition`, or a function
+            ``samples -> list of floats``.
+        reference_column: the dataset column that holds POLAR's reference (a string or a
+            list of messages). A POLAR model without that column raises
+            :class:`~rmclient.ConfigurationError`; an outcome reward model ignores it.
+            ``None``: never send a reference.
+        name: what TRL logs the reward under (default: the model folder's name, e.g.
+            ``POLAR-7B``, so TRL logs ``rewards/POLAR-7B/mean``).
+        strip_think: score only what follows a ``<think>...</think>`` block.
+        group_by_prompt: hand a composition one group id per distinct prompt (for
+            ``normalize="group"``); TRL puts a prompt's generations side by side.
+        asynchronous: return an ``async def`` function (default: when the scorer is async).
+
+    Failures follow the client's ``on_error``: ``"raise"`` stops the training step with
+    :class:`~rmclient.ScoringError`; ``"nan"`` gives NaN, which TRL treats as "no reward
+    from this function" for that completion.
+    """
+    target = Target(scorer)
+    if asynchronous is None:
+        asynchronous = target.is_async
+    cls = _AsyncRewardFunc if asynchronous else _RewardFunc
+    return cls(
+        target, name=name, reference_column=reference_column, strip_think=strip_think, group_by_prompt=group_by_prompt
+    )
+
+
+def make_async_reward_func(scorer: Any, **options: Any) -> Any:
+    """:func:`make_reward_func` as an ``async def`` function (TRL >= 0.25 runs those concurrently)."""
+    return make_reward_func(scorer, asynchronous=True, **options)

@@ -1,0 +1,692 @@
+"""``rmclient serve MODEL``: an HTTP reward server over the in-process transformers backend.
+
+    python -m rmclient.serve /models/POLAR-7B --trust-remote-code --port 8000
+
+Routes (JSON in, JSON out):
+
+``POST /classify`` (sglang)
+    ``{"text": [str, ...]}`` or ``{"input_ids": [[int, ...], ...]}`` (exactly
+    one; a single string or id list is one input; other keys are ignored).
+    Text is tokenized WITH special tokens (BOS added), as sglang does, so
+    xtuner's client (``text + "[UNUSED_TOKEN_130]"``) and ours work unchanged.
+    Answers ``[{"embedding": [reward], "meta_info": {...}}, ...]``, or one such
+    dict for a single input. The reward is raw.
+``POST /get_reward`` (OpenRLHF ``serve_rm``)
+    ``{"query": [str, ...]}``: each query is the whole text the model sees,
+    special tokens included; tokenized WITHOUT adding any. Answers
+    ``{"rewards": [...], "scores": [...]}``.
+``POST /v1/rewards`` (native)
+    ``{"samples": [sample, ...]}`` (or one sample dict), POLAR
+    (``prompt``/``reference``/``output``) or outcome-RM (``prompt`` +
+    ``output``, or ``messages``) samples, encoded here with the same recipes as
+    :class:`~rmclient.RewardModelClient`. Answers ``{"model", "rewards": [...],
+    "num_tokens": [...]}`` (plus ``"encodings": [{"text", "input_ids"}]`` when
+    ``"return_encodings": true``).
+``GET /health``
+    ``{"status": "ok", ...}`` with the batching counters (no API key needed).
+``GET /metrics``
+    the batching counters (batches, requests, merged batches, ...).
+``GET /v1/models``
+    OpenAI model list with the served name and ``max_model_len``.
+``GET /get_server_info``, ``GET /get_model_info``
+    sglang-style facts (no engine ``version``: clients treat it as unknown).
+
+Concurrent requests are merged into shared forward passes
+(:class:`~rmclient.batcher.DynamicBatcher`): up to a padded-token budget and a
+batch size, waiting at most ``--max-wait-ms`` for company. The model runs in
+one worker thread and tokenization in another, so the event loop never blocks
+on either.
+
+Safe by default: binds 127.0.0.1. With ``--api-key`` (or ``RMCLIENT_API_KEY``)
+every route but ``/health`` needs ``Authorization: Bearer KEY`` (401 otherwise);
+binding any non-loopback address needs a key unless ``--insecure``. Bodies over
+``--max-body-mb`` get 413, as do requests with more than ``--max-samples``
+inputs; malformed JSON and bad inputs get 400 with a JSON error that names the
+sample ``index`` and ``field``. A bad request fails alone: the server keeps
+serving everyone else.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import concurrent.futures
+import contextlib
+import hmac
+import ipaddress
+import json
+import logging
+import os
+import threading
+import time
+import uuid
+from typing import Any, Awaitable, Callable, Dict, List, Optional, Sequence, Tuple
+
+from .batcher import BatcherClosed, DynamicBatcher
+from .errors import ConfigurationError, InvalidSampleError, RMClientError
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "RewardServer",
+    "ServerThread",
+    "RequestError",
+    "add_serve_arguments",
+    "run_serve",
+    "main",
+    "is_loopback",
+    "API_KEY_ENV",
+]
+
+#: Environment variable read for the API key when ``--api-key`` is not given.
+API_KEY_ENV = "RMCLIENT_API_KEY"
+DEFAULT_PORT = 8000
+DEFAULT_MAX_BODY_MB = 32.0
+DEFAULT_MAX_SAMPLES = 1024
+#: Bodies larger than this are parsed in the tokenizer thread, not on the event loop.
+_PARSE_OFF_LOOP = 256 * 1024
+#: Routes that need no API key (liveness probes, the supervisor's readiness check).
+_OPEN_ROUTES = frozenset({"/health"})
+
+
+class RequestError(RMClientError):
+    """A request the server rejects: an HTTP ``status`` and a JSON error body."""
+
+    def __init__(
+        self, status: int, message: str, *, kind: str = "invalid_request",
+        index: Optional[int] = None, field: Optional[str] = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.kind = kind
+        self.index = index
+        self.field = field
+
+    def body(self) -> Dict[str, Any]:
+        err: Dict[str, Any] = {"message": self.message, "type": self.kind, "code": self.status}
+        if self.index is not None:
+            err["index"] = self.index
+        if self.field is not None:
+            err["field"] = self.field
+        return {"error": err}
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` is a loopback address (``127.0.0.0/8``, ``::1``, ``localhost``)."""
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _model_max_len(config: Dict[str, Any]) -> Optional[int]:
+    for key in ("max_position_embeddings", "max_sequence_length", "seq_length", "n_positions"):
+        value = config.get(key)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
+def _invalid(index: int, field: str, message: str) -> RequestError:
+    return RequestError(400, f"sample {index}, field {field!r}: {message}", kind="invalid_sample", index=index, field=field)
+
+
+class RewardServer:
+    """The reward server: a model, a batcher and the aiohttp application that serves them.
+
+    Args:
+        model: model folder or hub id.
+        served_model_name: the name in ``/v1/models`` (default: ``model``).
+        api_key: bearer token every route but ``/health`` requires (``None``: open).
+        trust_remote_code, device, dtype: how the model loads (as ``RewardModelClient``).
+        recipe, system_prompt, max_length, max_response_length, response_cut_side:
+            the native route's encoding (as ``RewardModelClient``; ``max_length``
+            defaults to ``min(16384, max_model_len)``).
+        max_model_len: longest input accepted (default: the config's
+            ``max_position_embeddings``).
+        max_batch_size, max_batch_tokens: one forward pass holds at most this many
+            sequences and this many padded tokens (``rows * longest``).
+        max_wait_ms: how long the oldest waiting request waits for others to join it.
+        max_samples: most inputs per request (413 over it).
+        max_body_bytes: largest request body (413 over it).
+        client: a ready :class:`~rmclient.RewardModelClient` to serve instead of building one.
+    """
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        served_model_name: Optional[str] = None,
+        api_key: Optional[str] = None,
+        trust_remote_code: bool = False,
+        device: Optional[str] = None,
+        dtype: Optional[str] = None,
+        recipe: Optional[str] = None,
+        system_prompt: Optional[str] = None,
+        max_length: Optional[int] = None,
+        max_response_length: int = 4096,
+        response_cut_side: str = "right",
+        max_model_len: Optional[int] = None,
+        max_batch_size: int = 32,
+        max_batch_tokens: int = 16384,
+        max_wait_ms: float = 5.0,
+        max_samples: int = DEFAULT_MAX_SAMPLES,
+        max_body_bytes: int = int(DEFAULT_MAX_BODY_MB * 2**20),
+        client: Any = None,
+    ) -> None:
+        from .client import RewardModelClient, load_config
+
+        if max_samples < 1 or max_body_bytes < 1:
+            raise ConfigurationError("max_samples and max_body_bytes must be >= 1")
+        self.model = str(model)
+        self.served_model_name = served_model_name or self.model
+        self.api_key = api_key or None
+        self.max_samples = max_samples
+        self.max_body_bytes = max_body_bytes
+        config = client.config if client is not None else load_config(self.model)
+        self.max_model_len = max_model_len or _model_max_len(config) or 16384
+        if client is None:
+            client = RewardModelClient(
+                self.model,
+                max_length=max_length or min(16384, self.max_model_len),
+                max_response_length=max_response_length,
+                response_cut_side=response_cut_side,
+                recipe=recipe,
+                system_prompt=system_prompt,
+                trust_remote_code=trust_remote_code,
+                device=device,
+                dtype=dtype,
+                batch_size=max_batch_size,
+                max_tokens_per_batch=max_batch_tokens,
+            )
+        self.client = client
+        self.tokenizer = client.tokenizer
+        self.backend = client.local_backend
+        self.vocab_size = client.config.get("vocab_size")
+        self._model_pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="rmclient-model")
+        self._token_pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="rmclient-tokenize")
+        self.batcher = DynamicBatcher(
+            self.backend.score,
+            max_tokens=max_batch_tokens,
+            max_batch_size=max_batch_size,
+            max_wait=max_wait_ms / 1000.0,
+            executor=self._model_pool,
+        )
+        self.started = time.time()
+        self.http_requests = 0
+        self.http_errors: Dict[int, int] = {}
+
+    # -- lifecycle ------------------------------------------------------------------
+
+    def load(self) -> None:
+        """Load the model and run one tiny forward pass (blocking)."""
+        t0 = time.perf_counter()
+        model = self.backend.model
+        bos = self.tokenizer.bos_token_id
+        self.backend.score([[bos if bos is not None else 0]])
+        logger.info("%s loaded (%s) in %.1f s", self.model, type(model).__name__, time.perf_counter() - t0)
+
+    async def _on_startup(self, app: Any) -> None:
+        await asyncio.get_running_loop().run_in_executor(self._model_pool, self.load)
+
+    async def _on_cleanup(self, app: Any) -> None:
+        await self.batcher.close()
+        self._model_pool.shutdown(wait=False)
+        self._token_pool.shutdown(wait=False)
+
+    def build_app(self) -> Any:
+        """The ``aiohttp.web.Application`` (loads the model on startup, before the port is bound)."""
+        from aiohttp import web
+
+        app = web.Application(client_max_size=self.max_body_bytes, middlewares=[self._middleware()])
+        app.router.add_post("/classify", self.classify)
+        app.router.add_post("/get_reward", self.get_reward)
+        app.router.add_post("/v1/rewards", self.rewards)
+        app.router.add_get("/health", self.health)
+        app.router.add_get("/metrics", self.metrics)
+        app.router.add_get("/v1/models", self.models)
+        app.router.add_get("/get_server_info", self.server_info)
+        app.router.add_get("/get_model_info", self.model_info)
+        app.on_startup.append(self._on_startup)
+        app.on_cleanup.append(self._on_cleanup)
+        return app
+
+    # -- plumbing -------------------------------------------------------------------
+
+    def _middleware(self) -> Callable[..., Awaitable[Any]]:
+        from aiohttp import web
+
+        @web.middleware
+        async def middleware(request: Any, handler: Callable[[Any], Awaitable[Any]]) -> Any:
+            self.http_requests += 1
+            try:
+                if self.api_key and request.path not in _OPEN_ROUTES:
+                    self._check_key(request)
+                return await handler(request)
+            except RequestError as exc:
+                return self._error(exc)
+            except InvalidSampleError as exc:
+                return self._error(RequestError(400, str(exc), kind="invalid_sample", index=exc.index, field=exc.field))
+            except ConfigurationError as exc:
+                return self._error(RequestError(400, str(exc)))
+            except BatcherClosed as exc:
+                return self._error(RequestError(503, str(exc), kind="unavailable"))
+            except web.HTTPRequestEntityTooLarge:
+                return self._error(
+                    RequestError(413, f"the body exceeds the server's limit of {self.max_body_bytes} bytes", kind="too_large")
+                )
+            except web.HTTPException as exc:
+                if exc.status < 400:
+                    raise
+                return self._error(RequestError(exc.status, exc.reason or "error", kind="http_error"))
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - one request's failure never stops the server
+                logger.exception("%s %s failed", request.method, request.path)
+                return self._error(RequestError(500, "internal error (see the server log)", kind="internal"))
+
+        return middleware
+
+    def _error(self, exc: RequestError) -> Any:
+        from aiohttp import web
+
+        self.http_errors[exc.status] = self.http_errors.get(exc.status, 0) + 1
+        if exc.status >= 500:
+            logger.error("%d: %s", exc.status, exc.message)
+        else:
+            logger.info("%d: %s", exc.status, exc.message)
+        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+        return web.json_response(exc.body(), status=exc.status, headers=headers)
+
+    def _check_key(self, request: Any) -> None:
+        header = request.headers.get("Authorization", "")
+        scheme, _, token = header.partition(" ")
+        given = token.strip() if scheme.lower() == "bearer" else ""
+        assert self.api_key is not None
+        if not given or not hmac.compare_digest(given.encode(), self.api_key.encode()):
+            raise RequestError(401, "missing or wrong API key (send 'Authorization: Bearer KEY')", kind="unauthorized")
+
+    async def _json(self, request: Any) -> Dict[str, Any]:
+        length = request.content_length
+        if length is not None and length > self.max_body_bytes:
+            raise RequestError(
+                413, f"the body ({length} bytes) exceeds the server's limit of {self.max_body_bytes} bytes", kind="too_large"
+            )
+        raw = await request.read()
+        try:
+            if len(raw) > _PARSE_OFF_LOOP:
+                body = await asyncio.get_running_loop().run_in_executor(self._token_pool, json.loads, raw)
+            else:
+                body = json.loads(raw)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise RequestError(400, f"malformed JSON: {exc}", kind="invalid_json") from None
+        if not isinstance(body, dict):
+            raise RequestError(400, f"the body must be a JSON object, got {type(body).__name__}")
+        return body
+
+    def _check_count(self, n: int) -> None:
+        if n == 0:
+            raise RequestError(400, "no inputs to score")
+        if n > self.max_samples:
+            raise RequestError(
+                413, f"{n} inputs exceed the server's limit of {self.max_samples} per request; split the request",
+                kind="too_many_samples",
+            )
+
+    def _check_ids(self, ids: Sequence[Sequence[int]], field: str) -> None:
+        for i, x in enumerate(ids):
+            if not x:
+                raise _invalid(i, field, "empty: nothing to score")
+            if len(x) > self.max_model_len:
+                raise _invalid(i, field, f"{len(x)} tokens exceed the server's max_model_len of {self.max_model_len}")
+
+    async def _tokenize(self, texts: List[str], special: bool) -> List[List[int]]:
+        def run() -> List[List[int]]:
+            return [list(x) for x in self.tokenizer(texts, add_special_tokens=special)["input_ids"]]
+
+        return await asyncio.get_running_loop().run_in_executor(self._token_pool, run)
+
+    def _texts(self, value: Any, field: str) -> Tuple[List[str], bool]:
+        if isinstance(value, str):
+            return [value], True
+        if not isinstance(value, list):
+            raise RequestError(400, f"{field!r} must be a string or a list of strings, got {type(value).__name__}",
+                               field=field)
+        self._check_count(len(value))
+        for i, t in enumerate(value):
+            if not isinstance(t, str):
+                raise _invalid(i, field, f"expected a string, got {type(t).__name__}")
+        return value, False
+
+    def _ids(self, value: Any, field: str) -> Tuple[List[List[int]], bool]:
+        if not isinstance(value, list):
+            raise RequestError(400, f"{field!r} must be a list of token ids or a list of such lists", field=field)
+        single = bool(value) and not isinstance(value[0], list)
+        seqs = [value] if single else value
+        self._check_count(len(seqs))
+        vocab = self.vocab_size
+        for i, seq in enumerate(seqs):
+            if not isinstance(seq, list):
+                raise _invalid(i, field, f"expected a list of token ids, got {type(seq).__name__}")
+            for t in seq:
+                if isinstance(t, bool) or not isinstance(t, int):
+                    raise _invalid(i, field, f"token ids must be integers, got {t!r}")
+                if t < 0 or (vocab and t >= vocab):
+                    raise _invalid(i, field, f"token id {t} is outside the vocabulary [0, {vocab})")
+        return seqs, single
+
+    async def _score(self, ids: List[List[int]]) -> List[float]:
+        return await self.batcher.score(ids)
+
+    # -- scoring routes -------------------------------------------------------------
+
+    async def classify(self, request: Any) -> Any:
+        """sglang ``POST /classify``."""
+        from aiohttp import web
+
+        t0 = time.perf_counter()
+        body = await self._json(request)
+        has_text, has_ids = body.get("text") is not None, body.get("input_ids") is not None
+        if has_text == has_ids:
+            raise RequestError(400, "Either text or input_ids should be provided.", field="text")
+        if has_text:
+            texts, single = self._texts(body["text"], "text")
+            ids, field = await self._tokenize(texts, True), "text"
+        else:
+            ids, single = self._ids(body["input_ids"], "input_ids")
+            field = "input_ids"
+        self._check_ids(ids, field)
+        rewards = await self._score(ids)
+        latency = round(time.perf_counter() - t0, 6)
+        results = [
+            {"embedding": [r], "meta_info": {"id": uuid.uuid4().hex, "prompt_tokens": len(x), "e2e_latency": latency}}
+            for r, x in zip(rewards, ids)
+        ]
+        return web.json_response(results[0] if single else results)
+
+    async def get_reward(self, request: Any) -> Any:
+        """OpenRLHF ``POST /get_reward``: whole texts, tokenized without adding special tokens."""
+        from aiohttp import web
+
+        body = await self._json(request)
+        if body.get("query") is None:
+            raise RequestError(400, "missing 'query': a list of the whole texts to score", field="query")
+        texts, _ = self._texts(body["query"], "query")
+        ids = await self._tokenize(texts, False)
+        self._check_ids(ids, "query")
+        rewards = await self._score(ids)
+        return web.json_response({"rewards": rewards, "scores": rewards})
+
+    async def rewards(self, request: Any) -> Any:
+        """Native ``POST /v1/rewards``: raw samples, encoded here with the client's recipes."""
+        from aiohttp import web
+
+        body = await self._json(request)
+        samples = body.get("samples")
+        if samples is None:
+            raise RequestError(400, "missing 'samples': a list of samples (or one sample dict)", field="samples")
+        if isinstance(samples, dict):
+            samples = [samples]
+        if not isinstance(samples, list):
+            raise RequestError(400, f"'samples' must be a list of dicts, got {type(samples).__name__}", field="samples")
+        self._check_count(len(samples))
+        client = self.client
+
+        def encode() -> List[Any]:
+            return client._recipe(samples).encode(samples)
+
+        encoded = await asyncio.get_running_loop().run_in_executor(self._token_pool, encode)
+        ids = [e.ids for e in encoded]
+        self._check_ids(ids, "<sample>")
+        rewards = await self._score(ids)
+        out: Dict[str, Any] = {
+            "model": self.served_model_name,
+            "rewards": rewards,
+            "num_tokens": [len(x) for x in ids],
+        }
+        if body.get("return_encodings"):
+            out["encodings"] = [{"text": e.text, "input_ids": e.ids} for e in encoded]
+        return web.json_response(out)
+
+    # -- information routes ---------------------------------------------------------
+
+    def stats(self) -> Dict[str, Any]:
+        """Batching and HTTP counters."""
+        return {
+            **self.batcher.stats.as_dict(),
+            "queued_requests": self.batcher.queued,
+            "http_requests": self.http_requests,
+            "http_errors": {str(k): v for k, v in sorted(self.http_errors.items())},
+            "uptime_s": round(time.time() - self.started, 3),
+        }
+
+    async def health(self, request: Any) -> Any:
+        from aiohttp import web
+
+        return web.json_response({"status": "ok", "model": self.served_model_name, **self.stats()})
+
+    async def metrics(self, request: Any) -> Any:
+        from aiohttp import web
+
+        return web.json_response(self.stats())
+
+    async def models(self, request: Any) -> Any:
+        from aiohttp import web
+
+        card = {
+            "id": self.served_model_name,
+            "object": "model",
+            "created": int(self.started),
+            "owned_by": "rmclient",
+            "root": self.model,
+            "max_model_len": self.max_model_len,
+        }
+        return web.json_response({"object": "list", "data": [card]})
+
+    async def server_info(self, request: Any) -> Any:
+        from aiohttp import web
+
+        from . import __version__
+
+        return web.json_response(
+            {
+                "server": "rmclient",
+                "rmclient_version": __version__,
+                "model_path": self.model,
+                "served_model_name": self.served_model_name,
+                "max_model_len": self.max_model_len,
+                "max_batch_size": self.batcher.max_batch_size,
+                "max_batch_tokens": self.batcher.max_tokens,
+                "max_wait_ms": self.batcher.max_wait * 1000.0,
+                "max_samples": self.max_samples,
+                "max_body_bytes": self.max_body_bytes,
+            }
+        )
+
+    async def model_info(self, request: Any) -> Any:
+        from aiohttp import web
+
+        return web.json_response({"model_path": self.model, "is_generation": False})
+
+
+class ServerThread:
+    """Serve a :class:`RewardServer` from a background thread (tests, notebooks).
+
+        with ServerThread(RewardServer(path)) as s:
+            RewardModelClient(path, server_type="sglang", server_address=s.url)(samples)
+
+    ``port=0`` takes a free port; ``url`` is ``http://host:port``.
+    """
+
+    def __init__(self, server: RewardServer, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.server = server
+        self.host = host
+        self.port = port
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="rmclient-serve", daemon=True)
+        self._runner: Any = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def start(self) -> "ServerThread":
+        from aiohttp import web
+
+        async def up() -> None:
+            self._runner = web.AppRunner(self.server.build_app(), access_log=None)
+            await self._runner.setup()
+            site = web.TCPSite(self._runner, self.host, self.port)
+            await site.start()
+            self.port = int(self._runner.addresses[0][1])
+
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(up(), self._loop).result()
+        return self
+
+    def stop(self) -> None:
+        if self._thread.is_alive():
+            if self._runner is not None:
+                with contextlib.suppress(Exception):
+                    asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(timeout=30)
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(timeout=10)
+        if not self._loop.is_running():
+            self._loop.close()
+
+    def __enter__(self) -> "ServerThread":
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+
+# -- command line ---------------------------------------------------------------------
+
+
+def add_serve_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Add ``rmclient serve``'s arguments to ``parser`` (then call :func:`run_serve`)."""
+    parser.add_argument("model", help="model folder or hub id")
+    net = parser.add_argument_group("network and safety")
+    net.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s, loopback only)")
+    net.add_argument("--port", type=int, default=DEFAULT_PORT, help="port (default: %(default)s; 0: a free port)")
+    net.add_argument(
+        "--api-key", default=None,
+        help=f"require 'Authorization: Bearer KEY' on every route but /health (default: ${API_KEY_ENV} if set)",
+    )
+    net.add_argument(
+        "--insecure", action="store_true",
+        help="allow binding a non-loopback address without an API key (anyone who can reach it can use it)",
+    )
+    net.add_argument("--max-body-mb", type=float, default=DEFAULT_MAX_BODY_MB,
+                     help="largest request body in MiB; larger ones get 413 (default: %(default)s)")
+    net.add_argument("--max-samples", type=int, default=DEFAULT_MAX_SAMPLES,
+                     help="most inputs per request; more get 413 (default: %(default)s)")
+    model = parser.add_argument_group("model")
+    model.add_argument("--served-model-name", default=None, help="name in /v1/models (default: MODEL)")
+    model.add_argument("--trust-remote-code", action="store_true", help="allow the checkpoint's own code (POLAR)")
+    model.add_argument("--device", default=None, help="torch device (default: cuda if present, else cpu)")
+    model.add_argument("--dtype", default=None, help="torch dtype (default: bfloat16 on CUDA, float32 on CPU)")
+    model.add_argument("--max-model-len", type=int, default=None,
+                       help="longest input in tokens (default: the config's max_position_embeddings)")
+    enc = parser.add_argument_group("encoding of raw samples (POST /v1/rewards)")
+    enc.add_argument("--recipe", choices=("polar", "chat_template"), default=None,
+                     help="default: chosen from the model and the data, as RewardModelClient does")
+    enc.add_argument("--system-prompt", default=None, help="system turn for the chat-template recipe")
+    enc.add_argument("--max-length", type=int, default=None, help="default: min(16384, max_model_len)")
+    enc.add_argument("--max-response-length", type=int, default=4096, help="POLAR's response budget")
+    enc.add_argument("--response-cut-side", choices=("right", "left"), default="right")
+    bat = parser.add_argument_group("dynamic batching")
+    bat.add_argument("--max-batch-size", type=int, default=32, help="sequences per forward pass (default: %(default)s)")
+    bat.add_argument("--max-batch-tokens", type=int, default=16384,
+                     help="padded tokens (rows x longest) per forward pass (default: %(default)s)")
+    bat.add_argument("--max-wait-ms", type=float, default=5.0,
+                     help="how long a request waits for others to share its forward pass (default: %(default)s)")
+    parser.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+    parser.add_argument("--access-log", action="store_true", help="log every request")
+    return parser
+
+
+def _configure_logging(level: str) -> None:
+    lvl = getattr(logging, level.upper())
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for name in ("rmclient", "aiohttp.access"):
+        logging.getLogger(name).setLevel(lvl)
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    """Serve until SIGINT/SIGTERM. Returns the exit code (2 for an unsafe or invalid configuration)."""
+    from aiohttp import web
+
+    _configure_logging(getattr(args, "log_level", "info"))
+    api_key = args.api_key or os.environ.get(API_KEY_ENV) or None
+    if not is_loopback(args.host) and not api_key and not args.insecure:
+        logger.error(
+            "refusing to bind %s without an API key: anyone who can reach it could use the model. "
+            "Pass --api-key (or set %s), bind 127.0.0.1, or force it with --insecure.",
+            args.host, API_KEY_ENV,
+        )
+        return 2
+    if not is_loopback(args.host) and not api_key:
+        logger.warning("serving on %s with NO API key (--insecure)", args.host)
+    try:
+        server = RewardServer(
+            args.model,
+            served_model_name=args.served_model_name,
+            api_key=api_key,
+            trust_remote_code=args.trust_remote_code,
+            device=args.device,
+            dtype=args.dtype,
+            recipe=args.recipe,
+            system_prompt=args.system_prompt,
+            max_length=args.max_length,
+            max_response_length=args.max_response_length,
+            response_cut_side=args.response_cut_side,
+            max_model_len=args.max_model_len,
+            max_batch_size=args.max_batch_size,
+            max_batch_tokens=args.max_batch_tokens,
+            max_wait_ms=args.max_wait_ms,
+            max_samples=args.max_samples,
+            max_body_bytes=int(args.max_body_mb * 2**20),
+        )
+    except (RMClientError, OSError, ValueError) as exc:
+        logger.error("cannot serve %s: %s", args.model, exc)
+        return 2
+    app = server.build_app()
+
+    async def announce(_app: Any) -> None:
+        logger.info(
+            "serving %s as %r on http://%s:%d (max_model_len %d, batches of <= %d sequences / %d tokens, "
+            "wait <= %g ms, API key %s)",
+            args.model, server.served_model_name, args.host, args.port, server.max_model_len,
+            server.batcher.max_batch_size, server.batcher.max_tokens, args.max_wait_ms,
+            "required" if api_key else "off",
+        )
+
+    app.on_startup.append(announce)
+    access = logging.getLogger("aiohttp.access") if args.access_log else None
+    try:
+        web.run_app(app, host=args.host, port=args.port, print=None, access_log=access, handle_signals=True)
+    except OSError as exc:
+        logger.error("cannot bind %s:%d: %s", args.host, args.port, exc)
+        return 1
+    return 0
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """``python -m rmclient.serve MODEL [...]``."""
+    parser = argparse.ArgumentParser(
+        prog="python -m rmclient.serve",
+        description="Serve a reward model over HTTP (sglang /classify, OpenRLHF /get_reward, native /v1/rewards) "
+        "with dynamic batching.",
+    )
+    add_serve_arguments(parser)
+    return run_serve(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

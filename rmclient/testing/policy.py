@@ -1,0 +1,46 @@
+"""A tiny causal-LM policy (Llama, a few hundred KB) for trainer tests, built offline in milliseconds.
+
+It shares the test tokenizer (with its ChatML template), so a trainer can generate with it
+on CPU and hand the completions to a tiny reward model. Its generations mean nothing.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Union
+
+from .tokenizer import build_tokenizer
+
+PathLike = Union[str, Path]
+
+
+def build_policy(out_dir: PathLike, *, seed: int = 0, add_bos: bool = True) -> Path:
+    """Save a tiny ``LlamaForCausalLM`` and its tokenizer to ``out_dir`` and return the folder."""
+    import torch
+    from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
+
+    out = Path(out_dir)
+    tok = build_tokenizer(add_bos=add_bos)
+    config = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        max_position_embeddings=512,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+        tie_word_embeddings=True,
+        architectures=["LlamaForCausalLM"],
+    )
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(config).to(torch.float32)
+    model.generation_config = GenerationConfig(
+        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(str(out))
+    tok.save_pretrained(str(out))
+    return out
