@@ -109,6 +109,7 @@ class _ClientBase:
         self.engine_version = engine_version
         self._recipes: Dict[Any, Any] = {}
         self._local: Any = None
+        self._local_lock = threading.Lock()
         self._pools: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Dict[str, EndpointPool]]" = (
             weakref.WeakKeyDictionary()
         )
@@ -177,13 +178,14 @@ class _ClientBase:
     @property
     def local_backend(self) -> Any:
         """The in-process transformers backend (the model loads on its first forward pass)."""
-        if self._local is None:
-            from .transformers_backend import TransformersBackend
+        with self._local_lock:  # two threads' first calls must not load the model twice
+            if self._local is None:
+                from .transformers_backend import TransformersBackend
 
-            pad = self.tokenizer.pad_token_id
-            self._local = TransformersBackend(
-                self.path, self.config, pad_token_id=pad if pad is not None else 0, **self._local_options
-            )
+                pad = self.tokenizer.pad_token_id
+                self._local = TransformersBackend(
+                    self.path, self.config, pad_token_id=pad if pad is not None else 0, **self._local_options
+                )
         return self._local
 
     def _pool(self, server_type: str) -> EndpointPool:

@@ -87,3 +87,13 @@ def test_plan_batches():
     assert batches[0] == [1]  # 100 tokens: 2 rows would be 200 > 120
     for b in batches:
         assert len(b) <= 3 and (len(b) == 1 or len(b) * max(lengths[i] for i in b) <= 120)
+
+
+def test_bad_ids_name_the_sample(polar_path):
+    from rmclient import InvalidSampleError
+
+    client = RewardModelClient(polar_path)
+    for bad, message in (([], "empty"), ([0, 10**6], "ids must be in")):
+        with pytest.raises(InvalidSampleError, match=message) as err:
+            client.score_ids([[0, 5, 6], bad])
+        assert (err.value.index, err.value.field) == (1, "input_ids")
