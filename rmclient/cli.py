@@ -1,4 +1,10 @@
-"""The ``rmclient`` command line."""
+"""The ``rmclient`` command line: one entry point, subcommands.
+
+``score``, ``eval``, ``best-of-n`` and ``parity`` work on JSONL files
+(``rmclient.commands``); ``demo`` scores the POLAR README's examples;
+``launch`` starts an engine (``rmclient.launchers.cli``); ``serve`` runs our own
+reward server (``rmclient.serve``, registered when present).
+"""
 
 from __future__ import annotations
 
@@ -43,6 +49,7 @@ commands on files (JSONL, one sample per line):
 
 servers:
   rmclient launch vllm /models/rm --port 8000 -- --enforce-eager
+  rmclient serve /models/rm --port 8000        # our own server over transformers, no engine needed
 
 Run `rmclient COMMAND --help` for the options and examples of a command.
 
@@ -69,7 +76,7 @@ def _add_serve(sub: "argparse._SubParsersAction") -> None:
     try:
         serve = importlib.import_module("rmclient.serve")
         add_arguments, run = serve.add_serve_arguments, serve.run_serve
-    except (ImportError, AttributeError) as exc:
+    except Exception as exc:  # a broken or half-installed serve must not take the other commands down
         reason = f"{type(exc).__name__}: {exc}"
         stub = sub.add_parser("serve", help=help_ + " (unavailable here)", add_help=False)
         stub.add_argument("rest", nargs=argparse.REMAINDER)

@@ -85,7 +85,9 @@ def group_samples(record: Record) -> List[Dict[str, Any]]:
     if outputs is None:
         raise InputError(f"line {record.line}, field 'outputs': missing")
     if not isinstance(outputs, list):
-        raise InputError(f"line {record.line}, field 'outputs': expected a list of outputs, got {type(outputs).__name__}")
+        raise InputError(
+            f"line {record.line}, field 'outputs': expected a list of outputs, got {type(outputs).__name__}"
+        )
     if not outputs:
         raise InputError(f"line {record.line}, field 'outputs': empty, nothing to choose from")
     if d.get("prompt") is None:

@@ -189,6 +189,9 @@ def guarded(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Nam
             except OSError:  # pragma: no cover
                 pass
             return EXIT_FAILURE
+        except OSError as exc:  # writing the output failed (disk full, permissions, ...)
+            print(f"{prog}: failed: {exc}", file=sys.stderr)
+            return EXIT_FAILURE
 
     return run
 

@@ -173,6 +173,8 @@ def run(args: argparse.Namespace) -> int:
     if args.plot:
         check_plot_support()
     check_input(args.input)
+    if args.output == "-":
+        raise InputError("-o/--output takes a file here (the results go to stdout)")
     records = iter_records(args.input)
     client = make_client(args, backend, on_error=args.on_error)
     out = open_output(args.output, resume=False)[0] if args.output else None
@@ -202,7 +204,8 @@ def run(args: argparse.Namespace) -> int:
                     chosen_all.append(c)
                     rejected_all.append(r)
                 if out is not None:
-                    lines.append(dumps({**record.data, "chosen_reward": json_float(c), "rejected_reward": json_float(r)}))
+                    scored = {**record.data, "chosen_reward": json_float(c), "rejected_reward": json_float(r)}
+                    lines.append(dumps(scored))
             if out is not None:
                 out.write(b"".join(lines))
                 out.flush()

@@ -22,7 +22,6 @@ from .common import (
     add_model_arguments,
     add_progress_arguments,
     check_input,
-    count_records,
     formatter,
     guarded,
     iter_chunks,

@@ -101,7 +101,8 @@ def run(args: argparse.Namespace) -> int:
     field = args.reward_field
     started = time.monotonic()
     scored = 0
-    failed: List[int] = []
+    failed = 0
+    failed_lines: List[int] = []  # the first 20
     if done:
         print(f"resuming: {args.output} already holds {done:,} scored lines", file=sys.stderr)
     progress = Progress(count_records(args.input), desc="score", enabled=args.progress, initial=done)
@@ -113,7 +114,9 @@ def run(args: argparse.Namespace) -> int:
                 _write(out, chunk, partial.rewards, field)
                 raise partial.error from None
             _write(out, chunk, rewards, field)
-            failed += [r.line for r, x in zip(chunk, rewards) if math.isnan(x)]
+            nan_lines = [r.line for r, x in zip(chunk, rewards) if math.isnan(x)]
+            failed += len(nan_lines)
+            failed_lines += nan_lines[: max(0, 20 - len(failed_lines))]
             scored += len(chunk)
             progress.update(len(chunk))
             if bad_line is not None:
@@ -129,8 +132,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"scored {scored:,} lines in {took:.1f}s -> {where}" + (f" ({done:,} kept from before)" if done else ""),
           file=sys.stderr)
     if failed:
-        print(f"warning: {len(failed)} samples could not be scored and have {field}: null "
-              f"(lines {', '.join(map(str, failed[:20]))}{', ...' if len(failed) > 20 else ''})", file=sys.stderr)
+        print(f"warning: {failed} samples could not be scored and have {field}: null "
+              f"(lines {', '.join(map(str, failed_lines))}{', ...' if failed > 20 else ''})", file=sys.stderr)
     return EXIT_OK
 
 
