@@ -173,6 +173,18 @@ class _ClientBase:
         ids = [e.ids for e in self._recipe(samples).encode(samples)]
         return ids[0] if single else ids
 
+    # -- trainer hooks -------------------------------------------------------------
+
+    def as_reward_func(self, **options: Any) -> Any:
+        """A TRL ``GRPOTrainer`` reward function scoring with this client (async for the async client).
+
+        Options: ``reference_column="reference"``, ``name``, ``strip_think``; see
+        :func:`rmclient.integrations.trl.make_reward_func`.
+        """
+        from .integrations.trl import make_reward_func
+
+        return make_reward_func(self, **options)
+
     # -- backends -----------------------------------------------------------------
 
     @property

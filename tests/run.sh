@@ -13,7 +13,20 @@ export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_PROGRESS_BAR=off
 .venv/bin/pip install -q "torch==${TORCH_VERSION:-2.13.0}"
 .venv/bin/pip install -q -e ".[transformers,test]"
 
+# Trainer integrations (tests/test_integrations_*.py). TRL installs on CPU with its own deps
+# (accelerate, datasets; torch stays as pinned above). ms-swift's reward-plugin code (ORM base
+# class, plugin loader, GRPO reward loop) goes --no-deps into a folder of its own that only the
+# ms-swift test's subprocess puts on its path: its full dependency set is GPU-sized.
+.venv/bin/pip install -q trl==1.16.0 accelerate==1.15.0 datasets==5.2.0
+SWIFT_PINS="ms-swift==4.6.0 modelscope==1.40.2 modelscope-hub==0.5.1 peft==0.20.0 json-repair==0.64.5 dacite==1.9.2 msgspec==0.22.0 cryptography==50.0.2 cffi==2.1.1"
+if [ "$(cat .venv/ms-swift/.pins 2>/dev/null)" != "$SWIFT_PINS" ]; then
+    rm -rf .venv/ms-swift
+    .venv/bin/pip install -q --no-deps --target .venv/ms-swift $SWIFT_PINS
+    echo "$SWIFT_PINS" > .venv/ms-swift/.pins
+fi
+
 bash .ci/engine-schemas.sh
 bash .ci/vllm-env.sh
 
+.venv/bin/pip install -q --no-deps xtuner==0.2.0 && .venv/bin/pip install -q requests  # xtuner's own client (tests/test_xtuner_compat.py)
 .venv/bin/python -m pytest -q -p no:cacheprovider "$@" tests

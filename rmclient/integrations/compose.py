@@ -294,7 +294,7 @@ class RewardComposition:
             return list(values)
         if member.normalize == "running":
             mean, std = member.stats.mean, member.stats.std
-            return [(x - mean) / (std + self.eps) for x in values]
+            return [self._z(x, mean, std) for x in values]
         assert group_ids is not None
         groups: Dict[Any, RunningStats] = {}
         for i, (x, g) in enumerate(zip(values, group_ids)):
@@ -303,8 +303,14 @@ class RewardComposition:
         out = []
         for x, g in zip(values, group_ids):
             stats = groups.get(_hashable(g))
-            out.append(float("nan") if stats is None else (x - stats.mean) / (stats.std + self.eps))
+            out.append(float("nan") if stats is None else self._z(x, stats.mean, stats.std))
         return out
+
+    def _z(self, x: float, mean: float, std: float) -> float:
+        denom = std + self.eps
+        if denom == 0.0:  # every value seen equals the mean
+            return x - mean
+        return (x - mean) / denom
 
     # -- state ----------------------------------------------------------------------
 

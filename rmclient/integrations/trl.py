@@ -17,8 +17,8 @@ function it gets from here turns each pair into an rmclient sample ``{"prompt", 
 adds ``"reference"`` from the dataset column named by ``reference_column`` when the reward
 model is POLAR, scores the batch in one call and returns the raw rewards, in order.
 
-TRL supports ``async def`` reward functions (since 0.25, run on its own event loop in a
-daemon thread, concurrently with the other async reward functions):
+TRL versions with async reward functions (1.16.0 checked) run ``async def`` ones on an
+event loop of their own, concurrently with each other:
 :func:`make_async_reward_func` returns one, and :func:`make_reward_func` returns one for an
 ``AsyncRewardModelClient`` or an async function.
 """
@@ -36,32 +36,28 @@ TRL_KWARGS = frozenset(
 )
 
 
-class _RewardFunc:
-    """The callable TRL gets. ``__name__`` is what TRL logs it under (``rewards/<name>/mean``)."""
+class _Hook:
+    """Turns one TRL call into rmclient samples and scores them."""
 
     def __init__(
         self,
         target: Target,
         *,
-        name: Optional[str],
+        name: str,
         reference_column: Optional[str],
         strip_think: bool,
         group_by_prompt: bool,
     ) -> None:
         self.target = target
-        self.__name__ = name or target.default_name
-        self.__qualname__ = self.__name__
+        self.name = name
         self.reference_column = reference_column
         self.strip_think = strip_think
         self.group_by_prompt = group_by_prompt
 
-    def __repr__(self) -> str:
-        return f"<TRL reward function {self.__name__!r} over {self.target.kind}>"
-
     def samples(
         self, prompts: Sequence[Any], completions: Sequence[Any], columns: Dict[str, Any]
     ) -> List[Dict[str, Any]]:
-        """The rmclient samples for one TRL call (exposed for inspection and tests)."""
+        """The rmclient samples for one TRL call."""
         if len(prompts) != len(completions):
             raise ConfigurationError(f"{len(prompts)} prompts for {len(completions)} completions")
         references = None
@@ -86,22 +82,10 @@ class _RewardFunc:
             out.append(sample)
         return out
 
-    def _group_ids(self, prompts: Sequence[Any]) -> Optional[List[int]]:
-        return group_ids_by_prompt(prompts) if self.group_by_prompt else None
-
-    def __call__(self, prompts: Sequence[Any], completions: Sequence[Any], **kwargs: Any) -> List[float]:
+    def prepare(self, prompts: Sequence[Any], completions: Sequence[Any], kwargs: Dict[str, Any]) -> Any:
         columns = {k: v for k, v in kwargs.items() if k not in TRL_KWARGS}
-        samples = self.samples(prompts, completions, columns)
-        return self.target.score(samples, group_ids=self._group_ids(prompts))
-
-
-class _AsyncRewardFunc(_RewardFunc):
-    async def __call__(  # type: ignore[override]
-        self, prompts: Sequence[Any], completions: Sequence[Any], **kwargs: Any
-    ) -> List[float]:
-        columns = {k: v for k, v in kwargs.items() if k not in TRL_KWARGS}
-        samples = self.samples(prompts, completions, columns)
-        return await self.target.ascore(samples, group_ids=self._group_ids(prompts))
+        groups = group_ids_by_prompt(prompts) if self.group_by_prompt else None
+        return self.samples(prompts, completions, columns), groups
 
 
 def make_reward_func(
@@ -137,10 +121,29 @@ def make_reward_func(
     target = Target(scorer)
     if asynchronous is None:
         asynchronous = target.is_async
-    cls = _AsyncRewardFunc if asynchronous else _RewardFunc
-    return cls(
-        target, name=name, reference_column=reference_column, strip_think=strip_think, group_by_prompt=group_by_prompt
+    hook = _Hook(
+        target, name=name or target.default_name, reference_column=reference_column,
+        strip_think=strip_think, group_by_prompt=group_by_prompt,
     )
+    # Plain (async) functions, not callable objects: every TRL version that takes async reward
+    # functions recognises an ``async def`` (older ones missed an object whose __call__ is async).
+    if asynchronous:
+
+        async def reward_func(prompts: Sequence[Any], completions: Sequence[Any], **kwargs: Any) -> List[float]:
+            samples, groups = hook.prepare(prompts, completions, kwargs)
+            return await target.ascore(samples, group_ids=groups)
+
+    else:
+
+        def reward_func(prompts: Sequence[Any], completions: Sequence[Any], **kwargs: Any) -> List[float]:  # type: ignore[misc]
+            samples, groups = hook.prepare(prompts, completions, kwargs)
+            return target.score(samples, group_ids=groups)
+
+    reward_func.__name__ = reward_func.__qualname__ = hook.name
+    reward_func.__doc__ = f"GRPOTrainer reward function: scores completions with {hook.name} (rmclient)."
+    reward_func.target = target  # type: ignore[attr-defined]
+    reward_func.samples = hook.samples  # type: ignore[attr-defined]
+    return reward_func
 
 
 def make_async_reward_func(scorer: Any, **options: Any) -> Any:

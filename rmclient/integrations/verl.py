@@ -36,8 +36,8 @@ import os
 import threading
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from ..errors import ConfigurationError, InvalidSampleError
-from ._common import Target, group_ids_by_prompt, plain, strip_think as _strip_think, text_content
+from rmclient.errors import ConfigurationError, InvalidSampleError
+from rmclient.integrations._common import Target, group_ids_by_prompt, plain, strip_think as _strip_think, text_content
 
 #: The ``reward_kwargs`` keys the module-level functions read (any other keyword is ignored,
 #: e.g. ``reward_router_address`` / ``reward_model_tokenizer`` that verl's reward loop adds).
@@ -184,7 +184,7 @@ def _config(kwargs: Mapping[str, Any]) -> Dict[str, Any]:
 
 
 def _client(cfg: Mapping[str, Any]) -> Any:
-    from ..client import RewardModelClient
+    from rmclient.client import RewardModelClient
 
     key = (cfg["model"], cfg["server_type"], cfg["server_address"], cfg["trust_remote_code"], cfg["on_error"])
     with _clients_lock:
