@@ -14,6 +14,7 @@ import pytest
 from rmclient.adapters import (
     ADAPTERS,
     LmdeployAdapter,
+    OpenrlhfAdapter,
     Request,
     SglangAdapter,
     VllmAdapter,
@@ -104,14 +105,16 @@ def test_unknown_version_uses_unknown_row_and_logs(server_type, version, caplog)
 
 
 def test_get_adapter_names_and_kwargs():
-    assert ADAPTERS == {"sglang": SglangAdapter, "vllm": VllmAdapter, "lmdeploy": LmdeployAdapter}
+    assert ADAPTERS == {
+        "sglang": SglangAdapter, "vllm": VllmAdapter, "lmdeploy": LmdeployAdapter, "openrlhf": OpenrlhfAdapter,
+    }
     a = get_adapter("vLLM", "0.16.0", model="rm", endpoint="classify")
     assert isinstance(a, VllmAdapter)
     assert (a.version, a.model, a.endpoint, a.score_path) == ("0.16.0", "rm", "classify", "/classify")
 
 
 def test_get_adapter_unknown_type_lists_valid_names():
-    with pytest.raises(ConfigurationError, match="'tgi'; valid: lmdeploy, sglang, vllm"):
+    with pytest.raises(ConfigurationError, match="'tgi'; valid: lmdeploy, openrlhf, sglang, vllm"):
         get_adapter("tgi")
 
 
@@ -398,3 +401,37 @@ def test_error_message_shows_what_came_back():
     assert text.startswith("http://127.0.0.1:23333/pooling: reward 0 is not finite: nan; body: {")
     assert "'object': 'pooling'" in text
     assert math.isnan(info.value.body["data"][0]["data"])
+
+
+# -- OpenRLHF serve_rm -----------------------------------------------------------------
+
+
+def test_openrlhf_request_is_text_only():
+    a = OpenrlhfAdapter()
+    req = a.build_request(["<s>q\nr<|reward|>q\no[UNUSED_TOKEN_130]", "<s>x"])
+    assert (req.method, req.path, req.json) == (
+        "POST", "/get_reward", {"query": ["<s>q\nr<|reward|>q\no[UNUSED_TOKEN_130]", "<s>x"]},
+    )
+    assert (a.version_path, a.models_path, a.accepts_ids) == (None, None, False)
+    with pytest.raises(ConfigurationError, match="text only"):
+        a.build_request([[1, 2, 3]])
+
+
+@pytest.mark.parametrize("body", [
+    {"rewards": [0.5, -2.0]},                                                         # before scores/extra_logs
+    {"rewards": [0.5, -2.0], "scores": [0.5, -2.0], "extra_logs": {"dummy_scores": [0.5, -2.0]}},
+])
+def test_openrlhf_both_response_shapes(body):
+    assert OpenrlhfAdapter().parse_response(body, 2) == [0.5, -2.0]
+
+
+@pytest.mark.parametrize("body, message", [
+    ({"scores": [1.0, 2.0]}, "no 'rewards'"),
+    ({"rewards": 1.0}, "not a list"),
+    ({"rewards": [1.0]}, "expected 2 rewards, got 1"),
+    ({"rewards": [1.0, float("nan")]}, "not finite"),
+    ([1.0, 2.0], "no 'rewards'"),
+])
+def test_openrlhf_bad_bodies(body, message):
+    with pytest.raises(ResponseError, match=message):
+        OpenrlhfAdapter().parse_response(body, 2)
