@@ -40,13 +40,13 @@ logger = logging.getLogger("rmclient.launchers")
 
 __all__ = ["ENGINES", "get_engine", "free_port", "Server", "launch", "start", "spawn", "build_launch_command"]
 
-ENGINES = ("sglang", "vllm", "lmdeploy")
+ENGINES = ("sglang", "vllm", "lmdeploy", "transformers")  # transformers: ``rmclient serve``
 
 PathLike = Union[str, Path]
 
 
 def get_engine(name: str) -> EngineSpec:
-    """The ``EngineSpec`` of ``"sglang"``, ``"vllm"`` or ``"lmdeploy"``."""
+    """The ``EngineSpec`` of ``"sglang"``, ``"vllm"``, ``"lmdeploy"`` or ``"transformers"`` (``rmclient serve``)."""
     key = name.lower().strip()
     if key not in ENGINES:
         raise ConfigurationError(f"unknown engine {name!r}; choose one of {', '.join(ENGINES)}")

@@ -33,9 +33,11 @@ Routes (JSON in, JSON out):
 
 Concurrent requests are merged into shared forward passes
 (:class:`~rmclient.batcher.DynamicBatcher`): up to a padded-token budget and a
-batch size, waiting at most ``--max-wait-ms`` for company. The model runs in
-one worker thread and tokenization in another, so the event loop never blocks
-on either.
+batch size, waiting at most ``--max-wait-ms`` for company. On CPU a merged
+batch is then sorted by length and cut into groups padded by at most
+``--max-padding`` (a CPU forward costs the same per token at any batch size,
+so padding is pure waste). The model runs in one worker thread and
+tokenization in another, so the event loop never blocks on either.
 
 Safe by default: binds 127.0.0.1. With ``--api-key`` (or ``RMCLIENT_API_KEY``)
 every route but ``/health`` needs ``Authorization: Bearer KEY`` (401 otherwise);
@@ -65,12 +67,13 @@ from typing import Any, Awaitable, Callable, Dict, List, Optional, Sequence, Tup
 from .batcher import BatcherClosed, DynamicBatcher
 from .errors import ConfigurationError, InvalidSampleError, RMClientError
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("rmclient.serve")  # not __name__: "__main__" under python -m
 
 __all__ = [
     "RewardServer",
     "ServerThread",
     "RequestError",
+    "padding_groups",
     "add_serve_arguments",
     "run_serve",
     "main",
@@ -131,7 +134,33 @@ def _model_max_len(config: Dict[str, Any]) -> Optional[int]:
 
 
 def _invalid(index: int, field: str, message: str) -> RequestError:
-    return RequestError(400, f"sample {index}, field {field!r}: {message}", kind="invalid_sample", index=index, field=field)
+    return RequestError(
+        400, f"sample {index}, field {field!r}: {message}", kind="invalid_sample", index=index, field=field
+    )
+
+
+def padding_groups(lengths: Sequence[int], max_padding: float) -> List[List[int]]:
+    """Indices grouped longest first so that each group's padding is at most ``max_padding`` of its size.
+
+    A group of rows padded to its longest, ``rows * longest``, wastes
+    ``rows * longest - sum(lengths)`` tokens; a sequence that would push the waste
+    over ``max_padding * rows * longest`` starts the next group.
+    """
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    groups: List[List[int]] = []
+    current: List[int] = []
+    real = 0
+    for i in order:
+        if current:
+            padded = (len(current) + 1) * lengths[current[0]]
+            if padded - (real + lengths[i]) > max_padding * padded:
+                groups.append(current)
+                current, real = [], 0
+        current.append(i)
+        real += lengths[i]
+    if current:
+        groups.append(current)
+    return groups
 
 
 class RewardServer:
@@ -150,6 +179,10 @@ class RewardServer:
         max_batch_size, max_batch_tokens: one forward pass holds at most this many
             sequences and this many padded tokens (``rows * longest``).
         max_wait_ms: how long the oldest waiting request waits for others to join it.
+        max_padding: a merged batch is sorted by length and cut into forward passes whose
+            padding stays under this fraction of their tokens (``None``: 0.1 on CPU, where
+            a forward costs the same per token at any batch size, so padding is pure waste;
+            no cut on GPUs, where wide batches pay).
         max_samples: most inputs per request (413 over it).
         max_body_bytes: largest request body (413 over it).
         client: a ready :class:`~rmclient.RewardModelClient` to serve instead of building one.
@@ -173,6 +206,7 @@ class RewardServer:
         max_batch_size: int = 32,
         max_batch_tokens: int = 16384,
         max_wait_ms: float = 5.0,
+        max_padding: Optional[float] = None,
         max_samples: int = DEFAULT_MAX_SAMPLES,
         max_body_bytes: int = int(DEFAULT_MAX_BODY_MB * 2**20),
         client: Any = None,
@@ -206,10 +240,12 @@ class RewardServer:
         self.tokenizer = client.tokenizer
         self.backend = client.local_backend
         self.vocab_size = client.config.get("vocab_size")
+        self.max_padding = max_padding
+        self.forward_groups = 0  # length groups the merged batches were cut into
         self._model_pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="rmclient-model")
         self._token_pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="rmclient-tokenize")
         self.batcher = DynamicBatcher(
-            self.backend.score,
+            self._forward,
             max_tokens=max_batch_tokens,
             max_batch_size=max_batch_size,
             max_wait=max_wait_ms / 1000.0,
@@ -228,6 +264,22 @@ class RewardServer:
         bos = self.tokenizer.bos_token_id
         self.backend.score([[bos if bos is not None else 0]])
         logger.info("%s loaded (%s) in %.1f s", self.model, type(model).__name__, time.perf_counter() - t0)
+
+    def _forward(self, ids: List[List[int]]) -> List[float]:
+        """Score a merged batch (in the model thread): length groups with little padding."""
+        limit = self.max_padding
+        if limit is None:
+            limit = 0.1 if str(getattr(self.backend, "_device", "cpu")).startswith("cpu") else 1.0
+        if limit >= 1.0 or len(ids) < 2:
+            self.forward_groups += 1
+            return self.backend.score(ids)
+        rewards: List[float] = [0.0] * len(ids)
+        groups = padding_groups([len(x) for x in ids], limit)
+        self.forward_groups += len(groups)
+        for group in groups:
+            for i, r in zip(group, self.backend.score([ids[i] for i in group])):
+                rewards[i] = r
+        return rewards
 
     async def _on_startup(self, app: Any) -> None:
         await asyncio.get_running_loop().run_in_executor(self._model_pool, self.load)
@@ -275,9 +327,8 @@ class RewardServer:
             except BatcherClosed as exc:
                 return self._error(RequestError(503, str(exc), kind="unavailable"))
             except web.HTTPRequestEntityTooLarge:
-                return self._error(
-                    RequestError(413, f"the body exceeds the server's limit of {self.max_body_bytes} bytes", kind="too_large")
-                )
+                limit = f"the body exceeds the server's limit of {self.max_body_bytes} bytes"
+                return self._error(RequestError(413, limit, kind="too_large"))
             except web.HTTPException as exc:
                 if exc.status < 400:
                     raise
@@ -313,7 +364,8 @@ class RewardServer:
         length = request.content_length
         if length is not None and length > self.max_body_bytes:
             raise RequestError(
-                413, f"the body ({length} bytes) exceeds the server's limit of {self.max_body_bytes} bytes", kind="too_large"
+                413, f"the body ({length} bytes) exceeds the server's limit of {self.max_body_bytes} bytes",
+                kind="too_large",
             )
         raw = await request.read()
         try:
@@ -396,7 +448,12 @@ class RewardServer:
             texts, single = self._texts(body["text"], "text")
             ids, field = await self._tokenize(texts, True), "text"
         else:
-            ids, single = self._ids(body["input_ids"], "input_ids")
+            if (request.content_length or 0) > _PARSE_OFF_LOOP:  # a big body: check it off the loop
+                ids, single = await asyncio.get_running_loop().run_in_executor(
+                    self._token_pool, self._ids, body["input_ids"], "input_ids"
+                )
+            else:
+                ids, single = self._ids(body["input_ids"], "input_ids")
             field = "input_ids"
         self._check_ids(ids, field)
         rewards = await self._score(ids)
@@ -457,6 +514,7 @@ class RewardServer:
         """Batching and HTTP counters."""
         return {
             **self.batcher.stats.as_dict(),
+            "length_groups": self.forward_groups,
             "queued_requests": self.batcher.queued,
             "http_requests": self.http_requests,
             "http_errors": {str(k): v for k, v in sorted(self.http_errors.items())},
@@ -605,6 +663,9 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
                      help="padded tokens (rows x longest) per forward pass (default: %(default)s)")
     bat.add_argument("--max-wait-ms", type=float, default=5.0,
                      help="how long a request waits for others to share its forward pass (default: %(default)s)")
+    bat.add_argument("--max-padding", type=float, default=None,
+                     help="cut a merged batch, sorted by length, into forward passes padded by at most this "
+                     "fraction (default: 0.1 on CPU, no cut on GPU)")
     parser.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     parser.add_argument("--access-log", action="store_true", help="log every request")
     return parser
@@ -616,6 +677,12 @@ def _configure_logging(level: str) -> None:
         logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for name in ("rmclient", "aiohttp.access"):
         logging.getLogger(name).setLevel(lvl)
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+    except ImportError:  # pragma: no cover
+        pass
 
 
 def run_serve(args: argparse.Namespace) -> int:
@@ -650,31 +717,51 @@ def run_serve(args: argparse.Namespace) -> int:
             max_batch_size=args.max_batch_size,
             max_batch_tokens=args.max_batch_tokens,
             max_wait_ms=args.max_wait_ms,
+            max_padding=args.max_padding,
             max_samples=args.max_samples,
             max_body_bytes=int(args.max_body_mb * 2**20),
         )
     except (RMClientError, OSError, ValueError) as exc:
         logger.error("cannot serve %s: %s", args.model, exc)
         return 2
-    app = server.build_app()
-
-    async def announce(_app: Any) -> None:
-        logger.info(
-            "serving %s as %r on http://%s:%d (max_model_len %d, batches of <= %d sequences / %d tokens, "
-            "wait <= %g ms, API key %s)",
-            args.model, server.served_model_name, args.host, args.port, server.max_model_len,
-            server.batcher.max_batch_size, server.batcher.max_tokens, args.max_wait_ms,
-            "required" if api_key else "off",
-        )
-
-    app.on_startup.append(announce)
     access = logging.getLogger("aiohttp.access") if args.access_log else None
     try:
-        web.run_app(app, host=args.host, port=args.port, print=None, access_log=access, handle_signals=True)
+        asyncio.run(_serve(server, args.host, args.port, access))
     except OSError as exc:
-        logger.error("cannot bind %s:%d: %s", args.host, args.port, exc)
+        logger.error("cannot serve on %s:%d: %s", args.host, args.port, exc)
         return 1
+    except KeyboardInterrupt:
+        pass
     return 0
+
+
+async def _serve(server: RewardServer, host: str, port: int, access_log: Optional[logging.Logger]) -> None:
+    """Load the model, bind, serve until SIGINT/SIGTERM, then drain and clean up."""
+    import signal
+
+    from aiohttp import web
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):  # not the main thread
+            loop.add_signal_handler(sig, stop.set)
+    runner = web.AppRunner(server.build_app(), access_log=access_log, handle_signals=False)
+    await runner.setup()  # runs on_startup: the model loads before the port is bound
+    try:
+        site = web.TCPSite(runner, host, port)
+        await site.start()
+        bound = ", ".join(f"http://{a[0]}:{a[1]}" if len(a) == 2 else str(a) for a in runner.addresses)
+        logger.info(
+            "serving %s as %r on %s (max_model_len %d; forward passes of <= %d sequences / %d padded tokens; "
+            "wait <= %g ms; API key %s)",
+            server.model, server.served_model_name, bound, server.max_model_len, server.batcher.max_batch_size,
+            server.batcher.max_tokens, server.batcher.max_wait * 1000.0, "required" if server.api_key else "off",
+        )
+        await stop.wait()
+        logger.info("stopping")
+    finally:
+        await runner.cleanup()
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -1,0 +1,81 @@
+"""Launch ``rmclient serve`` (the in-process transformers backend over HTTP) like an engine.
+
+    rmclient launch transformers MODEL [--port 8000] [--api-key KEY] [-- --max-wait-ms 10]
+    python -m rmclient.launchers.transformers MODEL --dry-run
+
+It runs ``python -m rmclient.serve MODEL --host H --port P ...`` under the same
+supervisor as sglang, vLLM and lmdeploy (own process group, log file, ready
+when ``/health`` answers 200, whole group stopped on exit). The "engine
+version" is rmclient's own (distribution ``reward-model-client``); ``python=``
+must be an interpreter where rmclient and transformers are installed.
+Arguments after ``--`` go to ``rmclient serve`` (``--max-batch-size``,
+``--max-wait-ms``, ``--insecure`` ...).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import List, Optional, Tuple
+
+from rmclient.errors import ConfigurationError
+
+from ._common import EngineSpec, LaunchOptions, Version, VersionRow, add_common
+
+logger = logging.getLogger("rmclient.launchers.transformers")
+
+
+@dataclass(frozen=True)
+class ServeFlags(VersionRow):
+    """``rmclient serve`` flags for rmclient ``since <= version < until``."""
+
+    note: str = ""
+
+
+#: ONE table: rmclient version range -> serve flags. Every version so far takes the same flags.
+VERSION_TABLE: Tuple[ServeFlags, ...] = (
+    ServeFlags(min_version="0.0.1", max_version=None, note="python -m rmclient.serve MODEL --host H --port P"),
+)
+
+NEWEST_KNOWN = "0.1.0"
+DISTRIBUTIONS = ("reward-model-client",)
+#: The model is loaded before the port is bound: /health answers only once it can score.
+READY_ROUTES = ("/health",)
+DEFAULT_PORT = 8000
+
+
+def engine_args(
+    model_path: str, opts: LaunchOptions, version: Version, row: ServeFlags, arch: Optional[str], kind: str
+) -> List[str]:
+    """``rmclient serve``'s flags (see ``EngineSpec.build_command``)."""
+    if opts.tensor_parallel_size != 1 or opts.data_parallel_size != 1:
+        raise ConfigurationError(
+            "rmclient serve runs one model in one process: tensor/data parallel sizes must be 1 "
+            "(start several servers and give the client all their addresses)"
+        )
+    if opts.mem_fraction_static is not None:
+        logger.warning("mem_fraction_static is an sglang option; rmclient serve ignores it")
+    cmd = ["-m", "rmclient.serve", str(model_path), "--host", opts.host, "--port", str(opts.port)]
+    if opts.trust_remote_code:
+        cmd.append("--trust-remote-code")
+    add_common(cmd, "--api-key", opts.api_key)
+    add_common(cmd, "--served-model-name", opts.served_model_name)
+    add_common(cmd, "--max-model-len", opts.max_model_len)
+    add_common(cmd, "--dtype", opts.dtype)
+    return cmd
+
+
+SPEC = EngineSpec(
+    "transformers",
+    "rmclient serve (transformers)",
+    VERSION_TABLE,
+    engine_args,
+    NEWEST_KNOWN,
+    DISTRIBUTIONS,
+    READY_ROUTES,
+    DEFAULT_PORT,
+)
+build_command, flags_for, main = SPEC.build_command, SPEC.flags_for, SPEC.main
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,421 @@
+"""``rmclient serve``: every route gives the in-process rewards; batching, limits, auth, launch.
+
+The servers run in-process (``ServerThread``, a free loopback port, tiny models);
+only the launch test starts a real ``python -m rmclient.serve`` process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import threading
+
+import httpx
+import pytest
+
+from rmclient import RewardModelClient
+from rmclient.batcher import DynamicBatcher
+from rmclient.serve import RewardServer, ServerThread, add_serve_arguments, is_loopback, padding_groups, run_serve
+
+POLAR = [
+    {"prompt": "What is the capital of China?", "reference": "Beijing.", "output": "Beijing."},
+    {"prompt": "What is the capital of China?", "reference": "Beijing.", "output": "Shanghai."},
+    {"prompt": "Write a poem " * 12, "reference": "Roses are red.", "output": "Violets are blue " * 5},
+    {"prompt": [{"role": "user", "content": "2+2?"}], "reference": [{"role": "assistant", "content": "4"}],
+     "output": [{"role": "assistant", "content": "four"}]},
+    {"prompt": "中国的首都是哪里？", "reference": "北京。", "output": ""},
+    {"prompt": "x", "reference": "", "output": "y", "wrapper": "pretrain"},
+]
+CHAT = [
+    {"prompt": "2+2?", "output": "4"},
+    {"prompt": [{"role": "user", "content": "Name a colour."}], "output": "Blue, obviously."},
+    {"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello there!"},
+                  {"role": "user", "content": "Bye"}, {"role": "assistant", "content": "Goodbye."}]},
+]
+ABS = 1e-5
+KEY = "s3cret-key"
+MAX_SAMPLES = 40
+MAX_BODY = 64 * 1024
+
+
+def polar_sample(i: int) -> dict:
+    """A distinct sample per client, of varying length."""
+    return {
+        "prompt": f"Question {i}: what is {i} plus {i * 7 % 13}?" + " Think." * (i % 5),
+        "reference": f"{i + i * 7 % 13}",
+        "output": f"The answer is {i * 3}." + " Really." * (i % 4),
+    }
+
+
+@pytest.fixture(scope="module")
+def polar_client(polar_path):
+    return RewardModelClient(polar_path)
+
+
+@pytest.fixture(scope="module")
+def chat_client(chat_path):
+    return RewardModelClient(chat_path)
+
+
+@pytest.fixture(scope="module")
+def polar_server(polar_path):
+    with ServerThread(RewardServer(polar_path, max_samples=MAX_SAMPLES, max_body_bytes=MAX_BODY)) as s:
+        yield s
+
+
+@pytest.fixture(scope="module")
+def chat_server(chat_path):
+    with ServerThread(RewardServer(chat_path, served_model_name="tiny-chat")) as s:
+        yield s
+
+
+@pytest.fixture(scope="module")
+def keyed_server(polar_path):
+    with ServerThread(RewardServer(polar_path, api_key=KEY)) as s:
+        yield s
+
+
+def post(server, path, body=None, **kw):
+    if body is not None:
+        kw["json"] = body
+    return httpx.post(server.url + path, timeout=30, **kw)
+
+
+def assert_serves(server, client, samples=POLAR[:2]):
+    """The server still answers a good request correctly."""
+    r = post(server, "/classify", {"input_ids": client.encode_ids(samples)})
+    assert r.status_code == 200, r.text
+    assert [x["embedding"][0] for x in r.json()] == pytest.approx(client(samples), abs=ABS)
+
+
+# -- rewards through every route equal in-process ---------------------------------------
+
+
+@pytest.mark.parametrize("which", ["polar", "chat"])
+def test_classify_ids_and_text_equal_in_process(request, which):
+    server = request.getfixturevalue(f"{which}_server")
+    client = request.getfixturevalue(f"{which}_client")
+    samples = POLAR if which == "polar" else CHAT
+    expected = client(samples)
+    ids = client.encode_ids(samples)
+
+    r = post(server, "/classify", {"input_ids": ids, "model": "ignored"})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert isinstance(body, list) and len(body) == len(samples)
+    assert [x["embedding"][0] for x in body] == pytest.approx(expected, abs=ABS)
+    assert [x["meta_info"]["prompt_tokens"] for x in body] == [len(x) for x in ids]
+
+    # text: the server adds BOS (as sglang does); the text form ends with the reward token
+    r = post(server, "/classify", {"text": client.encode(samples)})
+    assert r.status_code == 200, r.text
+    assert [x["meta_info"]["prompt_tokens"] for x in r.json()] == [len(x) for x in ids]
+    assert [x["embedding"][0] for x in r.json()] == pytest.approx(expected, abs=ABS)
+
+    # a single input answers one dict
+    one = post(server, "/classify", {"text": client.encode(samples[1])}).json()
+    assert isinstance(one, dict) and one["embedding"][0] == pytest.approx(expected[1], abs=ABS)
+    one = post(server, "/classify", {"input_ids": ids[0]}).json()
+    assert isinstance(one, dict) and one["embedding"][0] == pytest.approx(expected[0], abs=ABS)
+
+
+@pytest.mark.parametrize("which", ["polar", "chat"])
+def test_get_reward_takes_whole_text_without_adding_special_tokens(request, which):
+    server = request.getfixturevalue(f"{which}_server")
+    client = request.getfixturevalue(f"{which}_client")
+    samples = POLAR if which == "polar" else CHAT
+    ids = client.encode_ids(samples)
+    queries = [client.tokenizer.decode(x, skip_special_tokens=False) for x in ids]
+    assert all(q.startswith(client.tokenizer.bos_token) for q in queries)  # BOS is in the text
+    r = post(server, "/get_reward", {"query": queries, "prompts": ["ignored"] * len(queries)})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["rewards"] == pytest.approx(client(samples), abs=ABS)
+    assert body["scores"] == body["rewards"]
+
+
+@pytest.mark.parametrize("which", ["polar", "chat"])
+def test_native_route_encodes_raw_samples_like_the_client(request, which):
+    server = request.getfixturevalue(f"{which}_server")
+    client = request.getfixturevalue(f"{which}_client")
+    samples = POLAR if which == "polar" else CHAT
+    r = post(server, "/v1/rewards", {"samples": samples, "return_encodings": True})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["rewards"] == pytest.approx(client(samples), abs=ABS)
+    assert [e["input_ids"] for e in body["encodings"]] == client.encode_ids(samples)
+    assert [e["text"] for e in body["encodings"]] == client.encode(samples)
+    assert body["num_tokens"] == [len(x) for x in client.encode_ids(samples)]
+    one = post(server, "/v1/rewards", {"samples": samples[0]}).json()  # one dict is one sample
+    assert one["rewards"] == pytest.approx([client(samples[0])], abs=ABS)
+
+
+def test_a_big_request_is_split_into_forward_passes(chat_server, chat_client):
+    seqs = [[7 + i % 50] * (300 + i % 7) for i in range(250)]  # ~0.3 MB of ids: checked off the event loop
+    r = post(chat_server, "/classify", {"input_ids": seqs})
+    assert r.status_code == 200, r.text
+    assert [x["embedding"][0] for x in r.json()] == pytest.approx(chat_client.score_ids(seqs), abs=ABS)
+
+
+def test_our_sglang_client_works_against_the_server(polar_path, polar_server, polar_client):
+    expected = polar_client(POLAR)
+    with RewardModelClient(polar_path, server_type="sglang", server_address=polar_server.url) as remote:
+        assert remote(POLAR) == pytest.approx(expected, abs=ABS)
+        assert remote(POLAR[2]) == pytest.approx(expected[2], abs=ABS)
+        assert remote.sglang_request_reward(remote.encode(POLAR)) == pytest.approx(expected, abs=ABS)  # text form
+        assert remote.effective_max_length() == 4096 - 1  # learnt from /v1/models (sglang: one less)
+
+
+def test_models_and_info_routes(chat_server):
+    models = httpx.get(chat_server.url + "/v1/models").json()
+    assert models["object"] == "list"
+    assert models["data"][0]["id"] == "tiny-chat"
+    assert models["data"][0]["max_model_len"] == 4096  # the config's max_position_embeddings
+    health = httpx.get(chat_server.url + "/health").json()
+    assert health["status"] == "ok" and "batches" in health and "merged_batches" in health
+    info = httpx.get(chat_server.url + "/get_server_info").json()
+    assert "version" not in info  # no engine version: clients use their "unknown version" row
+    assert httpx.get(chat_server.url + "/get_model_info").json()["is_generation"] is False
+
+
+# -- concurrency ----------------------------------------------------------------------------
+
+
+def test_32_concurrent_clients_each_get_their_own_reward(polar_server, polar_client):
+    n = 32
+    samples = [polar_sample(i) for i in range(n)]
+    expected = polar_client(samples)
+    ids = polar_client.encode_ids(samples)
+    assert len({round(e, 3) for e in expected}) > n // 2  # the rewards tell the clients apart
+    before = httpx.get(polar_server.url + "/metrics").json()
+    barrier = threading.Barrier(n)
+    got: dict = {}
+    errors: list = []
+
+    def one_client(i: int) -> None:
+        try:
+            with httpx.Client(base_url=polar_server.url, timeout=60) as http:
+                barrier.wait()
+                for route in ("/v1/rewards", "/classify"):  # two rounds: raw samples, then ids
+                    if route == "/v1/rewards":
+                        r = http.post(route, json={"samples": [samples[i]]})
+                        reward = r.json()["rewards"][0]
+                    else:
+                        r = http.post(route, json={"input_ids": ids[i]})
+                        reward = r.json()["embedding"][0]
+                    got[(i, route)] = reward
+        except Exception as exc:  # noqa: BLE001
+            errors.append((i, exc))
+
+    threads = [threading.Thread(target=one_client, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not errors, errors
+    for i in range(n):
+        for route in ("/v1/rewards", "/classify"):
+            assert got[(i, route)] == pytest.approx(expected[i], abs=ABS), (i, route)
+    after = httpx.get(polar_server.url + "/metrics").json()
+    assert after["requests"] - before["requests"] == 2 * n
+    assert after["merged_batches"] > before["merged_batches"]  # forward passes were shared
+    assert after["max_requests_per_batch"] > 1
+    assert after["batches"] - before["batches"] < 2 * n
+
+
+def test_asyncio_clients_through_our_async_client(polar_path, polar_server, polar_client):
+    from rmclient import AsyncRewardModelClient
+
+    samples = [polar_sample(i) for i in range(32, 64)]
+    expected = polar_client(samples)
+
+    async def run():
+        async with AsyncRewardModelClient(polar_path, server_type="sglang", server_address=polar_server.url,
+                                          batch_size=1) as client:
+            return await asyncio.gather(*(client(s) for s in samples))
+
+    assert list(asyncio.run(run())) == pytest.approx(expected, abs=ABS)
+
+
+def test_batcher_routes_results_and_respects_the_budget():
+    seen = []
+
+    def score(ids):
+        seen.append([len(x) for x in ids])
+        return [float(sum(x) + len(x)) for x in ids]
+
+    async def run():
+        batcher = DynamicBatcher(score, max_tokens=64, max_batch_size=8, max_wait=0.02)
+        reqs = [[[i, j] * (1 + (i + j) % 5) for j in range(1 + i % 3)] for i in range(40)]
+        reqs.append([[1] * 100])  # over the budget alone: runs in a batch of its own
+        out = await asyncio.gather(*(batcher.score(r) for r in reqs))
+        await batcher.close()
+        return reqs, out, batcher.stats
+
+    reqs, out, stats = asyncio.run(run())
+    for r, o in zip(reqs, out):
+        assert o == [float(sum(x) + len(x)) for x in r]
+    for lengths in seen:
+        if lengths != [100]:
+            assert len(lengths) <= 8 and len(lengths) * max(lengths) <= 64
+    assert stats.merged_batches > 0 and stats.requests == len(reqs)
+
+
+def test_padding_groups_cut_by_length_and_keep_every_index():
+    lengths = [100, 12, 95, 50, 11, 98, 49, 10, 200]
+    groups = padding_groups(lengths, 0.1)
+    assert sorted(i for g in groups for i in g) == list(range(len(lengths)))
+    for g in groups:
+        width = max(lengths[i] for i in g)
+        assert len(g) * width - sum(lengths[i] for i in g) <= 0.1 * len(g) * width
+    assert [sorted(g) for g in groups] == [[8], [0, 2, 5], [3, 6], [1, 4, 7]]
+    assert padding_groups(lengths, 1.0) == [sorted(range(9), key=lambda i: -lengths[i])]
+
+
+def test_batcher_isolates_a_failing_request():
+    def score(ids):
+        if any(x[0] < 0 for x in ids):
+            raise ValueError("poison")
+        return [float(x[0]) for x in ids]
+
+    async def run():
+        batcher = DynamicBatcher(score, max_wait=0.05)
+        out = await asyncio.gather(*(batcher.score([[i]]) for i in (1, 2, -1, 3)), return_exceptions=True)
+        await batcher.close()
+        return out, batcher.stats
+
+    out, stats = asyncio.run(run())
+    assert out[0] == [1.0] and out[1] == [2.0] and out[3] == [3.0]
+    assert isinstance(out[2], ValueError)
+    assert stats.merged_batches >= 1 and stats.failed_requests == 1
+
+
+# -- bad input, limits, auth: the right status, and the server keeps serving -------------------
+
+
+@pytest.mark.parametrize(
+    "path, kwargs, status, index, field",
+    [
+        ("/classify", {"content": b'{"text": ["a", '}, 400, None, None),  # malformed JSON
+        ("/v1/rewards", {"content": b"\xff\xfe not json"}, 400, None, None),
+        ("/get_reward", {"json": ["a list", "not an object"]}, 400, None, None),
+        ("/classify", {"content": b'{"text": "' + b"x" * (MAX_BODY + 10) + b'"}'}, 413, None, None),  # oversize
+        ("/classify", {"json": {"model": "m"}}, 400, None, "text"),  # neither text nor input_ids
+        ("/classify", {"json": {"text": ["a"], "input_ids": [[1]]}}, 400, None, "text"),  # both
+        ("/classify", {"json": {"text": ["ok", 7]}}, 400, 1, "text"),
+        ("/classify", {"json": {"input_ids": [[5, 6], []]}}, 400, 1, "input_ids"),
+        ("/classify", {"json": {"input_ids": [[5, 6], [5, 10**9]]}}, 400, 1, "input_ids"),  # outside the vocab
+        ("/classify", {"json": {"input_ids": [[5, "6"]]}}, 400, 0, "input_ids"),
+        ("/classify", {"json": {"input_ids": [[5] * 4097]}}, 400, 0, "input_ids"),  # over max_model_len
+        ("/classify", {"json": {"input_ids": [[5, 6]] * (MAX_SAMPLES + 1)}}, 413, None, None),  # too many samples
+        ("/get_reward", {"json": {"queries": ["typo"]}}, 400, None, "query"),
+        ("/get_reward", {"json": {"query": ["fine", ""]}}, 400, 1, "query"),
+        ("/v1/rewards", {"json": {"sample": POLAR[0]}}, 400, None, "samples"),
+        ("/v1/rewards", {"json": {"samples": [POLAR[0], {"prompt": "p", "output": "o"}]}}, 400, 1, "reference"),
+        ("/v1/rewards", {"json": {"samples": [POLAR[0], {"prompt": 3, "reference": "r", "output": "o"}]}},
+         400, 1, "prompt"),
+        ("/v1/rewards", {"json": {"samples": [POLAR[0], "text"]}}, 400, 1, "<sample>"),
+        ("/v1/rewards", {"json": {"samples": [POLAR[0]] * (MAX_SAMPLES + 1)}}, 413, None, None),
+        ("/v1/rewards", {"json": {"samples": []}}, 400, None, None),
+        ("/nowhere", {"json": {}}, 404, None, None),
+    ],
+)
+def test_bad_requests_get_the_right_status_and_the_server_serves_on(
+    polar_server, polar_client, path, kwargs, status, index, field
+):
+    r = post(polar_server, path, **kwargs)
+    assert r.status_code == status, r.text
+    err = r.json()["error"]
+    assert err["code"] == status and err["message"]
+    if index is not None:
+        assert err["index"] == index and str(index) in err["message"]
+    if field is not None:
+        assert err["field"] == field
+    assert_serves(polar_server, polar_client)
+
+
+def test_oversize_body_is_refused_before_it_is_read(polar_server, polar_client):
+    big = json.dumps({"input_ids": [[5] * 100] * 2000}).encode()  # ~1.2 MB against a 64 KiB limit
+    r = post(polar_server, "/classify", content=big, headers={"Content-Type": "application/json"})
+    assert r.status_code == 413
+    assert "limit" in r.json()["error"]["message"]
+    assert_serves(polar_server, polar_client)
+
+
+def test_a_bad_request_among_concurrent_good_ones_fails_alone(polar_server, polar_client):
+    samples = [polar_sample(i) for i in range(12)]
+    expected = polar_client(samples)
+    bad = {"prompt": "p", "output": "o"}  # no reference
+
+    async def run():
+        async with httpx.AsyncClient(base_url=polar_server.url, timeout=60) as http:
+            reqs = [http.post("/v1/rewards", json={"samples": [s]}) for s in samples]
+            reqs.insert(5, http.post("/v1/rewards", json={"samples": [bad]}))
+            return await asyncio.gather(*reqs)
+
+    responses = list(asyncio.run(run()))
+    bad_response = responses.pop(5)
+    assert bad_response.status_code == 400 and bad_response.json()["error"]["field"] == "reference"
+    assert [r.json()["rewards"][0] for r in responses] == pytest.approx(expected, abs=ABS)
+
+
+def test_api_key(keyed_server, polar_client, polar_path):
+    ids = polar_client.encode_ids(POLAR[:2])
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": KEY}, {"Authorization": "Basic " + KEY}):
+        r = post(keyed_server, "/classify", {"input_ids": ids}, headers=headers)
+        assert r.status_code == 401, headers
+        assert r.json()["error"]["type"] == "unauthorized"
+        assert httpx.get(keyed_server.url + "/v1/models", headers=headers).status_code == 401
+    assert httpx.get(keyed_server.url + "/health").status_code == 200  # liveness needs no key
+    r = post(keyed_server, "/classify", {"input_ids": ids}, headers={"Authorization": f"Bearer {KEY}"})
+    assert r.status_code == 200
+    assert [x["embedding"][0] for x in r.json()] == pytest.approx(polar_client(POLAR[:2]), abs=ABS)
+    with RewardModelClient(polar_path, server_type="sglang", server_address=keyed_server.url, api_key=KEY) as c:
+        assert c(POLAR) == pytest.approx(polar_client(POLAR), abs=ABS)
+
+
+def _serve_args(*argv):
+    return add_serve_arguments(argparse.ArgumentParser()).parse_args(list(argv))
+
+
+@pytest.fixture
+def keep_log_levels():
+    import logging
+
+    names = ("rmclient", "aiohttp.access")
+    levels = {n: logging.getLogger(n).level for n in names}
+    yield
+    for n, level in levels.items():
+        logging.getLogger(n).setLevel(level)
+
+
+def test_non_loopback_bind_needs_an_api_key(polar_path, monkeypatch, caplog, keep_log_levels):
+    monkeypatch.delenv("RMCLIENT_API_KEY", raising=False)
+    assert is_loopback("127.0.0.1") and is_loopback("localhost") and is_loopback("::1") and is_loopback("127.1.2.3")
+    assert not is_loopback("0.0.0.0") and not is_loopback("10.0.0.5") and not is_loopback("::")
+    assert run_serve(_serve_args(polar_path, "--host", "0.0.0.0", "--port", "0")) == 2  # refused, nothing bound
+    assert "API key" in caplog.text and "--insecure" in caplog.text
+    defaults = _serve_args(polar_path)
+    assert defaults.host == "127.0.0.1" and defaults.max_wait_ms == 5.0
+
+
+# -- launch through the supervisor ----------------------------------------------------------
+
+
+def test_launch_transformers_through_the_supervisor(polar_path, polar_client):
+    from rmclient.launchers import build_launch_command, launch
+
+    cmd = build_launch_command("transformers", polar_path, port=1234, api_key=KEY, dry_run=True)
+    assert cmd[1:5] == ["-m", "rmclient.serve", polar_path, "--host"] and "--api-key" in cmd
+    with launch("transformers", polar_path, api_key=KEY, ready_timeout=120) as server:
+        assert server.url.startswith("http://127.0.0.1:")
+        with RewardModelClient(polar_path, server_type="sglang", server_address=server.url, api_key=KEY) as c:
+            assert c(POLAR) == pytest.approx(polar_client(POLAR), abs=ABS)
+        assert httpx.post(server.url + "/classify", json={"text": "x"}).status_code == 401
+        pgid = server.pgid
+    assert server.process.poll() is not None
+    assert server.group_members() == []
+    from rmclient.launchers.supervisor import _group_members
+
+    assert _group_members(pgid) == []
