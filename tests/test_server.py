@@ -419,3 +419,13 @@ def test_launch_transformers_through_the_supervisor(polar_path, polar_client):
     from rmclient.launchers.supervisor import _group_members
 
     assert _group_members(pgid) == []
+
+
+@pytest.mark.parametrize("which", ["polar", "chat"])
+def test_our_openrlhf_client_works_against_get_reward(request, which):
+    """server_type="openrlhf" sends each sample's whole text (BOS included) to /get_reward."""
+    server = request.getfixturevalue(f"{which}_server")
+    local = request.getfixturevalue(f"{which}_client")
+    samples = POLAR[:4] if which == "polar" else [{"prompt": "q", "output": o} for o in ("a", "bb", "ccc")]
+    remote = RewardModelClient(local.path, server_type="openrlhf", server_address=server.url)
+    assert remote(samples) == pytest.approx(local(samples), abs=1e-5)
