@@ -169,11 +169,14 @@ async def score_chunks(
                 call.retries_left += max(1, policy.attempts - 1)
             tasks.append(asyncio.ensure_future(_send(pool, chunk, call, policy, deadline_at)))
         if tasks:
-            _, pending = await asyncio.wait(tasks, timeout=max(0.0, deadline_at - time.monotonic()))
+            done, pending = await asyncio.wait(tasks, timeout=max(0.0, deadline_at - time.monotonic()))
             for task in pending:
                 task.cancel()
             if pending:
                 await asyncio.gather(*pending, return_exceptions=True)
+            for task in done:  # not a server's fault (a bad configuration, a bug): say so, not "deadline"
+                if task.exception() is not None:
+                    raise task.exception()  # type: ignore[misc]
     except BaseException:
         for task in tasks:
             task.cancel()

@@ -182,3 +182,16 @@ def test_encode_then_request_respects_the_server_limit(polar_path):
         with pytest.raises(ScoringError, match="exceed the server's limit of 63") as err:
             client.sglang_request_reward(too_long + encoded[:1])
         assert sorted(err.value.failures) == [0, 1, 2] and err.value.rewards[3] == reward_of(encoded[0])
+
+
+def test_a_bug_or_bad_configuration_surfaces_as_itself(polar_path, monkeypatch):
+    from rmclient.adapters.sglang import SglangAdapter
+
+    def broken(self, inputs):
+        raise TypeError("adapter bug")
+
+    with FakeEngine("sglang", "0.5.23") as fake:
+        client = RewardModelClient(polar_path, server_type="sglang", server_address=fake.url)
+        monkeypatch.setattr(SglangAdapter, "build_request", broken)
+        with pytest.raises(TypeError, match="adapter bug"):  # not "not scored within the deadline"
+            client(SAMPLES[:4])
