@@ -13,7 +13,7 @@ import asyncio
 import logging
 import threading
 import weakref
-from typing import Any, AsyncIterator, Dict, List, Optional, Sequence, Union
+from typing import Any, AsyncIterator, Dict, Iterator, List, Optional, Sequence, Union
 
 from rmclient.adapters import ADAPTERS
 
@@ -251,12 +251,14 @@ class _ClientBase:
                 if len(valid) <= size
                 else await asyncio.to_thread(recipe.encode_valid, block)
             )
-            for k in range(0, len(encoded), size):
-                part = encoded[k : k + size]
-                inputs = [e.ids for e in part] if ids else [self._full_text(e.ids) for e in part]
-                chunk = Chunk(list(range(lo + k, lo + k + len(part))), inputs)
-                for piece in split_by_tokens(chunk, self.max_tokens_per_request):
-                    yield piece
+            inputs = [e.ids for e in encoded] if ids else [self._full_text(e.ids) for e in encoded]
+            for chunk in self._request_chunks(list(range(lo, lo + len(encoded))), inputs, size):
+                yield chunk
+
+    def _request_chunks(self, indices: List[int], inputs: List[Any], size: int) -> Iterator[Chunk]:
+        """``size`` samples a request at most, split further by ``max_tokens_per_request``."""
+        for k in range(0, len(indices), size):
+            yield from split_by_tokens(Chunk(indices[k : k + size], inputs[k : k + size]), self.max_tokens_per_request)
 
     def _full_text(self, ids: Sequence[int]) -> str:
         """The whole text of ``ids``, special tokens (BOS) included, for servers that take text only."""
@@ -285,10 +287,8 @@ class _ClientBase:
 
         async def chunks() -> AsyncIterator[Chunk]:
             todo = [i for i in range(len(inputs)) if i not in too_long]
-            size = self._request_size(len(todo), pool)
-            for lo in range(0, len(todo), size):
-                part = todo[lo : lo + size]
-                yield Chunk(part, [inputs[i] for i in part])
+            for chunk in self._request_chunks(todo, [inputs[i] for i in todo], self._request_size(len(todo), pool)):
+                yield chunk
 
         return await score_chunks(
             pool, chunks(), len(inputs), policy=self.retry_policy, on_error=self.on_error, failures=too_long
