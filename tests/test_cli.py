@@ -22,8 +22,8 @@ import pytest
 
 from rmclient import RewardModelClient
 from rmclient.cli import main
-from rmclient.commands.common import Backend, parse_backend
-from rmclient.commands.parity import _kendall_tau_python, kendall_tau
+from rmclient.commands.common import Backend, InputError, open_output, parse_backend
+from rmclient.commands.parity import _kendall_tau_python, compare, format_report, kendall_tau
 from tests.fake_engine import FakeEngine, reward_of
 
 REPO = Path(__file__).resolve().parents[1]
@@ -128,6 +128,44 @@ def test_usage_errors_exit_2(tmp_path, polar_path, capsys):
     assert not Path(out).exists()  # nothing was created by a failed start
 
 
+def test_batch_size_help_gives_both_defaults(capsys):
+    with pytest.raises(SystemExit):
+        main(["score", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "(transformers, default 32)" in help_text and "(servers, default 256;" in help_text
+
+
+@pytest.mark.parametrize("command", ["score", "best-of-n", "eval"])
+@pytest.mark.parametrize("how", ["same path", "symlink", "resume"])
+def test_output_that_is_the_input_is_refused_and_the_input_kept(tmp_path, polar_path, capsys, command, how):
+    rows = [{"prompt": f"q{i}", "reference": "r", "output": "o", "outputs": ["a", "b"], "chosen": "a",
+             "rejected": "b"} for i in range(3)]
+    data = write_jsonl(tmp_path / "in.jsonl", rows)
+    before = data.read_bytes()
+    out = data
+    if how == "symlink":
+        out = tmp_path / "link.jsonl"
+        out.symlink_to(data)
+    argv = [command, str(data), "-o", str(out), "--model", polar_path] + QUIET
+    if how == "resume" and command != "eval":  # eval has no --resume
+        argv.append("--resume")
+    assert main(argv) == 2
+    assert "the output file is the input file" in capsys.readouterr().err
+    assert data.read_bytes() == before
+
+
+def test_open_output_refuses_the_input_before_truncating(tmp_path):
+    data = write_jsonl(tmp_path / "in.jsonl", polar_rows(2))
+    before = data.read_bytes()
+    for resume in (False, True):
+        with pytest.raises(InputError, match="the output file is the input file"):
+            open_output(str(data), resume=resume, input_path=str(data))
+    assert data.read_bytes() == before
+    f, done = open_output(str(tmp_path / "other.jsonl"), resume=False, input_path=str(data))
+    f.close()
+    assert done == 0
+
+
 def test_backend_spec():
     assert parse_backend("transformers") == Backend("transformers")
     assert parse_backend("vllm@127.0.0.1:8000") == Backend("vllm", ("127.0.0.1:8000",))
@@ -208,6 +246,39 @@ def test_score_bad_lines_exit_2_keep_what_was_done_then_resume(tmp_path, polar_p
     data.write_text("\n".join(lines[:3]) + "\n")
     assert main(argv + ["--resume"]) == 2
     assert "has only 3" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("token, message", [
+    ("NaN", "line 3: NaN is not valid JSON"),
+    ("-Infinity", "line 3: -Infinity is not valid JSON"),
+    ("1e999", "line 3: the number 1e999 is out of range"),
+])
+def test_nan_and_infinity_in_the_input_are_bad_lines_exit_2(tmp_path, polar_path, capsys, token, message):
+    rows = polar_rows(5)
+    lines = [json.dumps(r) for r in rows]
+    lines[2] = lines[2][:-1] + f', "weight": {token}}}'
+    data, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    data.write_text("\n".join(lines) + "\n")
+    argv = ["score", str(data), "-o", str(out), "--model", polar_path] + QUIET
+    assert main(argv) == 2
+    assert f"{data} {message}" in capsys.readouterr().err
+    assert [g["id"] for g in read_jsonl(out)] == [0, 1]  # the lines before it are written
+    assert main(argv + ["--resume"]) == 2  # and --resume stops at the same line, no traceback
+    assert message in capsys.readouterr().err
+    assert [g["id"] for g in read_jsonl(out)] == [0, 1]
+
+
+@pytest.mark.parametrize("command, missing", [("score", "output"), ("best-of-n", "outputs"), ("eval", "rejected")])
+def test_a_bad_field_writes_the_lines_before_it_then_exits_2(tmp_path, polar_path, capsys, command, missing):
+    """The three streaming commands behave alike: the good lines before a bad one are scored and written."""
+    rows = [{"id": i, "prompt": f"q{i}", "reference": "r", "output": f"o{i}", "outputs": [f"a{i}", "b"],
+             "chosen": f"a{i}", "rejected": "b"} for i in range(5)]
+    del rows[3][missing]
+    data, out = write_jsonl(tmp_path / "in.jsonl", rows), tmp_path / "out.jsonl"
+    argv = [command, str(data), "-o", str(out), "--model", polar_path, "--chunk-size", "10"] + QUIET
+    assert main(argv) == 2
+    assert f"line 4, field '{missing}': missing" in capsys.readouterr().err
+    assert [g["id"] for g in read_jsonl(out)] == [0, 1, 2]
 
 
 def test_score_unreachable_server_exits_1(tmp_path, polar_path, capsys):
@@ -482,6 +553,33 @@ def test_kendall_tau():
     x = [rng.randint(0, 5) for _ in range(60)]
     y = [v + rng.randint(-2, 2) for v in x]
     assert kendall_tau(x, y) == pytest.approx(_kendall_tau_python(x, y))
+
+
+def test_kendall_tau_100k_is_fast_and_leaves_out_nan():
+    rng = random.Random(3)
+    x = [rng.random() for _ in range(100_000)]
+    y = [v + rng.gauss(0, 0.1) for v in x]
+    start = time.monotonic()
+    tau = kendall_tau(x, y)
+    assert time.monotonic() - start < 5
+    assert 0.7 < tau < 0.9
+    assert kendall_tau(x[:300], y[:300]) == pytest.approx(_kendall_tau_python(x[:300], y[:300]))
+    nan = float("nan")
+    assert kendall_tau([1, 2, nan, 3, 4], [1, 2, 0, nan, 3]) == pytest.approx(1.0)
+    assert math.isnan(kendall_tau([nan, nan, 1], [1, 2, nan]))
+
+
+def test_parity_compare_reports_nan_rewards_instead_of_crashing():
+    nan = float("nan")
+    result = compare([1.0, nan, 3.0, 4.0, nan], [1.0, 2.0, 3.5, 4.0, nan], [10, 11, 12, 13, 14])
+    assert result["samples"] == 5 and result["nan_excluded"] == 2 and result["nan_one_sided_lines"] == [11]
+    assert result["max_abs_diff"] == 0.5 and result["worst_line"] == 12 and result["kendall_tau"] == 1.0
+    result.update(a="a", b="b", tolerance=1.0, min_tau=None, passed=False)
+    assert "(2 with a NaN reward left out)" in format_report(result)
+    result = compare([nan], [1.0], [1])
+    result.update(a="a", b="b", tolerance=1.0, min_tau=None, passed=False)
+    assert result["max_abs_diff"] is None and "max |a - b|:      n/a" in format_report(result)
+    json.dumps(result, allow_nan=False)
 
 
 def test_kendall_tau_5000_is_fast():

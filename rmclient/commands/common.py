@@ -91,7 +91,8 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
                    help="a system turn for chat-template models (e.g. Qwen2.5-Math-RM)")
     g.add_argument("--trust-remote-code", action="store_true", help="allow the checkpoint's own code")
     g.add_argument("--batch-size", type=int, default=None, metavar="N",
-                   help="samples per forward pass (transformers) or per request (servers) (default 32)")
+                   help="samples per forward pass (transformers, default 32) or the most per request "
+                        "(servers, default 256; fewer when that keeps every server slot busy)")
     g.add_argument("--device", default=None, help="transformers only: cuda, cpu, ... (default: CUDA if present)")
     g.add_argument("--dtype", default=None, help="transformers only: bfloat16, float32, ...")
     g.add_argument("--api-key", default=os.environ.get("RMCLIENT_API_KEY"), metavar="KEY",
@@ -270,7 +271,9 @@ def iter_records(path: str, *, skip: int = 0) -> Iterator[Record]:
                 skipped += 1
                 continue
             try:
-                data = json.loads(raw)
+                data = json.loads(raw, parse_constant=_reject_constant, parse_float=_finite_float)
+            except _NonFinite as exc:
+                raise InputError(f"{_name(path)} line {line_no}: {exc}") from None
             except (UnicodeDecodeError, ValueError) as exc:
                 raise InputError(f"{_name(path)} line {line_no}: not valid JSON: {exc}") from None
             if not isinstance(data, dict):
@@ -284,6 +287,21 @@ def iter_records(path: str, *, skip: int = 0) -> Iterator[Record]:
     finally:
         if f is not sys.stdin.buffer:
             f.close()
+
+
+class _NonFinite(Exception):
+    """NaN, Infinity or a number too large for a float: Python's json reads them, but they are not JSON."""
+
+
+def _reject_constant(name: str) -> float:
+    raise _NonFinite(f"{name} is not valid JSON (NaN/Infinity are not JSON numbers)")
+
+
+def _finite_float(text: str) -> float:
+    x = float(text)
+    if math.isinf(x):
+        raise _NonFinite(f"the number {text[:40]} is out of range (it would be Infinity, which is not valid JSON)")
+    return x
 
 
 def iter_chunks(records: Iterator[Record], size: int) -> Iterator[Tuple[List[Record], Optional[InputError]]]:
@@ -321,8 +339,24 @@ def json_float(x: Optional[float]) -> Optional[float]:
     return None if x is None or math.isnan(x) else float(x)
 
 
-def open_output(path: str, *, resume: bool) -> Tuple[IO[bytes], int]:
-    """``(file, lines already complete)``. With ``resume`` a partial last line is cut off."""
+def check_output(path: Optional[str], input_path: Optional[str]) -> None:
+    """An :class:`InputError` when the output ``path`` is the input file (writing it would destroy the input)."""
+    if not path or path == "-" or not input_path or input_path == "-":
+        return
+    try:
+        same = os.path.exists(path) and os.path.samefile(input_path, path)
+    except OSError:
+        return
+    if same:
+        raise InputError("the output file is the input file")
+
+
+def open_output(path: str, *, resume: bool, input_path: Optional[str] = None) -> Tuple[IO[bytes], int]:
+    """``(file, lines already complete)``. With ``resume`` a partial last line is cut off.
+
+    Refuses (:class:`InputError`) an output that is ``input_path``, before anything is truncated.
+    """
+    check_output(path, input_path)
     if path == "-":
         if resume:
             raise InputError("--resume needs an output file, not stdout")
@@ -513,3 +547,132 @@ def add_on_error_argument(parser: argparse.ArgumentParser, what: str) -> None:
              f"nan: {what}",
     )
 
+
+
+def add_subcommand(sub: "argparse._SubParsersAction", name: str, *, summary: str, description: str,
+                   epilog: str) -> argparse.ArgumentParser:
+    """A subcommand's parser with the layout every file subcommand uses."""
+    return sub.add_parser(name, help=summary, description=description, epilog=epilog, formatter_class=formatter)
+
+
+def add_stream_arguments(parser: argparse.ArgumentParser, run: Callable[[argparse.Namespace], int], *,
+                         on_error: str, chunk: str = "lines read, scored and written") -> argparse.ArgumentParser:
+    """What every :func:`stream` command takes after its own options: --chunk-size, --on-error, the progress
+    and backend options; ``run`` becomes the parser's ``func``."""
+    parser.add_argument("--chunk-size", type=int, default=CHUNK_LINES, metavar="N",
+                        help=f"{chunk} at a time (default: %(default)s)")
+    add_on_error_argument(parser, on_error)
+    add_progress_arguments(parser)
+    add_backend_arguments(parser)
+    parser.set_defaults(func=guarded(run))
+    return parser
+
+
+def renamed(field_name: str, new: str, prefixes: Sequence[str] = ("output",)) -> str:
+    """``field_name`` with a leading ``prefix`` (``output``, ``output[1].content``, ...) replaced by ``new``."""
+    for prefix in prefixes:
+        if field_name == prefix or field_name.startswith(prefix + "[") or field_name.startswith(prefix + "."):
+            return new + field_name[len(prefix):]
+    return field_name
+
+
+# -- streaming a file through the model ----------------------------------------------------------
+
+#: The samples of one input line; an :class:`InputError` naming the line and field when it is malformed.
+SamplesOf = Callable[[Record], List[Dict[str, Any]]]
+#: ``field_of(record, j, field)``: the input field behind ``field`` of the ``j``-th sample of ``record``.
+FieldOf = Callable[[Record, int, str], str]
+#: ``write(out, records, rewards)``: whole records, in input order, with the rewards of their samples
+#: (``out`` is ``None`` when the command writes no file).
+Write = Callable[[Optional[IO[bytes]], List[Record], List[float]], None]
+
+
+@dataclass
+class Streamed:
+    lines: int  # input lines handled by this run
+    kept: int  # complete lines the output held from before (--resume)
+    seconds: float
+    destination: str  # "stdout", the output path, or "" without an output
+
+
+def stream(args: argparse.Namespace, *, desc: str, samples_of: SamplesOf, write: Write, nan_effect: str,
+           field_of: Optional[FieldOf] = None, unit: str = "lines") -> Streamed:
+    """Read ``args.input`` in chunks of ``--chunk-size`` lines, score them and ``write`` each chunk in order.
+
+    Uses ``args.output`` (optional: ``None`` writes nothing), ``--resume`` where the command has it,
+    ``--on-error``, ``--progress`` and the backend options. Whatever stops the run (a malformed line or
+    field, samples that could not be scored) stops it only after every whole line before it was scored
+    and written; then the error is raised (:class:`InputError`: exit 2, :class:`Failure`: exit 1).
+    ``nan_effect`` ends the hint printed with failed samples ("pass --on-error nan to ...").
+    """
+    backend = selected_backend(args)
+    if args.chunk_size < 1:
+        raise InputError(f"--chunk-size must be at least 1, got {args.chunk_size}")
+    check_input(args.input)
+    output: Optional[str] = args.output
+    resumable = hasattr(args, "resume")
+    check_output(output, args.input)  # before the model is loaded
+    hint = (f"The lines before them are written: fix the cause and rerun with --resume, or pass --on-error nan "
+            f"to {nan_effect}" if resumable and output else f"Pass --on-error nan to {nan_effect}")
+    field_of = field_of or (lambda record, j, f: f)
+    client = make_client(args, backend, on_error=args.on_error)
+    out: Optional[IO[bytes]] = None
+    done = 0
+    try:
+        if output:
+            out, done = open_output(output, resume=resumable and args.resume, input_path=args.input)
+    except BaseException:
+        client.close()
+        raise
+    if done:
+        print(f"resuming: {output} already holds {done:,} scored lines", file=sys.stderr)
+    started = time.monotonic()
+    lines = 0
+    progress = Progress(count_records(args.input), desc=desc, unit=unit, enabled=args.progress, initial=done)
+    try:
+        for chunk, bad_line in iter_chunks(iter_records(args.input, skip=done), args.chunk_size):
+            samples: List[Dict[str, Any]] = []
+            owner: List[Tuple[int, int]] = []  # sample -> (record in chunk, sample of the record)
+            ends: List[int] = []  # record in chunk -> samples up to and including it
+            for k, record in enumerate(chunk):
+                try:
+                    mine = samples_of(record)
+                except InputError as exc:  # score and write the lines before it first
+                    bad_line, chunk = exc, chunk[:k]
+                    break
+                samples += mine
+                owner += [(k, j) for j in range(len(mine))]
+                ends.append(len(samples))
+
+            def where(i: int, f: str) -> Tuple[int, str]:
+                k, j = owner[i]
+                return chunk[k].line, field_of(chunk[k], j, f)
+
+            try:
+                rewards = score_samples(client, samples, where, hint=hint)
+            except PartialScore as partial:
+                complete = sum(1 for end in ends if end <= len(partial.rewards))
+                if complete:
+                    write(out, chunk[:complete], partial.rewards[: ends[complete - 1]])
+                raise partial.error from None
+            if chunk:
+                write(out, chunk, rewards)
+            lines += len(chunk)
+            progress.update(len(chunk))
+            if bad_line is not None:
+                raise bad_line
+        progress.finish()
+    finally:
+        progress.close()
+        if out is not None and out is not sys.stdout.buffer:
+            out.close()
+        client.close()
+    destination = "" if not output else "stdout" if output == "-" else output
+    return Streamed(lines, done, time.monotonic() - started, destination)
+
+
+def write_lines(out: Optional[IO[bytes]], rows: Sequence[Dict[str, Any]]) -> None:
+    """``rows`` as JSONL lines on ``out`` (nothing when ``out`` is ``None``), flushed."""
+    if out is not None and rows:
+        out.write(b"".join(dumps(row) for row in rows))
+        out.flush()

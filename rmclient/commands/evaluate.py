@@ -7,31 +7,19 @@ import json
 import math
 import sys
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional
 
 from .common import (
-    CHUNK_LINES,
     EXIT_CODES_HELP,
     EXIT_OK,
     InputError,
-    PartialScore,
-    Progress,
     Record,
-    add_backend_arguments,
-    add_on_error_argument,
-    add_progress_arguments,
-    check_input,
-    count_records,
-    dumps,
-    formatter,
-    guarded,
-    iter_chunks,
-    iter_records,
+    add_stream_arguments,
+    add_subcommand,
     json_float,
-    make_client,
-    open_output,
-    score_samples,
-    selected_backend,
+    renamed,
+    stream,
+    write_lines,
 )
 
 DESCRIPTION = """\
@@ -113,26 +101,20 @@ class Results:
 
 
 def register(sub: "argparse._SubParsersAction") -> argparse.ArgumentParser:
-    p = sub.add_parser(
-        "eval", help="accuracy on preference pairs (chosen vs rejected), overall and per subset",
-        description=DESCRIPTION, epilog=EPILOG, formatter_class=formatter,
-    )
+    p = add_subcommand(sub, "eval", description=DESCRIPTION, epilog=EPILOG,
+                       summary="accuracy on preference pairs (chosen vs rejected), overall and per subset")
     p.add_argument("input", metavar="PAIRS.jsonl", help="preference pairs, one JSON object per line ('-' for stdin)")
     p.add_argument("--json", action="store_true", help="print the results as one JSON object instead of a table")
     p.add_argument("--plot", default=None, metavar="FILE.png",
                    help="save histograms of the chosen and rejected rewards (needs matplotlib)")
     p.add_argument("-o", "--output", default=None, metavar="OUT.jsonl",
                    help="also write every pair with its chosen_reward and rejected_reward")
-    p.add_argument("--chunk-size", type=int, default=CHUNK_LINES, metavar="N",
-                   help="pairs scored at a time (default: %(default)s)")
-    add_on_error_argument(p, "count a pair with a sample that could not be scored as wrong, report how many")
-    add_progress_arguments(p)
-    add_backend_arguments(p)
-    p.set_defaults(func=guarded(run))
-    return p
+    return add_stream_arguments(
+        p, run, on_error="count a pair with a sample that could not be scored as wrong, report how many",
+        chunk="pairs scored (and written with -o)")
 
 
-def pair_samples(record: Record) -> Tuple[Dict[str, Any], Dict[str, Any]]:
+def pair_samples(record: Record) -> List[Dict[str, Any]]:
     """The chosen and the rejected sample of a pair."""
     d = record.data
     for key in ("chosen", "rejected"):
@@ -140,7 +122,7 @@ def pair_samples(record: Record) -> Tuple[Dict[str, Any], Dict[str, Any]]:
             raise InputError(f"line {record.line}, field {key!r}: missing")
     if d.get("prompt") is not None:
         base = {k: d[k] for k in ("prompt", "reference", "wrapper") if k in d}
-        return {**base, "output": d["chosen"]}, {**base, "output": d["rejected"]}
+        return [{**base, "output": d["chosen"]}, {**base, "output": d["rejected"]}]
     for key in ("chosen", "rejected"):
         if not isinstance(d[key], list):
             raise InputError(
@@ -149,14 +131,12 @@ def pair_samples(record: Record) -> Tuple[Dict[str, Any], Dict[str, Any]]:
             )
     if d.get("reference") is not None:
         raise InputError(f"line {record.line}, field 'prompt': missing (a POLAR pair with a reference needs it)")
-    return {"messages": d["chosen"]}, {"messages": d["rejected"]}
+    return [{"messages": d["chosen"]}, {"messages": d["rejected"]}]
 
 
-def _field(side: str, field_name: str) -> str:
-    for prefix in ("output", "messages"):
-        if field_name == prefix or field_name.startswith(prefix + "[") or field_name.startswith(prefix + "."):
-            return side + field_name[len(prefix):]
-    return field_name
+def _field(record: Record, j: int, field_name: str) -> str:
+    """The input field behind ``field_name`` of the chosen (``j`` = 0) or the rejected sample of a pair."""
+    return renamed(field_name, ("chosen", "rejected")[j], ("output", "messages"))
 
 
 def check_plot_support() -> None:
@@ -167,57 +147,28 @@ def check_plot_support() -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    backend = selected_backend(args)
-    if args.chunk_size < 1:
-        raise InputError(f"--chunk-size must be at least 1, got {args.chunk_size}")
     if args.plot:
         check_plot_support()
-    check_input(args.input)
     if args.output == "-":
         raise InputError("-o/--output takes a file here (the results go to stdout)")
-    records = iter_records(args.input)
-    client = make_client(args, backend, on_error=args.on_error)
-    out = open_output(args.output, resume=False)[0] if args.output else None
     results = Results()
     chosen_all: List[float] = []
     rejected_all: List[float] = []
-    progress = Progress(count_records(args.input), desc="eval", unit="pairs", enabled=args.progress)
-    try:
-        for chunk, bad_line in iter_chunks(records, args.chunk_size):
-            samples: List[Dict[str, Any]] = []
-            for record in chunk:
-                samples.extend(pair_samples(record))
 
-            def where(i: int, f: str) -> Tuple[int, str]:
-                return chunk[i // 2].line, _field("chosen" if i % 2 == 0 else "rejected", f)
+    def write(out: Any, records: List[Record], rewards: List[float]) -> None:
+        rows = []
+        for k, record in enumerate(records):
+            c, r = rewards[2 * k], rewards[2 * k + 1]
+            subset = record.data.get("subset")
+            results.add(None if subset is None else str(subset), c, r)
+            if args.plot:
+                chosen_all.append(c)
+                rejected_all.append(r)
+            rows.append({**record.data, "chosen_reward": json_float(c), "rejected_reward": json_float(r)})
+        write_lines(out, rows)
 
-            try:
-                rewards = score_samples(client, samples, where, hint="Pass --on-error nan to count such pairs as wrong")
-            except PartialScore as partial:
-                raise partial.error from None
-            lines = []
-            for k, record in enumerate(chunk):
-                c, r = rewards[2 * k], rewards[2 * k + 1]
-                subset = record.data.get("subset")
-                results.add(None if subset is None else str(subset), c, r)
-                if args.plot:
-                    chosen_all.append(c)
-                    rejected_all.append(r)
-                if out is not None:
-                    scored = {**record.data, "chosen_reward": json_float(c), "rejected_reward": json_float(r)}
-                    lines.append(dumps(scored))
-            if out is not None:
-                out.write(b"".join(lines))
-                out.flush()
-            progress.update(len(chunk))
-            if bad_line is not None:
-                raise bad_line
-        progress.finish()
-    finally:
-        progress.close()
-        if out is not None and out is not sys.stdout.buffer:
-            out.close()
-        client.close()
+    stream(args, desc="eval", unit="pairs", samples_of=pair_samples, write=write, field_of=_field,
+           nan_effect="count such pairs as wrong")
     if results.overall.pairs == 0:
         raise InputError(f"{args.input}: no preference pairs")
     summary = results.as_dict()
