@@ -153,9 +153,9 @@ def main(argv=None) -> int:
     batches = after["batches"] - before["batches"]
     requests = after["requests"] - before["requests"]
     diff = max(abs(a - b) for a, b in zip(got, expected))
-    groups = after["length_groups"] - before["length_groups"]
+    passes = after["forward_passes"] - before["forward_passes"]
     print(f"server, {args.clients} clients: {srv_rate:8.1f} samples/s  ({requests / max(batches, 1):.1f} requests "
-          f"per merged batch, cut into {groups / max(batches, 1):.1f} length groups)")
+          f"per merged batch, cut into {passes / max(batches, 1):.1f} forward passes)")
     print(f"max |server - offline| reward: {diff:.2e}")
     ratio = srv_rate / off_rate
     print(f"ratio server/offline: {ratio:.3f}  (goal >= 0.8: {'met' if ratio >= 0.8 else 'NOT met'})")

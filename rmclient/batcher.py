@@ -11,7 +11,9 @@ backend is not re-entrant), so the event loop never blocks on the model, and
 each request gets back exactly the rewards of its own sequences.
 
 If a merged batch fails, each of its requests is run again on its own, so a
-bad request fails alone and everyone else still gets rewards.
+bad request fails alone and everyone else still gets rewards. Should the
+collector itself hit an unexpected error, that batch's requests fail with it
+and collecting goes on: a later request never waits on a dead task.
 """
 
 from __future__ import annotations
@@ -111,8 +113,9 @@ class DynamicBatcher:
         return (self._queue.qsize() if self._queue else 0) + (1 if self._carry else 0)
 
     def _ensure_started(self) -> None:
-        if self._task is None:
-            self._queue = asyncio.Queue()
+        if self._task is None or self._task.done():  # done: only if it died despite _collect's guard
+            if self._queue is None:
+                self._queue = asyncio.Queue()
             self._task = asyncio.get_running_loop().create_task(self._collect(), name="rmclient-batcher")
 
     async def score(self, ids: Sequence[Sequence[int]]) -> List[float]:
@@ -143,40 +146,53 @@ class DynamicBatcher:
         return await self._queue.get()
 
     async def _collect(self) -> None:
+        while True:
+            batch: List[_Pending] = []
+            try:
+                await self._collect_one(batch)
+            except asyncio.CancelledError:
+                self._running = batch  # taken off the queue: close() fails them
+                raise
+            except Exception as exc:  # noqa: BLE001 - never let the collector die: later requests would hang
+                logger.exception("the batcher failed on a batch of %d requests; failing them and going on", len(batch))
+                for p in batch:
+                    if not p.future.done():
+                        self._fail(p, exc)
+            self._running = []
+
+    async def _collect_one(self, batch: List[_Pending]) -> None:
+        """Collect one batch into ``batch`` (so that the caller can fail it) and run it."""
         loop = asyncio.get_running_loop()
         assert self._queue is not None
+        first = await self._next()
+        batch.append(first)
+        rows, longest = len(first.ids), first.longest
+        deadline = first.arrived + self.max_wait
         while True:
-            first = await self._next()
-            batch, rows, longest = [first], len(first.ids), first.longest
-            deadline = first.arrived + self.max_wait
-            while True:
-                if self._queue.empty():
-                    remaining = deadline - loop.time()
-                    if remaining <= 0:
-                        break
-                    try:
-                        item = await asyncio.wait_for(self._queue.get(), remaining)
-                    except asyncio.TimeoutError:
-                        break
-                else:
-                    item = self._queue.get_nowait()
-                if item.future.done():  # its caller went away
-                    continue
-                if not self._fits(rows, longest, item):
-                    self._carry = item  # first in the next batch
+            if self._queue.empty():
+                remaining = deadline - loop.time()
+                if remaining <= 0:
                     break
-                batch.append(item)
-                rows += len(item.ids)
-                longest = max(longest, item.longest)
-                if rows >= self.max_batch_size:
-                    break
-            batch = [p for p in batch if not p.future.done()]
-            if batch:
-                self._running = batch
                 try:
-                    await self._run(batch)
-                finally:
-                    self._running = []
+                    item = await asyncio.wait_for(self._queue.get(), remaining)
+                except asyncio.TimeoutError:
+                    break
+            else:
+                item = self._queue.get_nowait()
+            if item.future.done():  # its caller went away
+                continue
+            if not self._fits(rows, longest, item):
+                self._carry = item  # first in the next batch
+                break
+            batch.append(item)
+            rows += len(item.ids)
+            longest = max(longest, item.longest)
+            if rows >= self.max_batch_size:
+                break
+        batch[:] = [p for p in batch if not p.future.done()]
+        if batch:
+            self._running = batch
+            await self._run(batch)
 
     async def _run(self, batch: List[_Pending]) -> None:
         loop = asyncio.get_running_loop()

@@ -33,8 +33,9 @@ Routes (JSON in, JSON out):
 
 Concurrent requests are merged into shared forward passes
 (:class:`~rmclient.batcher.DynamicBatcher`): up to a padded-token budget and a
-batch size, waiting at most ``--max-wait-ms`` for company. On CPU a merged
-batch is then sorted by length and cut into groups padded by at most
+batch size, waiting at most ``--max-wait-ms`` for company. The backend
+(:func:`~rmclient.transformers_backend.plan_batches`) sorts a merged batch by
+length and, on CPU, cuts it into forward passes padded by at most
 ``--max-padding`` (a CPU forward costs the same per token at any batch size,
 so padding is pure waste). The model runs in one worker thread and
 tokenization in another, so the event loop never blocks on either.
@@ -65,7 +66,7 @@ import uuid
 from typing import Any, Awaitable, Callable, Dict, List, Optional, Sequence, Tuple
 
 from .batcher import BatcherClosed, DynamicBatcher
-from .errors import ConfigurationError, InvalidSampleError, RMClientError
+from .errors import ConfigurationError, InvalidSampleError, ResponseError, RMClientError
 
 logger = logging.getLogger("rmclient.serve")  # not __name__: "__main__" under python -m
 
@@ -73,7 +74,6 @@ __all__ = [
     "RewardServer",
     "ServerThread",
     "RequestError",
-    "padding_groups",
     "add_serve_arguments",
     "run_serve",
     "main",
@@ -139,30 +139,6 @@ def _invalid(index: int, field: str, message: str) -> RequestError:
     )
 
 
-def padding_groups(lengths: Sequence[int], max_padding: float) -> List[List[int]]:
-    """Indices grouped longest first so that each group's padding is at most ``max_padding`` of its size.
-
-    A group of rows padded to its longest, ``rows * longest``, wastes
-    ``rows * longest - sum(lengths)`` tokens; a sequence that would push the waste
-    over ``max_padding * rows * longest`` starts the next group.
-    """
-    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
-    groups: List[List[int]] = []
-    current: List[int] = []
-    real = 0
-    for i in order:
-        if current:
-            padded = (len(current) + 1) * lengths[current[0]]
-            if padded - (real + lengths[i]) > max_padding * padded:
-                groups.append(current)
-                current, real = [], 0
-        current.append(i)
-        real += lengths[i]
-    if current:
-        groups.append(current)
-    return groups
-
-
 class RewardServer:
     """The reward server: a model, a batcher and the aiohttp application that serves them.
 
@@ -173,7 +149,9 @@ class RewardServer:
         trust_remote_code, device, dtype: how the model loads (as ``RewardModelClient``).
         recipe, system_prompt, max_length, max_response_length, response_cut_side:
             the native route's encoding (as ``RewardModelClient``; ``max_length``
-            defaults to ``min(16384, max_model_len)``).
+            defaults to ``min(16384, max_model_len)``). The recipe is fixed at
+            startup (``None``: the model's own, POLAR for a POLAR model, else the
+            chat template), never chosen from a request's data.
         max_model_len: longest input accepted (default: the config's
             ``max_position_embeddings``).
         max_batch_size, max_batch_tokens: one forward pass holds at most this many
@@ -182,10 +160,13 @@ class RewardServer:
         max_padding: a merged batch is sorted by length and cut into forward passes whose
             padding stays under this fraction of their tokens (``None``: 0.1 on CPU, where
             a forward costs the same per token at any batch size, so padding is pure waste;
-            no cut on GPUs, where wide batches pay).
+            no cut on GPUs, where wide batches pay). Set on the client's backend.
         max_samples: most inputs per request (413 over it).
         max_body_bytes: largest request body (413 over it).
-        client: a ready :class:`~rmclient.RewardModelClient` to serve instead of building one.
+        client: a ready in-process (``server_type="transformers"``)
+            :class:`~rmclient.RewardModelClient` to serve instead of building one; its
+            recipe, when ``None``, is fixed to the server's, and its backend's
+            ``max_padding`` is set.
     """
 
     def __init__(
@@ -212,9 +193,15 @@ class RewardServer:
         client: Any = None,
     ) -> None:
         from .client import RewardModelClient, load_config
+        from .recipes import select_recipe
 
         if max_samples < 1 or max_body_bytes < 1:
             raise ConfigurationError("max_samples and max_body_bytes must be >= 1")
+        if client is not None and getattr(client, "server_type", None) != "transformers":
+            raise ConfigurationError(
+                f"client= must be an in-process client (server_type='transformers'), got server_type="
+                f"{getattr(client, 'server_type', None)!r}: the server scores with the client's local model"
+            )
         self.model = str(model)
         self.served_model_name = served_model_name or self.model
         self.api_key = api_key or None
@@ -222,13 +209,19 @@ class RewardServer:
         self.max_body_bytes = max_body_bytes
         config = client.config if client is not None else load_config(self.model)
         self.max_model_len = max_model_len or _model_max_len(config) or 16384
+        if client is not None and recipe is not None and client.recipe not in (None, recipe):
+            raise ConfigurationError(f"recipe={recipe!r} but the given client's recipe is {client.recipe!r}")
+        # One recipe for every request, fixed now: chosen from a request's data, a client sending
+        # 'reference' would get a chat RM's samples POLAR-encoded.
+        recipe = recipe or (client.recipe if client is not None else None)
+        self.recipe = select_recipe(recipe, client.path if client is not None else self.model, config, [])
         if client is None:
             client = RewardModelClient(
                 self.model,
                 max_length=max_length or min(16384, self.max_model_len),
                 max_response_length=max_response_length,
                 response_cut_side=response_cut_side,
-                recipe=recipe,
+                recipe=self.recipe,
                 system_prompt=system_prompt,
                 trust_remote_code=trust_remote_code,
                 device=device,
@@ -236,16 +229,18 @@ class RewardServer:
                 batch_size=max_batch_size,
                 max_tokens_per_batch=max_batch_tokens,
             )
+        elif client.recipe is None:
+            client.recipe = self.recipe
         self.client = client
         self.tokenizer = client.tokenizer
         self.backend = client.local_backend
+        self.backend.max_padding = max_padding  # None: 0.1 on CPU, no cut elsewhere (the backend decides)
         self.vocab_size = client.config.get("vocab_size")
         self.max_padding = max_padding
-        self.forward_groups = 0  # length groups the merged batches were cut into
         self._model_pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="rmclient-model")
         self._token_pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="rmclient-tokenize")
         self.batcher = DynamicBatcher(
-            self._forward,
+            self.backend.score,
             max_tokens=max_batch_tokens,
             max_batch_size=max_batch_size,
             max_wait=max_wait_ms / 1000.0,
@@ -264,22 +259,6 @@ class RewardServer:
         bos = self.tokenizer.bos_token_id
         self.backend.score([[bos if bos is not None else 0]])
         logger.info("%s loaded (%s) in %.1f s", self.model, type(model).__name__, time.perf_counter() - t0)
-
-    def _forward(self, ids: List[List[int]]) -> List[float]:
-        """Score a merged batch (in the model thread): length groups with little padding."""
-        limit = self.max_padding
-        if limit is None:
-            limit = 0.1 if str(getattr(self.backend, "_device", "cpu")).startswith("cpu") else 1.0
-        if limit >= 1.0 or len(ids) < 2:
-            self.forward_groups += 1
-            return self.backend.score(ids)
-        rewards: List[float] = [0.0] * len(ids)
-        groups = padding_groups([len(x) for x in ids], limit)
-        self.forward_groups += len(groups)
-        for group in groups:
-            for i, r in zip(group, self.backend.score([ids[i] for i in group])):
-                rewards[i] = r
-        return rewards
 
     async def _on_startup(self, app: Any) -> None:
         await asyncio.get_running_loop().run_in_executor(self._model_pool, self.load)
@@ -324,6 +303,8 @@ class RewardServer:
                 return self._error(RequestError(400, str(exc), kind="invalid_sample", index=exc.index, field=exc.field))
             except ConfigurationError as exc:
                 return self._error(RequestError(400, str(exc)))
+            except ResponseError as exc:  # the model gave NaN/inf: never sent on as a reward
+                return self._error(RequestError(500, str(exc), kind="model_error"))
             except BatcherClosed as exc:
                 return self._error(RequestError(503, str(exc), kind="unavailable"))
             except web.HTTPRequestEntityTooLarge:
@@ -493,7 +474,7 @@ class RewardServer:
         client = self.client
 
         def encode() -> List[Any]:
-            return client._recipe(samples).encode(samples)
+            return client.encode_samples(samples)
 
         encoded = await asyncio.get_running_loop().run_in_executor(self._token_pool, encode)
         ids = [e.ids for e in encoded]
@@ -514,7 +495,7 @@ class RewardServer:
         """Batching and HTTP counters."""
         return {
             **self.batcher.stats.as_dict(),
-            "length_groups": self.forward_groups,
+            "forward_passes": self.backend.forward_passes,  # what the merged batches were cut into
             "queued_requests": self.batcher.queued,
             "http_requests": self.http_requests,
             "http_errors": {str(k): v for k, v in sorted(self.http_errors.items())},
@@ -652,7 +633,7 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
                        help="longest input in tokens (default: the config's max_position_embeddings)")
     enc = parser.add_argument_group("encoding of raw samples (POST /v1/rewards)")
     enc.add_argument("--recipe", choices=("polar", "chat_template"), default=None,
-                     help="default: chosen from the model and the data, as RewardModelClient does")
+                     help="default: the model's own (polar for a POLAR model, else chat_template), fixed at startup")
     enc.add_argument("--system-prompt", default=None, help="system turn for the chat-template recipe")
     enc.add_argument("--max-length", type=int, default=None, help="default: min(16384, max_model_len)")
     enc.add_argument("--max-response-length", type=int, default=4096, help="POLAR's response budget")
@@ -671,12 +652,13 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     return parser
 
 
-def _configure_logging(level: str) -> None:
-    lvl = getattr(logging, level.upper())
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for name in ("rmclient", "aiohttp.access"):
-        logging.getLogger(name).setLevel(lvl)
+def _configure_logging() -> None:
+    """The root handler and no progress bars, for ``python -m rmclient.serve`` only.
+
+    ``rmclient serve`` gets them from ``rmclient``'s own entry point (``rmclient.cli.main``);
+    :func:`run_serve` sets only its loggers' levels (``--log-level``).
+    """
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         from transformers.utils import logging as hf_logging
 
@@ -689,7 +671,9 @@ def run_serve(args: argparse.Namespace) -> int:
     """Serve until SIGINT/SIGTERM. Returns the exit code (2 for an unsafe or invalid configuration)."""
     from aiohttp import web
 
-    _configure_logging(getattr(args, "log_level", "info"))
+    level = getattr(logging, str(getattr(args, "log_level", "info")).upper())
+    for name in ("rmclient", "aiohttp.access"):
+        logging.getLogger(name).setLevel(level)
     api_key = args.api_key or os.environ.get(API_KEY_ENV) or None
     if not is_loopback(args.host) and not api_key and not args.insecure:
         logger.error(
@@ -772,7 +756,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         "with dynamic batching.",
     )
     add_serve_arguments(parser)
-    return run_serve(parser.parse_args(argv))
+    args = parser.parse_args(argv)
+    _configure_logging()
+    return run_serve(args)
 
 
 if __name__ == "__main__":

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import logging
+import math
 import threading
 from typing import Any, Dict, List, Optional, Sequence
 
-from .errors import ConfigurationError, InvalidSampleError
+from .errors import ConfigurationError, InvalidSampleError, ResponseError
 
 logger = logging.getLogger(__name__)
 
@@ -14,20 +15,33 @@ logger = logging.getLogger(__name__)
 _HEAD_NAMES = ("score", "v_head", "classifier")
 
 
-def plan_batches(lengths: Sequence[int], max_tokens: int, batch_size: int) -> List[List[int]]:
+def plan_batches(
+    lengths: Sequence[int], max_tokens: int, batch_size: int, max_padding: float = 1.0
+) -> List[List[int]]:
     """Group indices into batches, longest first, so ``rows * longest <= max_tokens``.
 
     A single sample longer than ``max_tokens`` still gets a batch of its own.
+    With ``max_padding < 1`` a batch is also cut where the next sequence would
+    make its padding (``rows * longest - real tokens``) exceed ``max_padding``
+    of its padded size ``rows * longest`` (on CPU a forward costs the same per
+    token at any batch size, so padding is pure waste).
     """
     order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
     batches: List[List[int]] = []
     current: List[int] = []
+    real = 0
     for i in order:
-        longest = lengths[current[0]] if current else lengths[i]
-        if current and (len(current) >= batch_size or (len(current) + 1) * longest > max_tokens):
-            batches.append(current)
-            current = []
+        if current:
+            padded = (len(current) + 1) * lengths[current[0]]
+            if (
+                len(current) >= batch_size
+                or padded > max_tokens
+                or padded - (real + lengths[i]) > max_padding * padded
+            ):
+                batches.append(current)
+                current, real = [], 0
         current.append(i)
+        real += lengths[i]
     if current:
         batches.append(current)
     return batches
@@ -41,6 +55,11 @@ class TransformersBackend:
     (``InternLM2ForRewardModel``, POLAR) with ``AutoModel`` and
     ``trust_remote_code``. CUDA (bf16) is used when present, else CPU (fp32).
     The score is read at the last real token whatever the padding side.
+
+    ``max_padding``: cut batches whose padding would exceed this fraction of
+    their padded size (see :func:`plan_batches`; ``1.0``: no cut; ``None``:
+    0.1 on CPU, no cut elsewhere). A reward that is not finite (NaN, inf)
+    raises :class:`~rmclient.errors.ResponseError` naming the samples.
     """
 
     def __init__(
@@ -55,6 +74,7 @@ class TransformersBackend:
         max_tokens: int = 16384,
         padding_side: str = "right",
         pad_token_id: int = 0,
+        max_padding: Optional[float] = 1.0,
     ) -> None:
         if padding_side not in ("right", "left"):
             raise ConfigurationError(f"padding_side must be 'right' or 'left', got {padding_side!r}")
@@ -67,6 +87,9 @@ class TransformersBackend:
         self.max_tokens = max_tokens
         self.padding_side = padding_side
         self.pad_token_id = pad_token_id
+        self.max_padding = max_padding
+        self.forward_passes = 0  # forward passes run (batches of plan_batches)
+        self._device: Optional[str] = None
         self._model: Any = None
         self._captured: List[Any] = []
         self._lock = threading.Lock()  # one forward pass at a time: the head hook's capture is shared
@@ -120,10 +143,25 @@ class TransformersBackend:
         lengths = [len(x) for x in ids]
         rewards: List[float] = [0.0] * len(ids)
         with self._lock:
-            for batch in plan_batches(lengths, self.max_tokens, self.batch_size):
+            self.model  # noqa: B018 - load first: the padding limit depends on the device
+            batches = plan_batches(lengths, self.max_tokens, self.batch_size, self._padding_limit())
+            for batch in batches:
+                self.forward_passes += 1
                 for i, r in zip(batch, self._forward([ids[i] for i in batch])):
                     rewards[i] = r
+        bad = [i for i, r in enumerate(rewards) if not math.isfinite(r)]
+        if bad:
+            shown = ", ".join(f"{i} ({rewards[i]})" for i in bad)
+            raise ResponseError(
+                f"transformers:{self.path}", f"the model gave a non-finite reward for sample(s) {shown}",
+                [rewards[i] for i in bad],
+            )
         return rewards
+
+    def _padding_limit(self) -> float:
+        if self.max_padding is not None:
+            return self.max_padding
+        return 0.1 if str(self._device or "cpu").startswith("cpu") else 1.0
 
     def _forward(self, seqs: Sequence[Sequence[int]]) -> List[float]:
         import torch

@@ -16,7 +16,8 @@ import pytest
 
 from rmclient import RewardModelClient
 from rmclient.batcher import DynamicBatcher
-from rmclient.serve import RewardServer, ServerThread, add_serve_arguments, is_loopback, padding_groups, run_serve
+from rmclient.errors import ConfigurationError
+from rmclient.serve import RewardServer, ServerThread, add_serve_arguments, is_loopback, run_serve
 
 POLAR = [
     {"prompt": "What is the capital of China?", "reference": "Beijing.", "output": "Beijing."},
@@ -151,6 +152,50 @@ def test_native_route_encodes_raw_samples_like_the_client(request, which):
     assert one["rewards"] == pytest.approx([client(samples[0])], abs=ABS)
 
 
+def test_native_route_recipe_is_fixed_at_startup_not_chosen_from_the_data(chat_path, chat_server, polar_server):
+    assert chat_server.server.recipe == "chat_template" and polar_server.server.recipe == "polar"
+    samples = [dict(s, reference="Beijing.") for s in CHAT[:2]]
+    # a client's 'reference' no longer switches a chat RM to POLAR encoding: the chat recipe refuses it
+    r = post(chat_server, "/v1/rewards", {"samples": samples, "return_encodings": True})
+    assert r.status_code == 400, r.text
+    assert r.json()["error"]["field"] == "reference" and r.json()["error"]["index"] == 0
+    r = post(chat_server, "/v1/rewards", {"samples": CHAT[:2], "return_encodings": True})
+    assert r.status_code == 200, r.text
+    chat = RewardModelClient(chat_path, recipe="chat_template")
+    assert [e["input_ids"] for e in r.json()["encodings"]] == chat.encode_ids(CHAT[:2])
+
+
+def test_a_server_backed_client_is_refused(polar_path):
+    remote = RewardModelClient(polar_path, server_type="sglang", server_address="127.0.0.1:9")
+    with pytest.raises(ConfigurationError, match="in-process"):
+        RewardServer(polar_path, client=remote)
+
+
+def test_a_given_client_gets_the_servers_fixed_recipe(chat_path):
+    client = RewardModelClient(chat_path)
+    server = RewardServer(chat_path, client=client)
+    assert server.recipe == client.recipe == "chat_template"
+    with pytest.raises(ConfigurationError, match="recipe"):
+        RewardServer(chat_path, client=RewardModelClient(chat_path, recipe="polar"), recipe="chat_template")
+
+
+def test_a_non_finite_reward_is_a_500_for_that_request_only(chat_path, chat_client, monkeypatch):
+    server = RewardServer(chat_path)
+    forward = server.backend._forward
+
+    def poisoned(seqs):  # the model gives NaN for sequences that start with token 13
+        return [float("nan") if s[0] == 13 else r for s, r in zip(seqs, forward(seqs))]
+
+    monkeypatch.setattr(server.backend, "_forward", poisoned)
+    with ServerThread(server) as s:
+        r = post(s, "/classify", {"input_ids": [[5, 6, 7], [13, 6, 7]]})
+        assert r.status_code == 500, r.text
+        assert r.json()["error"]["type"] == "model_error" and "sample(s) 1 (nan)" in r.json()["error"]["message"]
+        good = post(s, "/classify", {"input_ids": [[5, 6, 7]]})
+        assert good.status_code == 200
+        assert good.json()[0]["embedding"][0] == pytest.approx(chat_client.score_ids([[5, 6, 7]])[0], abs=ABS)
+
+
 def test_a_big_request_is_split_into_forward_passes(chat_server, chat_client):
     seqs = [[7 + i % 50] * (300 + i % 7) for i in range(250)]  # ~0.3 MB of ids: checked off the event loop
     r = post(chat_server, "/classify", {"input_ids": seqs})
@@ -262,15 +307,58 @@ def test_batcher_routes_results_and_respects_the_budget():
     assert stats.merged_batches > 0 and stats.requests == len(reqs)
 
 
-def test_padding_groups_cut_by_length_and_keep_every_index():
-    lengths = [100, 12, 95, 50, 11, 98, 49, 10, 200]
-    groups = padding_groups(lengths, 0.1)
-    assert sorted(i for g in groups for i in g) == list(range(len(lengths)))
-    for g in groups:
-        width = max(lengths[i] for i in g)
-        assert len(g) * width - sum(lengths[i] for i in g) <= 0.1 * len(g) * width
-    assert [sorted(g) for g in groups] == [[8], [0, 2, 5], [3, 6], [1, 4, 7]]
-    assert padding_groups(lengths, 1.0) == [sorted(range(9), key=lambda i: -lengths[i])]
+def test_merged_batches_are_cut_by_padding_in_the_backend(chat_server, chat_client):
+    server = chat_server.server
+    assert server.batcher.score_fn == server.backend.score  # no second batch planner in the server
+    assert server.backend.max_padding is None and server.backend._padding_limit() == 0.1  # CPU default
+    seqs = [[7] * 200, [8] * 12, [9] * 11, [10] * 10]
+    before = httpx.get(chat_server.url + "/metrics").json()["forward_passes"]
+    r = post(chat_server, "/classify", {"input_ids": seqs})
+    assert r.status_code == 200, r.text
+    assert [x["embedding"][0] for x in r.json()] == pytest.approx(chat_client.score_ids(seqs), abs=ABS)
+    assert httpx.get(chat_server.url + "/metrics").json()["forward_passes"] - before == 2  # [200], [12, 11, 10]
+
+
+def test_batcher_survives_an_unexpected_error_in_its_collector():
+    calls = []
+
+    def score(ids):
+        calls.append(len(ids))
+        if len(calls) == 1:
+            return None  # not a list: _run itself breaks, outside the per-request isolation
+        return [float(x[0]) for x in ids]
+
+    async def run():
+        batcher = DynamicBatcher(score, max_wait=0.0)
+        first = await asyncio.wait_for(asyncio.gather(batcher.score([[1]]), return_exceptions=True), 5)
+        later = await asyncio.wait_for(asyncio.gather(batcher.score([[2]]), batcher.score([[3]])), 5)
+        await batcher.close()
+        return first[0], later
+
+    first, later = asyncio.run(run())
+    assert isinstance(first, TypeError)
+    assert later == [[2.0], [3.0]]
+
+
+def test_close_fails_the_requests_of_a_running_batch():
+    release = threading.Event()
+
+    def score(ids):
+        release.wait(5)
+        return [0.0] * len(ids)
+
+    async def run():
+        batcher = DynamicBatcher(score, max_wait=0.0)
+        task = asyncio.ensure_future(batcher.score([[1]]))
+        await asyncio.sleep(0.1)  # the batch is in the model thread
+        await batcher.close()
+        release.set()
+        return await asyncio.wait_for(asyncio.gather(task, return_exceptions=True), 5)
+
+    (out,) = asyncio.run(run())
+    from rmclient.batcher import BatcherClosed
+
+    assert isinstance(out, BatcherClosed)
 
 
 def test_batcher_isolates_a_failing_request():
@@ -398,6 +486,22 @@ def test_non_loopback_bind_needs_an_api_key(polar_path, monkeypatch, caplog, kee
     assert "API key" in caplog.text and "--insecure" in caplog.text
     defaults = _serve_args(polar_path)
     assert defaults.host == "127.0.0.1" and defaults.max_wait_ms == 5.0
+
+
+def test_only_python_m_serve_configures_root_logging(polar_path, monkeypatch, keep_log_levels):
+    import logging
+
+    from rmclient import serve
+
+    monkeypatch.delenv("RMCLIENT_API_KEY", raising=False)
+    monkeypatch.setattr(logging.getLogger(), "handlers", [])  # as in a fresh process
+    configured = []
+    monkeypatch.setattr(logging, "basicConfig", lambda **kw: configured.append(kw))
+    argv = [polar_path, "--host", "0.0.0.0", "--port", "0", "--log-level", "debug"]  # refused: returns at once
+    assert run_serve(_serve_args(*argv)) == 2  # `rmclient serve`: rmclient.cli.main set logging up already
+    assert configured == [] and logging.getLogger("rmclient").level == logging.DEBUG
+    assert serve.main(argv) == 2  # `python -m rmclient.serve`: its own entry point sets it up
+    assert len(configured) == 1
 
 
 # -- launch through the supervisor ----------------------------------------------------------

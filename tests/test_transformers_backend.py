@@ -89,6 +89,59 @@ def test_plan_batches():
         assert len(b) <= 3 and (len(b) == 1 or len(b) * max(lengths[i] for i in b) <= 120)
 
 
+def test_plan_batches_cuts_by_padding():
+    lengths = [100, 12, 95, 50, 11, 98, 49, 10, 200]
+    batches = plan_batches(lengths, 10**9, 100, max_padding=0.1)
+    assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
+    for b in batches:
+        width = max(lengths[i] for i in b)
+        assert len(b) * width - sum(lengths[i] for i in b) <= 0.1 * len(b) * width
+    assert [sorted(b) for b in batches] == [[8], [0, 2, 5], [3, 6], [1, 4, 7]]
+    assert plan_batches(lengths, 10**9, 100) == [sorted(range(9), key=lambda i: -lengths[i])]  # default: no cut
+    # the token budget and the batch size still cut, and padding is counted per batch
+    for b in plan_batches(lengths, 250, 2, max_padding=0.1):
+        assert len(b) <= 2 and (len(b) == 1 or len(b) * max(lengths[i] for i in b) <= 250)
+
+
+def test_max_padding_backend(polar_path):
+    client = RewardModelClient(polar_path)
+    ids = client.encode_ids(SAMPLES)
+    single = [client.score_ids([x])[0] for x in ids]
+    backend = TransformersBackend(polar_path, client.config, pad_token_id=client.tokenizer.pad_token_id,
+                                  max_padding=None)
+    assert backend.score(ids) == pytest.approx(single, abs=1e-4)
+    assert backend._padding_limit() == 0.1  # None: 0.1 on CPU
+    wide = TransformersBackend(polar_path, client.config, pad_token_id=client.tokenizer.pad_token_id)
+    wide.score(ids)
+    assert wide.forward_passes == 1 < backend.forward_passes
+
+
+def test_non_finite_rewards_raise_naming_the_samples(polar_path):
+    from rmclient import RMClientError
+    from rmclient.errors import ResponseError
+
+    client = RewardModelClient(polar_path)
+    backend = client.local_backend
+    poison = 77  # rows holding this token id get NaN embeddings: the model's output there is NaN
+
+    def nan_rows(_module, inputs, out):
+        rows = (inputs[0] == poison).any(dim=1)
+        out[rows] = float("nan")
+        return out
+
+    hook = backend.model.get_input_embeddings().register_forward_hook(nan_rows)
+    try:
+        ids = [[0, 5, 6], [0, poison, 6, 8], [0, 9], [0, 10, 11, poison]]
+        with pytest.raises(ResponseError, match=r"sample\(s\) 1 \(nan\), 3 \(nan\)") as err:
+            backend.score(ids)
+        assert isinstance(err.value, RMClientError) and err.value.endpoint == f"transformers:{polar_path}"
+        with pytest.raises(ResponseError):  # through the client too: no NaN reaches the caller
+            client.score_ids([[0, poison]])
+        assert client.score_ids([[0, 5, 6]]) == pytest.approx(backend.score([[0, 5, 6]]))  # the rest still scores
+    finally:
+        hook.remove()
+
+
 def test_bad_ids_name_the_sample(polar_path):
     from rmclient import InvalidSampleError
 
