@@ -112,10 +112,17 @@ def test_real_clients_each_get_the_sample_shape_they_take(polar_path, chat_path)
     ]
     p = polar(samples)
     c = chat([{"prompt": s["prompt"], "output": s["output"]} for s in samples])  # no reference for an outcome RM
-    combo = RewardComposition([(polar, 1.0), (chat, -0.25), (const([0] * 20, "zero"), 3.0)])
+    # an unforced client not named POLAR cannot tell whether to use the reference: it asks
+    with pytest.raises(ConfigurationError, match="recipe='polar'.*recipe='chat_template'"):
+        RewardComposition([(polar, 1.0), (chat, -0.25)])(samples)
+    orm = RewardModelClient(chat_path, recipe="chat_template")
+    combo = RewardComposition([(polar, 1.0), (orm, -0.25), (const([0] * 20, "zero"), 3.0)])
     got = combo(samples)
     assert got == pytest.approx([a - 0.25 * b for a, b in zip(p, c)], rel=1e-6)
     assert combo.score_details(samples).raw["tiny-polar"] == pytest.approx(p, rel=1e-6)
+    # without references in the data the unforced outcome RM needs no recipe
+    plain = [{"prompt": s["prompt"], "output": s["output"]} for s in samples]
+    assert RewardComposition([chat])(plain) == pytest.approx(c, rel=1e-6)
 
 
 def test_one_failing_member_follows_the_failure_policy(polar_path):
@@ -166,10 +173,44 @@ def test_running_stats_skip_failed_and_nan_values():
     def with_nan(samples):
         return [1.0, float("nan"), 3.0][: len(samples)]
 
-    combo = RewardComposition([with_nan], normalize="running", eps=0.0)
+    combo = RewardComposition([with_nan], normalize="running", eps=0.0, on_error="nan")
     got = combo(S[:3])
     assert got[0] == pytest.approx(-1.0) and math.isnan(got[1]) and got[2] == pytest.approx(1.0)
     assert combo.stats["with_nan"].count == 2
+
+
+@pytest.mark.parametrize("bad", [None, float("nan"), float("inf")])
+def test_a_member_returning_none_or_nan_has_failed(bad):
+    def with_bad(samples):
+        return [1.0, bad, 3.0, 4.0][: len(samples)]
+
+    async def async_bad(samples):
+        return with_bad(samples)
+
+    for member in (with_bad, async_bad):
+        combo = RewardComposition({"ok": const([1, 1, 1, 1]), "bad": member})
+        with pytest.raises(ScoringError) as err:  # on_error="raise": never a silent NaN
+            combo(S)
+        assert err.value.failures == {1: f"bad: returned {'inf' if bad == float('inf') else 'None/NaN'}"}
+        assert err.value.rewards == [2.0, None, 4.0, 5.0]
+        got = RewardComposition({"ok": const([1, 1, 1, 1]), "bad": member}, on_error="nan")(S)
+        assert math.isnan(got[1]) and [got[0], got[2], got[3]] == [2.0, 4.0, 5.0]
+
+
+def test_a_lenient_client_member_does_not_make_the_composition_lenient(polar_path):
+    samples = [{"prompt": "q", "reference": "r", "output": o} for o in ("a", "b")]
+    with FakeEngine("sglang", "0.4.6.post1") as fake:
+        fake.script = [400] * 50
+        lenient = RewardModelClient(
+            polar_path, server_type="sglang", server_address=fake.url, max_attempts=1, on_error="nan"
+        )
+        with pytest.raises(ScoringError) as err:
+            RewardComposition({"remote": lenient, "one": const([1] * 4)})(samples)
+        assert err.value.failures == {0: "remote: returned None/NaN", 1: "remote: returned None/NaN"}
+        fake.script = [400] * 50
+        got = RewardComposition({"remote": lenient, "one": const([1] * 4)}, on_error="nan")(samples)
+        assert all(math.isnan(x) for x in got)
+        lenient.close()
 
 
 def test_trainer_hooks_of_a_composition():

@@ -6,6 +6,7 @@ keeps) must equal what the client returns for the same completions.
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import math
 import warnings
@@ -117,7 +118,7 @@ def test_grpo_in_process_polar_plain_text(tmp_path, policy_path, polar_path):
 
 def test_grpo_conversational_outcome_rm_async(tmp_path, policy_path, chat_path):
     """Conversational data, an outcome RM through the async client: TRL awaits our async function."""
-    client = AsyncRewardModelClient(chat_path)
+    client = AsyncRewardModelClient(chat_path, recipe="chat_template")  # an outcome RM: no reference
     dataset = datasets.Dataset.from_dict(
         {"prompt": [[{"role": "user", "content": p}] for p in PROMPTS], "reference": REFERENCES}
     )
@@ -125,7 +126,7 @@ def test_grpo_conversational_outcome_rm_async(tmp_path, policy_path, chat_path):
     assert inspect.iscoroutinefunction(fn)
     recorder = AsyncRecorder(fn)
     trainer = grpo(policy_path, recorder, dataset, tmp_path)
-    sync = RewardModelClient(chat_path)
+    sync = RewardModelClient(chat_path, recipe="chat_template")
     expected = []
     for call in recorder.calls:
         assert isinstance(call["completions"][0], list) and call["completions"][0][0]["role"] == "assistant"
@@ -184,10 +185,49 @@ def test_samples_built_for_polar_and_chat(polar_path, chat_path):
     one = fn(parts, ["4"], reference=["4"])
     assert one == pytest.approx(polar([{"prompt": "2+2?", "reference": "4", "output": "4"}]), rel=1e-6)
 
-    chat = RewardModelClient(chat_path)
+    chat = RewardModelClient(chat_path, recipe="chat_template")
     cfn = make_reward_func(chat)  # the reference column is present but an outcome RM ignores it
     got = cfn(["2+2?"], ["4"], **trl_kwargs(reference=["4"]))
     assert got == pytest.approx(chat([{"prompt": "2+2?", "output": "4"}]), rel=1e-6)
+
+
+def test_strip_think_without_the_opening_tag(polar_path):
+    """Templates that end the prompt with ``<think>\\n`` leave only ``...</think>answer`` in the completion."""
+    polar = RewardModelClient(polar_path)
+    fn = make_reward_func(polar, strip_think=True)
+    got = fn(["2+2?", "2+2?"], ["add them\n</think>\n\n4", [{"role": "assistant", "content": "x</think> 4."}]],
+             **trl_kwargs(reference=["4", "4."]))
+    assert got == pytest.approx(polar([
+        {"prompt": "2+2?", "reference": "4", "output": "4"},
+        {"prompt": "2+2?", "reference": "4.", "output": "4."},
+    ]), rel=1e-6)
+
+
+def test_unforced_recipe_with_references_is_not_guessed(polar_path, chat_path, tmp_path_factory):
+    """A POLAR checkpoint in a folder not named POLAR used to lose its reference silently."""
+    renamed = tmp_path_factory.mktemp("ckpt") / "my-rm"
+    renamed.symlink_to(polar_path, target_is_directory=True)
+    unforced = RewardModelClient(str(renamed))
+    with pytest.raises(ConfigurationError, match="recipe='polar'.*recipe='chat_template'"):
+        make_reward_func(unforced)(["q"], ["a"], **trl_kwargs(reference=["r"]))
+    with pytest.raises(ConfigurationError, match="recipe='polar'"):  # the async function too
+        asyncio.run(make_async_reward_func(unforced)(["q"], ["a"], **trl_kwargs(reference=["r"])))
+    # forced: scored against the reference, as the POLAR checkpoint it is
+    forced = RewardModelClient(str(renamed), recipe="polar")
+    got = make_reward_func(forced)(["q"], ["a"], **trl_kwargs(reference=["r"]))
+    assert got == pytest.approx(RewardModelClient(polar_path)([{"prompt": "q", "reference": "r", "output": "a"}]))
+    # an unforced outcome RM with no reference in the data needs no recipe
+    chat = RewardModelClient(chat_path)
+    got = make_reward_func(chat)(["q"], ["a"], **trl_kwargs(answer=["x"]))
+    assert got == pytest.approx(chat([{"prompt": "q", "output": "a"}]), rel=1e-6)
+    with pytest.raises(ConfigurationError, match="recipe='chat_template'"):
+        make_reward_func(chat)(["q"], ["a"], **trl_kwargs(reference=["r"]))
+
+
+def test_reference_column_of_the_wrong_length(polar_path):
+    fn = make_reward_func(RewardModelClient(polar_path))
+    with pytest.raises(ConfigurationError, match="'reference' has 1 values for 2 completions"):
+        fn(["q", "q"], ["a", "b"], **trl_kwargs(reference=["r"]))
 
 
 def test_polar_without_its_reference_column_says_which(polar_path):

@@ -170,11 +170,71 @@ def test_verl_factories_and_outcome_rm(polar_path, chat_path):
     assert batch_manager_call(make_compute_score_batch(polar, strip_think=True)) == pytest.approx(expected, rel=1e-5)
     afn = make_async_compute_score(polar, strip_think=True)
     assert asyncio.run(reward_loop_calls(afn)) == pytest.approx(expected, rel=1e-5)
+    # make_async_compute_score is make_compute_score(asynchronous=True)
+    assert inspect.iscoroutinefunction(make_compute_score(polar, asynchronous=True))
+    assert not inspect.iscoroutinefunction(make_compute_score(polar))
     # an outcome RM: ground_truth is not a reference; prompt + output through the chat template
-    chat = RewardModelClient(chat_path)
+    chat = RewardModelClient(chat_path, recipe="chat_template")
     got = naive_manager_calls(make_compute_score(chat, strip_think=True))
     want = chat([{"prompt": info["prompt"], "output": STRIPPED[i]} for i, (_, _, info) in enumerate(ROWS)])
     assert got == pytest.approx(want, rel=1e-5)
+    assert batch_manager_call(make_compute_score_batch(chat, strip_think=True)) == pytest.approx(want, rel=1e-5)
+
+
+def test_verl_unforced_recipe_with_ground_truth_is_not_guessed(polar_path, chat_path, tmp_path_factory, monkeypatch):
+    """A POLAR checkpoint in a folder not named POLAR used to be scored without its reference."""
+    renamed = tmp_path_factory.mktemp("ckpt") / "my-rm"
+    renamed.symlink_to(polar_path, target_is_directory=True)
+    for client in (RewardModelClient(str(renamed)), RewardModelClient(chat_path)):
+        for fn in (make_compute_score(client), make_compute_score_batch(client)):
+            with pytest.raises(ConfigurationError, match="recipe='polar'.*recipe='chat_template'"):
+                (naive_manager_calls if fn.__name__ == "compute_score" else batch_manager_call)(fn)
+        with pytest.raises(ConfigurationError, match="recipe='polar'"):
+            asyncio.run(reward_loop_calls(make_async_compute_score(client)))
+    # the recipe from reward_kwargs: the renamed checkpoint scores as the POLAR model it is
+    for var in ("RMCLIENT_MODEL", "RMCLIENT_RECIPE", "RMCLIENT_SERVER_TYPE", "RMCLIENT_SERVER_ADDRESS"):
+        monkeypatch.delenv(var, raising=False)
+    fn = verl_get_custom_reward_fn(str(VERL_FILE), "compute_score", {"model": str(renamed), "recipe": "polar",
+                                                                    "strip_think": True})
+    assert naive_manager_calls(fn) == pytest.approx(expected_polar(RewardModelClient(polar_path)), rel=1e-5)
+    with pytest.raises(ConfigurationError, match="recipe='polar'"):
+        naive_manager_calls(verl_get_custom_reward_fn(str(VERL_FILE), "compute_score", {"model": str(renamed)}))
+    # ... or from the environment
+    monkeypatch.setenv("RMCLIENT_MODEL", chat_path)
+    monkeypatch.setenv("RMCLIENT_RECIPE", "chat_template")
+    chat = RewardModelClient(chat_path, recipe="chat_template")
+    want = chat([{"prompt": info["prompt"], "output": sol} for sol, _, info in ROWS])
+    assert naive_manager_calls(verl_get_custom_reward_fn(str(VERL_FILE), "compute_score", {})) == pytest.approx(
+        want, rel=1e-5
+    )
+
+
+def test_verl_settings_recipe_api_key_and_one_scorer_per_configuration(polar_path, monkeypatch):
+    for var in ("RMCLIENT_MODEL", "RMCLIENT_RECIPE", "RMCLIENT_API_KEY", "RMCLIENT_SERVER_TYPE", "RMCLIENT_STRIP_THINK"):
+        monkeypatch.delenv(var, raising=False)
+    kwargs = {"model": polar_path, "recipe": "polar", "api_key": "secret-1", "reward_router_address": "x"}
+    fn = rm_verl._configured("sync", kwargs)
+    client = fn.target.scorer
+    assert client.recipe == "polar" and client._pool_options["api_key"] == "secret-1"
+    # built once per configuration, not per call
+    assert rm_verl._configured("sync", dict(kwargs)) is fn
+    assert rm_verl._configured("batch", kwargs).target.scorer is client
+    assert rm_verl._configured("sync", {**kwargs, "strip_think": True}) is not fn
+    calls = []
+    real = rm_verl.make_compute_score
+    monkeypatch.setattr(rm_verl, "make_compute_score", lambda *a, **k: calls.append(1) or real(*a, **k))
+    for _ in range(3):
+        rm_verl.compute_score("d", "4", "4", {"prompt": "2+2?"}, **kwargs)
+    assert calls == []  # the scorer built above is reused
+    # the environment: RMCLIENT_API_KEY and RMCLIENT_RECIPE
+    monkeypatch.setenv("RMCLIENT_MODEL", polar_path)
+    monkeypatch.setenv("RMCLIENT_API_KEY", "secret-2")
+    monkeypatch.setenv("RMCLIENT_RECIPE", "chat_template")
+    env_client = rm_verl._configured("sync", {}).target.scorer
+    assert env_client.recipe == "chat_template" and env_client._pool_options["api_key"] == "secret-2"
+    monkeypatch.setenv("RMCLIENT_RECIPE", "orm")
+    with pytest.raises(ConfigurationError, match="unknown recipe 'orm'"):
+        rm_verl.compute_score("d", "4", "4", {"prompt": "2+2?"})
 
 
 def test_verl_prompt_key_and_errors(polar_path, monkeypatch):
@@ -195,7 +255,18 @@ def test_strip_think_matches_the_polar_recipe():
     assert strip_think("<think>a\nb</think>\n\n The answer. ") == "The answer."
     assert strip_think("no thinking here ") == "no thinking here "  # untouched without a closed block
     assert strip_think("<think>unterminated") == "<think>unterminated"
-    assert strip_think("pre <think>x</think>post <think>y</think> tail") == "post <think>y</think> tail"
+    # the answer follows the last </think>
+    assert strip_think("pre <think>x</think>post <think>y</think> tail") == "tail"
+    # templates that end the prompt with "<think>\\n" leave no opening tag in the completion
+    assert strip_think("The capital... Beijing.\n</think>\n\nBeijing.") == "Beijing."
+    assert strip_think("</think>") == ""
+
+
+def test_verl_strip_think_without_the_opening_tag(polar_path):
+    polar = RewardModelClient(polar_path)
+    fn = make_compute_score(polar, strip_think=True)
+    got = fn("d", "reasoning...\n</think>\n\nBeijing.", "Beijing.", {"prompt": PROMPT})
+    assert got == pytest.approx(polar({"prompt": PROMPT, "reference": "Beijing.", "output": "Beijing."}), rel=1e-5)
 
 
 # -- ms-swift ----------------------------------------------------------------------------------
@@ -253,8 +324,9 @@ def test_swift_plugin_in_ms_swifts_own_reward_loop(polar_path):
         assert row == pytest.approx([want, want], rel=1e-5)  # float32 in ms-swift's tensor
 
 
-def test_swift_samples_without_ms_swift(polar_path, chat_path, monkeypatch):
-    """The plugin's sample building on its own (ms-swift's base classes replaced by stand-ins)."""
+@pytest.fixture
+def plugin(monkeypatch):
+    """The plugin file loaded with ms-swift's base classes replaced by stand-ins."""
     import types
 
     fake = types.ModuleType("swift.rewards")
@@ -264,10 +336,14 @@ def test_swift_samples_without_ms_swift(polar_path, chat_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "swift", types.ModuleType("swift"))
     monkeypatch.setitem(sys.modules, "swift.rewards", fake)
     spec = importlib.util.spec_from_file_location("_swift_plugin_under_test", SWIFT_PLUGIN)
-    plugin = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(plugin)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
     assert set(fake.orms) == {"rmclient", "rmclient_async"}
+    return module
 
+
+def test_swift_samples_without_ms_swift(plugin, polar_path, chat_path):
+    """The plugin's sample building on its own."""
     polar = RewardModelClient(polar_path)
     rows = swift_rows()
     columns = {k: [r[k] for r in rows] for k in rows[0]}
@@ -281,3 +357,33 @@ def test_swift_samples_without_ms_swift(polar_path, chat_path, monkeypatch):
     orm = plugin.make_orm(lambda: chat, strip_think=True)(args=None)
     want = chat([{"prompt": r["messages"][:-1], "output": STRIPPED[i]} for i, r in enumerate(rows)])
     assert orm(completions, **columns) == pytest.approx(want, rel=1e-5)
+    # the reference column present: an unforced client not named POLAR asks for a recipe
+    with pytest.raises(ConfigurationError, match="recipe='polar'.*recipe='chat_template'"):
+        plugin.make_orm(lambda: chat, reference_column="answer")(args=None)(completions, **columns)
+    forced = RewardModelClient(chat_path, recipe="chat_template")
+    orm = plugin.make_orm(lambda: forced, reference_column="answer", strip_think=True)(args=None)
+    assert orm(completions, **columns) == pytest.approx(want, rel=1e-5)
+
+
+def test_swift_short_reference_column_is_a_clear_error(plugin, polar_path):
+    polar = RewardModelClient(polar_path)
+    rows = swift_rows()
+    columns = {k: [r[k] for r in rows] for k in rows[0]}
+    columns["answer"] = columns["answer"][:2]  # used to be an IndexError
+    completions = [r["messages"][-1]["content"] for r in rows]
+    orm = plugin.make_orm(lambda: polar, reference_column="answer")(args=None)
+    with pytest.raises(ConfigurationError, match="'answer' has 2 values for 3 completions"):
+        orm(completions, **columns)
+
+
+def test_swift_client_from_env_takes_recipe_and_api_key(plugin, chat_path, monkeypatch):
+    monkeypatch.setenv("RMCLIENT_MODEL", chat_path)
+    monkeypatch.setenv("RMCLIENT_RECIPE", "chat_template")
+    monkeypatch.setenv("RMCLIENT_API_KEY", "secret-3")
+    monkeypatch.delenv("RMCLIENT_SERVER_TYPE", raising=False)
+    client = plugin.client_from_env()
+    assert client.recipe == "chat_template" and client._pool_options["api_key"] == "secret-3"
+    assert plugin.client_from_env() is client  # one per process and configuration
+    monkeypatch.delenv("RMCLIENT_MODEL")
+    with pytest.raises(ConfigurationError, match="RMCLIENT_MODEL"):
+        plugin.client_from_env()

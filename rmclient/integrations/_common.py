@@ -15,21 +15,22 @@ import asyncio
 import inspect
 import re
 import threading
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 from ..errors import ConfigurationError, InvalidSampleError
 
 Sample = Dict[str, Any]
 
-#: POLAR's verl recipe: the first ``<think>...</think>`` block and everything before it go,
-#: the rest is stripped of surrounding whitespace; text without a closed block is kept as it is.
-_THINK = re.compile(r"<think>(.*?)</think>(.*)", re.DOTALL)
-
-
 def strip_think(text: str) -> str:
-    """The answer after a ``<think>...</think>`` block, as POLAR's verl recipe extracts it."""
-    match = _THINK.search(text)
-    return match.group(2).strip() if match else text
+    """The answer after the reasoning: what follows the last ``</think>``, stripped of surrounding whitespace.
+
+    Text without ``</think>`` is returned unchanged. The opening ``<think>`` is not
+    needed: chat templates that end the prompt with ``<think>\\n`` leave only
+    ``...</think>answer`` in the completion. For a full ``<think>...</think>answer``
+    this is what POLAR's verl recipe extracts.
+    """
+    _, sep, answer = text.rpartition("</think>")
+    return answer.strip() if sep else text
 
 
 def plain(value: Any) -> Any:
@@ -160,29 +161,42 @@ class Target:
             return self.scorer.name
         return getattr(self.scorer, "__name__", type(self.scorer).__name__)
 
-    def wants_reference(self) -> bool:
+    def wants_reference(self, has_references: bool = True) -> bool:
         """Whether samples for this scorer carry the reference.
 
-        A client gets it when it scores with the POLAR recipe (``recipe="polar"``,
-        or no forced recipe and a checkpoint named POLAR); an outcome reward
-        model never does (its recipe rejects one). Compositions and plain
-        functions get everything there is.
+        A client gets it when it scores with the POLAR recipe (``recipe="polar"``, or no
+        forced recipe and a checkpoint named POLAR); a client forced to
+        ``recipe="chat_template"`` never does. A client with no forced recipe whose
+        checkpoint is not named POLAR cannot tell which one it is: when the data has
+        references (``has_references``) that is a :class:`~rmclient.ConfigurationError`
+        rather than a guess (a POLAR checkpoint in a folder not named POLAR would
+        silently lose its reference). Compositions and plain functions get everything
+        there is.
         """
-        if self.kind in ("client", "async_client"):
-            from ..recipes import is_polar_model
+        if self.kind not in ("client", "async_client"):
+            return True
+        from ..recipes import is_polar_model
 
-            recipe = self.scorer.recipe
-            if recipe is not None:
-                return recipe == "polar"
-            return is_polar_model(self.scorer.path, self.scorer.config)
-        return True
+        recipe = self.scorer.recipe
+        if recipe is not None:
+            return recipe == "polar"
+        if is_polar_model(self.scorer.path, self.scorer.config):
+            return True
+        if has_references:
+            raise ConfigurationError(
+                f"{self.scorer.path} is not named as a POLAR model and its client has no recipe, but the data "
+                "has references: pass recipe='polar' to the client to score each output against its reference "
+                "(POLAR), or recipe='chat_template' to score prompt and output with the chat template and "
+                "ignore the references"
+            )
+        return False
 
     def needs_reference(self) -> bool:
         """Whether a sample without a reference cannot be scored at all (a POLAR client)."""
-        return self.kind in ("client", "async_client") and self.wants_reference()
+        return self.kind in ("client", "async_client") and self.wants_reference(has_references=False)
 
     def adapt(self, samples: List[Sample]) -> List[Sample]:
-        if self.wants_reference():
+        if self.wants_reference(any(s.get("reference") is not None for s in samples)):
             return samples
         return [{k: v for k, v in s.items() if k != "reference"} for s in samples]
 
@@ -227,5 +241,138 @@ def missing_reference(column: Optional[str], available: Sequence[str], where: st
     )
 
 
-def call_name(fn: Callable[..., Any]) -> str:
-    return getattr(fn, "__name__", type(fn).__name__)
+def resolve_references(
+    target: Target, columns: Mapping[str, Any], column: Optional[str], n: int, *, setting: str
+) -> Optional[List[Any]]:
+    """The reference of each of ``n`` samples, from ``columns[column]``; ``None`` when the scorer takes none.
+
+    The column must hold one value per sample. A scorer that needs references (a POLAR
+    client) without the column is a :class:`~rmclient.ConfigurationError` naming
+    ``setting``, the option that names the column; see :meth:`Target.wants_reference`
+    for a client that cannot tell.
+    """
+    values = columns.get(column) if column is not None else None
+    if values is None:
+        if target.needs_reference():
+            raise missing_reference(column, list(columns), setting)
+        return None
+    if isinstance(values, (str, bytes)) or not hasattr(values, "__len__"):
+        raise ConfigurationError(
+            f"the reference column {column!r} holds a {type(values).__name__}, not one value per completion"
+        )
+    if len(values) != n:
+        raise ConfigurationError(
+            f"the reference column {column!r} has {len(values)} values for {n} completions: it needs one per "
+            f"completion (name another column with {setting}=)"
+        )
+    values = list(values)
+    return values if target.wants_reference(any(v is not None for v in values)) else None
+
+
+def build_samples(
+    prompts: Sequence[Any],
+    outputs: Sequence[Any],
+    references: Optional[Sequence[Any]] = None,
+    *,
+    strip_think: bool = False,
+) -> List[Sample]:
+    """rmclient samples ``{prompt, output[, reference]}``, one per output, in order.
+
+    Prompts, outputs and references are strings or lists of messages (content given as
+    text parts is joined); ``strip_think`` keeps only what follows the reasoning of each
+    output (:func:`strip_think`).
+    """
+    if len(prompts) != len(outputs):
+        raise ConfigurationError(f"{len(prompts)} prompts for {len(outputs)} completions")
+    out = []
+    for i, (prompt, completion) in enumerate(zip(prompts, outputs)):
+        output = text_content(i, "output", completion)
+        if strip_think:
+            output = strip_think_in(output)
+        sample: Sample = {"prompt": text_content(i, "prompt", prompt), "output": output}
+        if references is not None:
+            sample["reference"] = text_content(i, "reference", references[i])
+        out.append(sample)
+    return out
+
+
+# -- settings: reward_kwargs (verl) and RMCLIENT_* environment variables ----------------
+
+#: Every setting the configure-by-name hooks read (verl's module-level functions, the ms-swift
+#: plugin) and its default. Each is taken from the keyword arguments, else from the
+#: environment variable ``RMCLIENT_<NAME>`` (e.g. ``RMCLIENT_API_KEY``), else the default.
+SETTINGS: Dict[str, Any] = {
+    "model": None,
+    "server_type": "transformers",
+    "server_address": None,
+    "trust_remote_code": False,
+    "recipe": None,
+    "api_key": None,
+    "on_error": "raise",
+    "prompt_key": "prompt",
+    "reference_column": "reference",
+    "strip_think": False,
+}
+_BOOLEAN_SETTINGS = ("trust_remote_code", "strip_think")
+#: The settings that configure the client (the rest configure the hook).
+CLIENT_SETTINGS = ("model", "server_type", "server_address", "trust_remote_code", "recipe", "api_key", "on_error")
+
+
+def _truthy(value: Any) -> bool:
+    if isinstance(value, str):
+        return value.strip().lower() in ("1", "true", "yes", "on")
+    return bool(value)
+
+
+def read_settings(kwargs: Mapping[str, Any], environ: Mapping[str, str]) -> Dict[str, Any]:
+    """Every :data:`SETTINGS` value, from ``kwargs``, else ``environ``'s ``RMCLIENT_*``, else the default.
+
+    Other keywords are ignored (verl's reward loop adds ``reward_router_address``...).
+    A missing, ``None`` or empty keyword falls through to the environment; ``False`` does not.
+    """
+    from ..recipes import RECIPES
+
+    cfg: Dict[str, Any] = {}
+    for key, default in SETTINGS.items():
+        value = kwargs.get(key)
+        if value is None or value == "":
+            value = environ.get(f"RMCLIENT_{key.upper()}")
+        if value is None or value == "":
+            value = default
+        cfg[key] = _truthy(value) if key in _BOOLEAN_SETTINGS else value
+    address = cfg["server_address"]
+    if address is not None and not isinstance(address, str):  # a list (or omegaconf ListConfig) of servers
+        cfg["server_address"] = tuple(str(a) for a in address)
+    if cfg["recipe"] is not None and cfg["recipe"] not in RECIPES:
+        raise ConfigurationError(f"unknown recipe {cfg['recipe']!r} (RMCLIENT_RECIPE); choose one of {RECIPES}")
+    return cfg
+
+
+_clients: Dict[Any, Any] = {}
+_clients_lock = threading.Lock()
+
+
+def client_from_settings(kwargs: Mapping[str, Any], environ: Mapping[str, str]) -> Any:
+    """The ``RewardModelClient`` the settings (:func:`read_settings`) describe, built once per process."""
+    cfg = read_settings(kwargs, environ)
+    if not cfg["model"]:
+        raise ConfigurationError(
+            "no reward model configured: set RMCLIENT_MODEL (and RMCLIENT_SERVER_TYPE / RMCLIENT_SERVER_ADDRESS "
+            "for a server), or pass model=... (verl: in reward.custom_reward_function.reward_kwargs)"
+        )
+    key = tuple(cfg[k] for k in CLIENT_SETTINGS)
+    with _clients_lock:
+        if key not in _clients:
+            from ..client import RewardModelClient
+
+            address = cfg["server_address"]
+            _clients[key] = RewardModelClient(
+                cfg["model"],
+                server_type=cfg["server_type"],
+                server_address=list(address) if isinstance(address, tuple) else address,
+                trust_remote_code=cfg["trust_remote_code"],
+                recipe=cfg["recipe"],
+                api_key=cfg["api_key"],
+                on_error=cfg["on_error"],
+            )
+        return _clients[key]

@@ -6,7 +6,10 @@
     from rmclient.integrations.compose import Member, RewardComposition
 
     polar = RewardModelClient("internlm/POLAR-7B", server_type="sglang", server_address="10.0.0.1:30000")
-    skywork = RewardModelClient("Skywork/Skywork-Reward-V2-Llama-3.1-8B", server_type="vllm", server_address="10.0.0.2:8000")
+    skywork = RewardModelClient(
+        "Skywork/Skywork-Reward-V2-Llama-3.1-8B", server_type="vllm", server_address="10.0.0.2:8000",
+        recipe="chat_template",                # an outcome RM: score without the reference
+    )
 
     def brevity(samples):                      # a plain function: samples -> list of floats
         return [-len(s["output"]) / 1000 for s in samples]
@@ -27,14 +30,18 @@ For each sample the combined reward is ``clip(sum_m weight_m * clip_m(norm_m(raw
 
 Samples are rmclient samples (``prompt``, ``output``, and ``reference`` for POLAR). Each
 client member gets what its recipe takes: a POLAR client gets the reference, an outcome
-reward model gets the sample without it. Plain functions get the samples as they are.
+reward model gets the sample without it. A client with no ``recipe`` whose checkpoint is
+not named POLAR cannot tell which it is: given samples with a reference it raises
+:class:`~rmclient.ConfigurationError` (pass ``recipe="polar"`` or ``recipe="chat_template"``,
+as for ``skywork`` above). Plain functions get the samples as they are.
 
 Failures follow the clients' policy. By default (``on_error="raise"``) a member that cannot
 score some samples makes the call raise :class:`~rmclient.ScoringError`, whose ``failures``
 name the member and reason per sample and whose ``rewards`` keep the combined rewards of
 the samples every member scored (``None`` elsewhere). With ``on_error="nan"`` those samples
-get NaN instead. A member that returns NaN itself (a client built with ``on_error="nan"``)
-makes that sample's combined reward NaN. Malformed samples and configuration mistakes
+get NaN instead. A member that returns ``None``, NaN or an infinite value for a sample
+(a function, or a client built with ``on_error="nan"``) has failed on that sample, with
+the same consequence. Malformed samples and configuration mistakes
 (:class:`~rmclient.InvalidSampleError`, :class:`~rmclient.ConfigurationError`) always raise.
 """
 
@@ -265,6 +272,10 @@ class RewardComposition:
                     failures.setdefault(i, f"{member.name}: {type(result).__name__}: {result}")
             else:
                 values = result
+            values = [float("nan") if x is None else float(x) for x in values]
+            for i, x in enumerate(values):
+                if not math.isfinite(x):
+                    failures.setdefault(i, f"{member.name}: returned {'None/NaN' if math.isnan(x) else x}")
             raw[member.name] = values
 
         normalized: Dict[str, List[float]] = {}
@@ -342,9 +353,7 @@ class RewardComposition:
 
         if batch:
             return verl.make_compute_score_batch(self, **options)
-        if asynchronous:
-            return verl.make_async_compute_score(self, **options)
-        return verl.make_compute_score(self, **options)
+        return verl.make_compute_score(self, asynchronous=asynchronous, **options)
 
 
 def _hashable(g: Any) -> Any:

@@ -18,7 +18,9 @@ last turn; POLAR's reference is the dataset column named by ``RMCLIENT_REFERENCE
 
 Settings (environment): ``RMCLIENT_MODEL``, ``RMCLIENT_SERVER_TYPE`` (default
 ``transformers``), ``RMCLIENT_SERVER_ADDRESS`` (comma-separated for several),
-``RMCLIENT_TRUST_REMOTE_CODE``, ``RMCLIENT_REFERENCE_COLUMN``, ``RMCLIENT_STRIP_THINK``,
+``RMCLIENT_TRUST_REMOTE_CODE``, ``RMCLIENT_RECIPE`` (``polar`` or ``chat_template``: needed
+for a checkpoint not named POLAR when the data has the reference column),
+``RMCLIENT_API_KEY``, ``RMCLIENT_REFERENCE_COLUMN``, ``RMCLIENT_STRIP_THINK``,
 ``RMCLIENT_ON_ERROR``. For anything else (several reward models, other client options)
 write a plugin file of your own::
 
@@ -52,34 +54,18 @@ except ImportError:  # ms-swift 3.x
 from rmclient.errors import ConfigurationError
 from rmclient.integrations._common import (
     Target,
+    build_samples,
+    client_from_settings,
     group_ids_by_prompt,
-    missing_reference,
     plain,
-    strip_think_in,
-    text_content,
+    read_settings,
+    resolve_references,
 )
 
 
-def _truthy(value: Optional[str]) -> bool:
-    return (value or "").strip().lower() in ("1", "true", "yes", "on")
-
-
 def client_from_env() -> Any:
-    """A ``RewardModelClient`` configured by the ``RMCLIENT_*`` environment variables."""
-    from rmclient import RewardModelClient
-
-    model = os.environ.get("RMCLIENT_MODEL")
-    if not model:
-        raise ConfigurationError(
-            "the rmclient ORM needs RMCLIENT_MODEL (and RMCLIENT_SERVER_TYPE / RMCLIENT_SERVER_ADDRESS for a server)"
-        )
-    return RewardModelClient(
-        model,
-        server_type=os.environ.get("RMCLIENT_SERVER_TYPE") or "transformers",
-        server_address=os.environ.get("RMCLIENT_SERVER_ADDRESS") or None,
-        trust_remote_code=_truthy(os.environ.get("RMCLIENT_TRUST_REMOTE_CODE")),
-        on_error=os.environ.get("RMCLIENT_ON_ERROR") or "raise",
-    )
+    """A ``RewardModelClient`` configured by the ``RMCLIENT_*`` environment variables (one per process)."""
+    return client_from_settings({}, os.environ)
 
 
 def swift_samples(
@@ -97,23 +83,13 @@ def swift_samples(
         raise ConfigurationError(
             f"ms-swift passed {0 if messages is None else len(messages)} 'messages' for {n} completions"
         )
-    references = None
-    if reference_column is not None and reference_column in columns and columns[reference_column] is not None:
-        references = columns[reference_column]
-    elif target.needs_reference():
-        raise missing_reference(reference_column, list(columns), "RMCLIENT_REFERENCE_COLUMN")
-    out = []
+    prompts = []
     for i in range(n):
         conversation = plain(messages[i]) or []
-        prompt = conversation[:-1] if conversation and conversation[-1].get("role") == "assistant" else conversation
-        output = text_content(i, "output", completions[i])
-        if strip_think:
-            output = strip_think_in(output)
-        sample: Dict[str, Any] = {"prompt": text_content(i, "prompt", prompt), "output": output}
-        if references is not None:
-            sample["reference"] = text_content(i, "reference", references[i])
-        out.append(sample)
-    return out
+        last = conversation[-1] if conversation else None
+        prompts.append(conversation[:-1] if isinstance(last, dict) and last.get("role") == "assistant" else conversation)
+    references = resolve_references(target, columns, reference_column, n, setting="RMCLIENT_REFERENCE_COLUMN")
+    return build_samples(prompts, completions, references, strip_think=strip_think)
 
 
 def _group_ids(columns: Mapping[str, Any], samples: List[Dict[str, Any]]) -> List[Any]:
@@ -146,11 +122,8 @@ def make_orm(
             return cache["t"]
 
     def settings() -> Dict[str, Any]:
-        column = reference_column
-        if column is None:
-            column = os.environ.get("RMCLIENT_REFERENCE_COLUMN") or "reference"
-        strip = _truthy(os.environ.get("RMCLIENT_STRIP_THINK")) if strip_think is None else strip_think
-        return {"reference_column": column, "strip_think": strip}
+        cfg = read_settings({"reference_column": reference_column, "strip_think": strip_think}, os.environ)
+        return {"reference_column": cfg["reference_column"], "strip_think": cfg["strip_think"]}
 
     if asynchronous:
         if AsyncORM is None:  # pragma: no cover - ms-swift 3.x without AsyncORM
@@ -177,19 +150,8 @@ def make_orm(
     return RMClientORM
 
 
-_env_client: Dict[str, Any] = {}
-_env_lock = threading.Lock()
-
-
-def _shared_env_client() -> Any:
-    with _env_lock:
-        if "c" not in _env_client:
-            _env_client["c"] = client_from_env()
-        return _env_client["c"]
-
-
-RMClientORM = make_orm(_shared_env_client)
+RMClientORM = make_orm(client_from_env)
 orms["rmclient"] = RMClientORM
 if AsyncORM is not None:
-    RMClientAsyncORM = make_orm(_shared_env_client, asynchronous=True)
+    RMClientAsyncORM = make_orm(client_from_env, asynchronous=True)
     orms["rmclient_async"] = RMClientAsyncORM

@@ -28,7 +28,7 @@ from __future__ import annotations
 from typing import Any, Dict, List, Optional, Sequence
 
 from ..errors import ConfigurationError
-from ._common import Target, group_ids_by_prompt, missing_reference, strip_think_in, text_content
+from ._common import Target, build_samples, group_ids_by_prompt, resolve_references
 
 #: Keyword arguments TRL adds that are not dataset columns.
 TRL_KWARGS = frozenset(
@@ -60,27 +60,10 @@ class _Hook:
         """The rmclient samples for one TRL call."""
         if len(prompts) != len(completions):
             raise ConfigurationError(f"{len(prompts)} prompts for {len(completions)} completions")
-        references = None
-        column = self.reference_column
-        if column is not None and column in columns:
-            references = columns[column]
-            if references is None or len(references) != len(prompts):
-                raise ConfigurationError(
-                    f"dataset column {column!r} has {0 if references is None else len(references)} values "
-                    f"for {len(prompts)} completions"
-                )
-        elif self.target.needs_reference():
-            raise missing_reference(column, [k for k in columns if k not in TRL_KWARGS], "reference_column")
-        out = []
-        for i, (prompt, completion) in enumerate(zip(prompts, completions)):
-            output = text_content(i, "output", completion)
-            if self.strip_think:
-                output = strip_think_in(output)
-            sample: Dict[str, Any] = {"prompt": text_content(i, "prompt", prompt), "output": output}
-            if references is not None:
-                sample["reference"] = text_content(i, "reference", references[i])
-            out.append(sample)
-        return out
+        references = resolve_references(
+            self.target, columns, self.reference_column, len(completions), setting="reference_column"
+        )
+        return build_samples(prompts, completions, references, strip_think=self.strip_think)
 
     def prepare(self, prompts: Sequence[Any], completions: Sequence[Any], kwargs: Dict[str, Any]) -> Any:
         columns = {k: v for k, v in kwargs.items() if k not in TRL_KWARGS}
@@ -105,11 +88,14 @@ def make_reward_func(
             ``samples -> list of floats``.
         reference_column: the dataset column that holds POLAR's reference (a string or a
             list of messages). A POLAR model without that column raises
-            :class:`~rmclient.ConfigurationError`; an outcome reward model ignores it.
+            :class:`~rmclient.ConfigurationError`; a client forced to
+            ``recipe="chat_template"`` ignores it. A client with no ``recipe`` whose
+            checkpoint is not named POLAR raises ``ConfigurationError`` when the column is
+            there (pass ``recipe="polar"`` or ``recipe="chat_template"``).
             ``None``: never send a reference.
         name: what TRL logs the reward under (default: the model folder's name, e.g.
             ``POLAR-7B``, so TRL logs ``rewards/POLAR-7B/mean``).
-        strip_think: score only what follows a ``<think>...</think>`` block.
+        strip_think: score only what follows the last ``</think>`` of each completion.
         group_by_prompt: hand a composition one group id per distinct prompt (for
             ``normalize="group"``); TRL puts a prompt's generations side by side.
         asynchronous: return an ``async def`` function (default: when the scorer is async).

@@ -13,16 +13,20 @@ own verl recipe uses), per batch::
 
 POLAR style: ``ground_truth`` is the reference, the prompt is ``extra_info["prompt"]``
 (a string or a list of messages; ``prompt_key`` names another key), ``solution_str`` is
-the output. ``strip_think=True`` scores only what follows a ``<think>...</think>`` block,
-as POLAR's recipe does. An outcome reward model ignores ``ground_truth``.
+the output. ``strip_think=True`` scores only what follows the last ``</think>``, as POLAR's
+recipe does. An outcome reward model ignores ``ground_truth``; a client with no ``recipe``
+whose checkpoint is not named POLAR cannot tell which it is, and raises
+:class:`~rmclient.ConfigurationError` asking for ``recipe="polar"`` or ``recipe="chat_template"``.
 
 Two ways to configure it:
 
 * point verl at this file and configure the client from ``reward_kwargs`` or the
-  environment (``RMCLIENT_MODEL``, ``RMCLIENT_SERVER_TYPE``, ``RMCLIENT_SERVER_ADDRESS``,
-  ``RMCLIENT_TRUST_REMOTE_CODE``, ``RMCLIENT_PROMPT_KEY``, ``RMCLIENT_STRIP_THINK``); the
+  environment (``model``/``RMCLIENT_MODEL``, ``server_type``/``RMCLIENT_SERVER_TYPE``,
+  ``server_address``, ``trust_remote_code``, ``recipe``, ``api_key``, ``on_error``,
+  ``prompt_key``, ``strip_think``: each keyword, else ``RMCLIENT_<NAME>``); the
   module-level :func:`compute_score`, :func:`compute_score_async` and
-  :func:`compute_score_batch` build one client per configuration, once per process;
+  :func:`compute_score_batch` build one client and one scorer per configuration, once
+  per process;
 * or write a three-line file of your own with a factory::
 
       from rmclient import RewardModelClient
@@ -37,23 +41,18 @@ import threading
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from rmclient.errors import ConfigurationError, InvalidSampleError
-from rmclient.integrations._common import Target, group_ids_by_prompt, plain, strip_think as _strip_think, text_content
+from rmclient.integrations._common import (
+    Target,
+    build_samples,
+    client_from_settings,
+    group_ids_by_prompt,
+    plain,
+    read_settings,
+    resolve_references,
+)
 
-#: The ``reward_kwargs`` keys the module-level functions read (any other keyword is ignored,
-#: e.g. ``reward_router_address`` / ``reward_model_tokenizer`` that verl's reward loop adds).
-CONFIG_KEYS = ("model", "server_type", "server_address", "trust_remote_code", "prompt_key", "strip_think", "on_error")
 
-
-def _sample(
-    index: int,
-    solution_str: Any,
-    ground_truth: Any,
-    extra_info: Any,
-    *,
-    prompt_key: str,
-    strip_think: bool,
-    with_reference: bool,
-) -> Dict[str, Any]:
+def _prompt(index: int, extra_info: Any, prompt_key: str) -> Any:
     info = extra_info if isinstance(extra_info, Mapping) else {}
     if prompt_key not in info or info[prompt_key] is None:
         keys = ", ".join(sorted(map(str, info))) or "none"
@@ -63,53 +62,67 @@ def _sample(
             f"missing (keys: {keys}); put the policy's prompt in extra_info when preparing the data, "
             "or name the key that holds it with prompt_key=",
         )
-    output = plain(solution_str)
-    if not isinstance(output, str):
-        raise InvalidSampleError(index, "solution_str", f"expected a string, got {type(solution_str).__name__}")
-    if strip_think:
-        output = _strip_think(output)
-    sample: Dict[str, Any] = {"prompt": text_content(index, "prompt", info[prompt_key]), "output": output}
-    if with_reference:
-        sample["reference"] = text_content(index, "reference", ground_truth)
-    return sample
+    return info[prompt_key]
 
 
-def _score(reward: float) -> float:
-    return float(reward)
+def _samples(
+    target: Target,
+    solution_strs: Sequence[Any],
+    ground_truths: Sequence[Any],
+    extra_infos: Sequence[Any],
+    *,
+    prompt_key: str,
+    strip_think: bool,
+) -> List[Dict[str, Any]]:
+    outputs = [plain(s) for s in solution_strs]
+    for i, (output, raw) in enumerate(zip(outputs, solution_strs)):
+        if not isinstance(output, str):
+            raise InvalidSampleError(i, "solution_str", f"expected a string, got {type(raw).__name__}")
+    prompts = [_prompt(i, info, prompt_key) for i, info in enumerate(extra_infos)]
+    references = resolve_references(
+        target, {"ground_truth": ground_truths}, "ground_truth", len(outputs), setting="ground_truth"
+    )
+    return build_samples(prompts, outputs, references, strip_think=strip_think)
 
 
-def make_compute_score(scorer: Any, *, prompt_key: str = "prompt", strip_think: bool = False) -> Any:
-    """verl's per-sample ``compute_score(data_source, solution_str, ground_truth, extra_info=None, **kwargs)``."""
+def make_compute_score(
+    scorer: Any, *, prompt_key: str = "prompt", strip_think: bool = False, asynchronous: bool = False
+) -> Any:
+    """verl's per-sample ``compute_score(data_source, solution_str, ground_truth, extra_info=None, **kwargs)``.
+
+    ``asynchronous=True`` returns an ``async def`` one: verl's reward loop awaits it
+    instead of running it in its thread pool.
+    """
     target = Target(scorer)
 
-    def compute_score(
-        data_source: Any = None, solution_str: Any = None, ground_truth: Any = None, extra_info: Any = None, **kwargs: Any
-    ) -> float:
-        sample = _sample(
-            0, solution_str, ground_truth, extra_info,
-            prompt_key=prompt_key, strip_think=strip_think, with_reference=target.wants_reference(),
+    def samples(solution_str: Any, ground_truth: Any, extra_info: Any) -> List[Dict[str, Any]]:
+        return _samples(
+            target, [solution_str], [ground_truth], [extra_info], prompt_key=prompt_key, strip_think=strip_think
         )
-        return _score(target.score([sample], group_ids=[0])[0])
+
+    if asynchronous:
+
+        async def compute_score(
+            data_source: Any = None, solution_str: Any = None, ground_truth: Any = None, extra_info: Any = None,
+            **kwargs: Any,
+        ) -> float:
+            return float((await target.ascore(samples(solution_str, ground_truth, extra_info), group_ids=[0]))[0])
+
+    else:
+
+        def compute_score(  # type: ignore[misc]
+            data_source: Any = None, solution_str: Any = None, ground_truth: Any = None, extra_info: Any = None,
+            **kwargs: Any,
+        ) -> float:
+            return float(target.score(samples(solution_str, ground_truth, extra_info), group_ids=[0])[0])
 
     compute_score.target = target  # type: ignore[attr-defined]
     return compute_score
 
 
-def make_async_compute_score(scorer: Any, *, prompt_key: str = "prompt", strip_think: bool = False) -> Any:
-    """An ``async def compute_score(...)``: verl's reward loop awaits it instead of using a thread."""
-    target = Target(scorer)
-
-    async def compute_score(
-        data_source: Any = None, solution_str: Any = None, ground_truth: Any = None, extra_info: Any = None, **kwargs: Any
-    ) -> float:
-        sample = _sample(
-            0, solution_str, ground_truth, extra_info,
-            prompt_key=prompt_key, strip_think=strip_think, with_reference=target.wants_reference(),
-        )
-        return _score((await target.ascore([sample], group_ids=[0]))[0])
-
-    compute_score.target = target  # type: ignore[attr-defined]
-    return compute_score
+def make_async_compute_score(scorer: Any, **options: Any) -> Any:
+    """:func:`make_compute_score` as an ``async def`` function (verl's reward loop awaits it)."""
+    return make_compute_score(scorer, asynchronous=True, **options)
 
 
 def make_compute_score_batch(scorer: Any, *, prompt_key: str = "prompt", strip_think: bool = False) -> Any:
@@ -134,16 +147,11 @@ def make_compute_score_batch(scorer: Any, *, prompt_key: str = "prompt", strip_t
                 f"{n} solution_strs, {len(ground_truths)} ground_truths, {len(extra_infos)} extra_infos, "
                 f"{len(data_sources)} data_sources: one of each per sample"
             )
-        with_reference = target.wants_reference()
-        samples = [
-            _sample(
-                i, solution_strs[i], ground_truths[i], extra_infos[i],
-                prompt_key=prompt_key, strip_think=strip_think, with_reference=with_reference,
-            )
-            for i in range(n)
-        ]
+        samples = _samples(
+            target, solution_strs, ground_truths, extra_infos, prompt_key=prompt_key, strip_think=strip_think
+        )
         groups = group_ids_by_prompt([s["prompt"] for s in samples])
-        return [_score(r) for r in target.score(samples, group_ids=groups)]
+        return [float(r) for r in target.score(samples, group_ids=groups)]
 
     compute_score_batch.target = target  # type: ignore[attr-defined]
     return compute_score_batch
@@ -151,61 +159,33 @@ def make_compute_score_batch(scorer: Any, *, prompt_key: str = "prompt", strip_t
 
 # -- module-level functions, configured by reward_kwargs or the environment ----------------
 
-_clients: Dict[Tuple[Any, ...], Any] = {}
-_clients_lock = threading.Lock()
+_scorers: Dict[Tuple[Any, ...], Any] = {}
+_scorers_lock = threading.Lock()
 
 
-def _truthy(value: Any) -> bool:
-    if isinstance(value, str):
-        return value.strip().lower() in ("1", "true", "yes", "on")
-    return bool(value)
-
-
-def _config(kwargs: Mapping[str, Any]) -> Dict[str, Any]:
-    env = os.environ
-    cfg = {
-        "model": kwargs.get("model") or env.get("RMCLIENT_MODEL"),
-        "server_type": kwargs.get("server_type") or env.get("RMCLIENT_SERVER_TYPE") or "transformers",
-        "server_address": kwargs.get("server_address") or env.get("RMCLIENT_SERVER_ADDRESS"),
-        "trust_remote_code": _truthy(kwargs.get("trust_remote_code", env.get("RMCLIENT_TRUST_REMOTE_CODE", False))),
-        "prompt_key": kwargs.get("prompt_key") or env.get("RMCLIENT_PROMPT_KEY") or "prompt",
-        "strip_think": _truthy(kwargs.get("strip_think", env.get("RMCLIENT_STRIP_THINK", False))),
-        "on_error": kwargs.get("on_error") or env.get("RMCLIENT_ON_ERROR") or "raise",
-    }
-    if not cfg["model"]:
-        raise ConfigurationError(
-            "no reward model configured: set RMCLIENT_MODEL (and RMCLIENT_SERVER_TYPE / RMCLIENT_SERVER_ADDRESS), "
-            "or pass model=... in reward.custom_reward_function.reward_kwargs"
-        )
-    address = cfg["server_address"]
-    if address is not None and not isinstance(address, str):  # a list (or omegaconf ListConfig) of servers
-        cfg["server_address"] = tuple(str(a) for a in address)
-    return cfg
-
-
-def _client(cfg: Mapping[str, Any]) -> Any:
-    from rmclient.client import RewardModelClient
-
-    key = (cfg["model"], cfg["server_type"], cfg["server_address"], cfg["trust_remote_code"], cfg["on_error"])
-    with _clients_lock:
-        if key not in _clients:
-            address = cfg["server_address"]
-            _clients[key] = RewardModelClient(
-                cfg["model"],
-                server_type=cfg["server_type"],
-                server_address=list(address) if isinstance(address, tuple) else address,
-                trust_remote_code=cfg["trust_remote_code"],
-                on_error=cfg["on_error"],
-            )
-        return _clients[key]
+def _configured(kind: str, kwargs: Mapping[str, Any]) -> Any:
+    """The ``kind`` function (``"sync"``, ``"async"`` or ``"batch"``) for these settings, built once per process."""
+    cfg = read_settings(kwargs, os.environ)
+    key = (kind,) + tuple(sorted(cfg.items()))
+    with _scorers_lock:
+        fn = _scorers.get(key)
+    if fn is None:
+        client = client_from_settings(kwargs, os.environ)
+        options = {"prompt_key": cfg["prompt_key"], "strip_think": cfg["strip_think"]}
+        if kind == "batch":
+            fn = make_compute_score_batch(client, **options)
+        else:
+            fn = make_compute_score(client, asynchronous=kind == "async", **options)
+        with _scorers_lock:
+            fn = _scorers.setdefault(key, fn)
+    return fn
 
 
 def compute_score(
     data_source: Any = None, solution_str: Any = None, ground_truth: Any = None, extra_info: Any = None, **kwargs: Any
 ) -> float:
     """verl's per-sample reward function; the client comes from ``reward_kwargs`` or ``RMCLIENT_*``."""
-    cfg = _config(kwargs)
-    fn = make_compute_score(_client(cfg), prompt_key=cfg["prompt_key"], strip_think=cfg["strip_think"])
+    fn = _configured("sync", kwargs)
     return fn(data_source=data_source, solution_str=solution_str, ground_truth=ground_truth, extra_info=extra_info)
 
 
@@ -213,8 +193,7 @@ async def compute_score_async(
     data_source: Any = None, solution_str: Any = None, ground_truth: Any = None, extra_info: Any = None, **kwargs: Any
 ) -> float:
     """:func:`compute_score` as ``async def``, for verl's reward loop (set ``name=compute_score_async``)."""
-    cfg = _config(kwargs)
-    fn = make_async_compute_score(_client(cfg), prompt_key=cfg["prompt_key"], strip_think=cfg["strip_think"])
+    fn = _configured("async", kwargs)
     return await fn(data_source=data_source, solution_str=solution_str, ground_truth=ground_truth, extra_info=extra_info)
 
 
@@ -226,6 +205,5 @@ def compute_score_batch(
     **kwargs: Any,
 ) -> List[float]:
     """verl's batch reward function (``reward_manager=batch``); configured like :func:`compute_score`."""
-    cfg = _config(kwargs)
-    fn = make_compute_score_batch(_client(cfg), prompt_key=cfg["prompt_key"], strip_think=cfg["strip_think"])
+    fn = _configured("batch", kwargs)
     return fn(data_sources=data_sources, solution_strs=solution_strs, ground_truths=ground_truths, extra_infos=extra_infos)
