@@ -33,37 +33,7 @@ from typing import List
 
 import httpx
 
-
-def build_model(out_dir: Path, *, hidden: int, layers: int, seed: int = 0) -> Path:
-    """A Llama seq-cls reward model with the POLAR-like tiny tokenizer (rmclient.testing's pattern)."""
-    import torch
-    from transformers import LlamaConfig, LlamaForSequenceClassification
-
-    from rmclient.testing import build_tokenizer
-
-    tok = build_tokenizer(chat_template=None)
-    config = LlamaConfig(
-        vocab_size=len(tok),
-        hidden_size=hidden,
-        intermediate_size=hidden * 3,
-        num_hidden_layers=layers,
-        num_attention_heads=max(1, hidden // 64),
-        num_key_value_heads=max(1, hidden // 128),
-        max_position_embeddings=4096,
-        num_labels=1,
-        bos_token_id=tok.convert_tokens_to_ids("<s>"),
-        eos_token_id=tok.eos_token_id,
-        pad_token_id=tok.pad_token_id,
-        tie_word_embeddings=False,
-        architectures=["LlamaForSequenceClassification"],
-        reward_token_id=tok.convert_tokens_to_ids("[UNUSED_TOKEN_130]"),
-    )
-    torch.manual_seed(seed)
-    model = LlamaForSequenceClassification(config).to(torch.float32)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(str(out_dir))
-    tok.save_pretrained(str(out_dir))
-    return out_dir
+from rmclient.testing import build_polar_model
 
 
 WORDS = ("the capital of China is Beijing and Shanghai is a city; the quick brown fox jumps over the lazy dog "
@@ -121,7 +91,9 @@ def main(argv=None) -> int:
     from rmclient.launchers import launch
 
     tmp = tempfile.TemporaryDirectory(prefix="rmclient-bench-server-")
-    path = args.model or str(build_model(Path(tmp.name) / "bench-polar", hidden=args.hidden, layers=args.layers))
+    path = args.model or str(
+        build_polar_model(Path(tmp.name) / "bench-polar", hidden_size=args.hidden, num_layers=args.layers)
+    )
     samples = make_samples(args.samples)
 
     offline = RewardModelClient(path)

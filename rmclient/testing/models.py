@@ -14,17 +14,19 @@ from .tokenizer import build_tokenizer
 PathLike = Union[str, Path]
 
 
-def _llama_seq_cls(out_dir: Path, tokenizer, *, seed: int, **config_extra) -> Path:
+def _llama_seq_cls(
+    out_dir: Path, tokenizer, *, seed: int, hidden_size: int = 64, num_layers: int = 2, **config_extra
+) -> Path:
     import torch
     from transformers import LlamaConfig, LlamaForSequenceClassification
 
     config = LlamaConfig(
         vocab_size=len(tokenizer),
-        hidden_size=64,  # head_dim 32: the smallest vLLM's CPU attention accepts
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=1,
+        hidden_size=hidden_size,  # head_dim 32: the smallest vLLM's CPU attention accepts
+        intermediate_size=2 * hidden_size,
+        num_hidden_layers=num_layers,
+        num_attention_heads=hidden_size // 32,
+        num_key_value_heads=max(1, hidden_size // 64),
         max_position_embeddings=4096,
         num_labels=1,
         bos_token_id=tokenizer.convert_tokens_to_ids("<s>"),
@@ -44,15 +46,17 @@ def _llama_seq_cls(out_dir: Path, tokenizer, *, seed: int, **config_extra) -> Pa
     return out_dir
 
 
-def build_polar_model(out_dir: PathLike, *, seed: int = 0) -> Path:
+def build_polar_model(out_dir: PathLike, *, seed: int = 0, hidden_size: int = 64, num_layers: int = 2) -> Path:
     """A POLAR-like model: Llama seq-cls head, BOS, ``<|reward|>`` and ``[UNUSED_TOKEN_130]``.
 
     Its config declares ``reward_token_id`` like POLAR-7B; put "polar" in the
     folder name (as the published checkpoints do) to let the client recognise it.
+    The default size is tiny; benchmarks ask for a bigger one (``hidden_size`` a multiple of 64).
     """
     tok = build_tokenizer(chat_template=None)
     return _llama_seq_cls(
-        Path(out_dir), tok, seed=seed, reward_token_id=tok.convert_tokens_to_ids("[UNUSED_TOKEN_130]")
+        Path(out_dir), tok, seed=seed, hidden_size=hidden_size, num_layers=num_layers,
+        reward_token_id=tok.convert_tokens_to_ids("[UNUSED_TOKEN_130]"),
     )
 
 
