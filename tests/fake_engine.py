@@ -162,11 +162,15 @@ class FakeEngine:
                     fake.in_flight += 1
                     fake.max_concurrent = max(fake.max_concurrent, fake.in_flight)
                 try:
-                    self._send(*fake.post(self.path, body))
-                except (BrokenPipeError, ConnectionResetError):
-                    pass
+                    status, out = fake.post(self.path, body)
                 finally:
+                    # Count the request finished before its answer leaves: once the client has the
+                    # answer it may send the next one before this thread would run again.
                     with fake._count:
                         fake.in_flight -= 1
+                try:
+                    self._send(status, out)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
 
         return Handler
