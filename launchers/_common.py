@@ -163,6 +163,13 @@ class EngineSpec(Generic[Row]):
     distributions: Tuple[str, ...]  # distribution names to read the version from, in order
     ready_routes: Tuple[str, ...]  # GET routes that must all answer 200 before the server is ready
     default_port: int
+    #: The variable the server reads its API key from. When set, the key goes there instead of
+    #: into argv, where every user of the machine could read it (``ps``).
+    api_key_env: Optional[str] = None
+
+    def key_env(self, options: LaunchOptions) -> Dict[str, str]:
+        """The environment entry carrying ``options.api_key`` (empty when it travels in argv)."""
+        return {self.api_key_env: options.api_key} if self.api_key_env and options.api_key else {}
 
     def flags_for(self, version: Sequence[int]) -> Row:
         """The table row covering ``version`` (a ``(major, minor, patch)`` tuple).

@@ -97,7 +97,8 @@ def run_launch(args: argparse.Namespace, *, engine: Optional[str] = None) -> int
                 port=port,
                 **_options(args),
             )
-            print(shlex.join(cmd))
+            key = {spec.api_key_env: args.api_key} if spec.api_key_env and args.api_key else {}
+            print(" ".join([*(f"{k}={shlex.quote(v)}" for k, v in key.items()), shlex.join(cmd)]))
             return 0
         server = start(
             engine,

@@ -299,7 +299,7 @@ def start(
         ready_routes=spec.ready_routes,
         engine_version=version_text,
         api_key=opts.api_key,
-        env=env,
+        env={**spec.key_env(opts), **(env or {})},
         inherit_env=inherit_env,
         log_path=log_path,
         ready_timeout=ready_timeout,

@@ -9,7 +9,8 @@ when ``/health`` answers 200, whole group stopped on exit). The "engine
 version" is rmclient's own (distribution ``reward-model-client``); ``python=``
 must be an interpreter where rmclient and transformers are installed.
 Arguments after ``--`` go to ``rmclient serve`` (``--max-batch-size``,
-``--max-wait-ms``, ``--insecure`` ...).
+``--max-wait-ms``, ``--insecure`` ...). The API key reaches the server in
+``RMCLIENT_API_KEY``, never in its argv.
 """
 
 from __future__ import annotations
@@ -58,7 +59,6 @@ def engine_args(
     cmd = ["-m", "rmclient.serve", str(model_path), "--host", opts.host, "--port", str(opts.port)]
     if opts.trust_remote_code:
         cmd.append("--trust-remote-code")
-    add_common(cmd, "--api-key", opts.api_key)
     add_common(cmd, "--served-model-name", opts.served_model_name)
     add_common(cmd, "--max-model-len", opts.max_model_len)
     add_common(cmd, "--dtype", opts.dtype)
@@ -74,6 +74,7 @@ SPEC = EngineSpec(
     DISTRIBUTIONS,
     READY_ROUTES,
     DEFAULT_PORT,
+    api_key_env="RMCLIENT_API_KEY",  # rmclient serve reads it; argv would show the key in `ps`
 )
 build_command, flags_for, main = SPEC.build_command, SPEC.flags_for, SPEC.main
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shlex
 import subprocess
 import sys
 import textwrap
@@ -385,6 +386,10 @@ def test_cli_main_dry_run_each_engine(qwen2, capsys):
     # an engine error is a clean exit code 1, not a traceback
     assert cli_main(["lmdeploy", qwen2, "--dry-run", "--engine-version", "0.13.0", "--dp", "2"]) == 1
     assert "MoE" in capsys.readouterr().err
+    # rmclient serve takes its key from the environment: the printed command sets it there
+    assert cli_main(["transformers", qwen2, "--dry-run", "--api-key", "s3 cret"]) == 0
+    words = shlex.split(capsys.readouterr().out)
+    assert words[0] == "RMCLIENT_API_KEY=s3 cret" and "--api-key" not in words
 
 
 # --- supervisor ------------------------------------------------------------------------------------

@@ -511,13 +511,15 @@ def test_launch_transformers_through_the_supervisor(polar_path, polar_client):
     from rmclient.launchers import build_launch_command, launch
 
     cmd = build_launch_command("transformers", polar_path, port=1234, api_key=KEY, dry_run=True)
-    assert cmd[1:5] == ["-m", "rmclient.serve", polar_path, "--host"] and "--api-key" in cmd
+    assert cmd[1:5] == ["-m", "rmclient.serve", polar_path, "--host"]
+    assert KEY not in " ".join(cmd)  # the key travels in RMCLIENT_API_KEY: argv is readable by anyone (`ps`)
     with launch("transformers", polar_path, api_key=KEY, ready_timeout=120) as server:
         assert server.url.startswith("http://127.0.0.1:")
         with RewardModelClient(polar_path, server_type="sglang", server_address=server.url, api_key=KEY) as c:
             assert c(POLAR) == pytest.approx(polar_client(POLAR), abs=ABS)
         assert httpx.post(server.url + "/classify", json={"text": "x"}).status_code == 401
         pgid = server.pgid
+        assert KEY not in " ".join(server.command)
     assert server.process.poll() is not None
     assert server.group_members() == []
     from rmclient.launchers.supervisor import _group_members
