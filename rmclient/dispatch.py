@@ -21,7 +21,7 @@ from typing import AsyncIterator, Dict, List, Optional, Sequence
 
 from tenacity import (
     AsyncRetrying,
-    retry_if_exception,
+    RetryCallState,
     stop_after_attempt,
     stop_after_delay,
     wait_exponential,
@@ -113,9 +113,12 @@ async def _attempt(pool: EndpointPool, chunk: Chunk, avoid: List[Endpoint]) -> L
 async def _send(pool: EndpointPool, chunk: Chunk, call: _Call, policy: RetryPolicy, deadline_at: float) -> None:
     avoid: List[Endpoint] = []
 
-    def may_retry(exc: BaseException) -> bool:
-        if not _retryable(exc) or call.retries_left <= 0:
+    def may_retry(state: RetryCallState) -> bool:
+        exc = state.outcome.exception() if state.outcome is not None else None
+        if exc is None or not _retryable(exc) or call.retries_left <= 0:
             return False
+        if state.attempt_number >= policy.attempts or time.monotonic() >= deadline_at:
+            return False  # the chunk is out of attempts or time: leave the budget to the others
         call.retries_left -= 1
         logger.warning("retrying %d samples (first index %d): %s", len(chunk.inputs), chunk.indices[0], exc)
         return True
@@ -123,7 +126,7 @@ async def _send(pool: EndpointPool, chunk: Chunk, call: _Call, policy: RetryPoli
     retrying = AsyncRetrying(
         stop=stop_after_attempt(policy.attempts) | stop_after_delay(max(0.0, deadline_at - time.monotonic())),
         wait=wait_exponential(multiplier=policy.initial, max=policy.max_wait) + wait_random(0, policy.initial),
-        retry=retry_if_exception(may_retry),
+        retry=may_retry,
         reraise=True,
     )
     try:

@@ -104,6 +104,32 @@ def test_persistent_faults_are_reported_not_hidden(polar_path, action):
         assert len(fake.requests) < 200  # bounded: the retry budget caps the retries
 
 
+def test_retry_budget_is_spent_only_on_retries_that_happen():
+    """A chunk's failed last attempt takes nothing from the call's budget: a later chunk still gets it."""
+    from rmclient.dispatch import Chunk, RetryPolicy, score_chunks
+    from rmclient.pool import EndpointPool
+
+    async def run(url):
+        pool = EndpointPool("vllm", [url], health_interval=60)
+        await pool.start()
+
+        async def chunks():
+            yield Chunk([0], [[1, 2, 3]])
+            await asyncio.sleep(0.5)  # the first chunk has used both its attempts
+            yield Chunk([1], [[4, 5, 6]])
+
+        try:
+            return await score_chunks(pool, chunks(), 2, policy=RetryPolicy(attempts=2, budget=2, initial=0.01),
+                                      on_error="nan")
+        finally:
+            await pool.aclose()
+
+    with FakeEngine("vllm", "0.32.0") as fake:
+        fake.script = [500] * 100
+        assert all(math.isnan(r) for r in asyncio.run(run(fake.url)))
+        assert len(fake.requests) == 4  # 2 attempts each: the budget of 2 paid one retry per chunk
+
+
 @pytest.mark.parametrize("on_error", ["raise", "nan"])
 def test_bad_samples_are_isolated_and_nan_only_when_asked(polar_path, on_error):
     bad = {5, 17, 40}
