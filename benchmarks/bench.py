@@ -15,6 +15,9 @@ Figures (issue 4, "Benchmark"):
   vllm      the real CPU vLLM (.venv-vllm) serving a tiny POLAR-like model: ours from
             raw samples vs the same server fed our pre-tokenized ids with httpx at
             its best batch size (the engine's ceiling).                                 goal >= 0.9
+            Measured twice: vLLM sharing both CPUs with the clients (our encoding
+            then takes CPU from the engine), and vLLM on a CPU of its own (as a
+            reward server on its own machine is; ``--no-split`` skips it).
 
 The peer is loaded from the file ``xtuner/utils/rm_utils.py`` (the package's
 ``__init__`` needs mmengine). Its truncation messages (``print``) go to a null
@@ -442,7 +445,7 @@ def bench_scaling(args, model_dir: str) -> List[Result]:
 class _PlainServer:
     """vLLM started without ``rmclient.launchers`` (used only when that package cannot be imported)."""
 
-    def __init__(self, model_dir: str, log_path: Path) -> None:
+    def __init__(self, model_dir: str, log_path: Path, env: Dict[str, str]) -> None:
         import socket
 
         import httpx
@@ -456,7 +459,7 @@ class _PlainServer:
                "--host", "127.0.0.1", "--port", str(port), "--served-model-name", "bench-polar"]
         with open(log_path, "wb") as log_file:
             self.proc = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                         env={**os.environ, **VLLM_ENV}, start_new_session=True)
+                                         env={**os.environ, **VLLM_ENV, **env}, start_new_session=True)
         _PROCS.append(self.proc)
         deadline = time.monotonic() + 240
         with httpx.Client(base_url=self.url, trust_env=False, timeout=2) as http:
@@ -474,29 +477,48 @@ class _PlainServer:
         _stop(self.proc)
 
 
-def start_vllm(model_dir: str, log_path: Path):
+def start_vllm(model_dir: str, log_path: Path, env: Dict[str, str]):
     """The real vLLM through our launcher; a plain command if the launcher does not import."""
     try:
         from rmclient.launchers import start
     except Exception as exc:  # noqa: BLE001 - e.g. a work tree in the middle of an edit
         log(f"  rmclient.launchers unusable ({type(exc).__name__}: {exc}); starting vLLM with a plain command")
-        return _PlainServer(model_dir, log_path)
+        return _PlainServer(model_dir, log_path, env)
     return start(
-        "vllm", model_dir, python=str(VLLM_PYTHON), env=VLLM_ENV, dtype="float32", max_model_len=512,
+        "vllm", model_dir, python=str(VLLM_PYTHON), env={**VLLM_ENV, **env}, dtype="float32", max_model_len=512,
         extra_args=["--enforce-eager"], served_model_name="bench-polar", ready_timeout=240, stop_grace=10,
         log_path=log_path,
     )
 
 
 def bench_vllm(args, model_dir: str) -> List[Result]:
-    import httpx
-
     if not VLLM_PYTHON.exists():
         log(f"  no {VLLM_PYTHON}: run `bash benchmarks/setup.sh`")
         return [Result("vllm vs ceiling", "rewards/s", None, None, GOALS["vllm"], "ceiling", note="no .venv-vllm")]
+    cpus = sorted(os.sched_getaffinity(0))
+    results = [_bench_vllm(args, model_dir, cpus, split=False)]
+    if len(cpus) >= 2 and not args.no_split:
+        results.append(_bench_vllm(args, model_dir, cpus, split=True))
+    return results
+
+
+def _bench_vllm(args, model_dir: str, cpus: List[int], split: bool) -> Result:
+    """One vLLM figure: sharing every CPU with the clients, or (``split``) on a CPU of its own."""
+    import httpx
+
     samples = make_samples(args.vllm_samples, seed=4, profile="short", group=args.group_size)
     t0 = time.monotonic()
-    server = start_vllm(model_dir, Path(tempfile.gettempdir()) / "rmclient-bench-vllm.log")
+    if split:  # vLLM and its children inherit the last CPU; the clients keep the others
+        os.sched_setaffinity(0, cpus[-1:])
+        log(f"  vLLM on CPU {cpus[-1]}, the clients on CPU {','.join(map(str, cpus[:-1]))} "
+            "(as with a reward server on its own machine)")
+    else:
+        log(f"  vLLM and the clients share CPUs {','.join(map(str, cpus))}")
+    try:
+        server = start_vllm(model_dir, Path(tempfile.gettempdir()) / "rmclient-bench-vllm.log",
+                            {"VLLM_CPU_OMP_THREADS_BIND": str(cpus[-1])} if split else {})
+    finally:
+        os.sched_setaffinity(0, cpus[:-1] if split else cpus)
     try:
         log(f"  vLLM ready in {time.monotonic() - t0:.0f} s at {server.url} (log {server.log_path})")
         ours = our_client(model_dir, [], max_length=512, server_type="vllm", server_address=server.url)
@@ -548,10 +570,12 @@ def bench_vllm(args, model_dir: str) -> List[Result]:
             f"max |ours - ceiling's reward| = {diff:.2e}")
         log(f"  our encode_ids alone on these samples: {t_enc:.2f} s ({t_enc / min(t_ours):.0%} of our best time; "
             f"the ceiling needs {len(samples) / best[best_bs]:.2f} s for them)")
-        return [Result("vllm vs ceiling", "rewards/s", ours_rate, best[best_bs], GOALS["vllm"],
-                       f"ceiling (batch {best_bs})", note="" if diff < 1e-3 else f"rewards differ by {diff:.2e}")]
+        figure = "vllm, own CPU" if split else "vllm, shared CPUs"
+        return Result(figure, "rewards/s", ours_rate, best[best_bs], GOALS["vllm"], f"ceiling (batch {best_bs})",
+                      note="" if diff < 1e-3 else f"rewards differ by {diff:.2e}")
     finally:
         server.stop()
+        os.sched_setaffinity(0, cpus)
 
 
 # --------------------------------------------------------------------------- main
@@ -595,6 +619,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--scaling-batch-size", type=int, default=None, help="batch_size for the scaling client")
     p.add_argument("--vllm-samples", type=int, default=512)
     p.add_argument("--vllm-batch-sizes", default="16,32,64,256")
+    p.add_argument("--no-split", action="store_true",
+                   help="skip the second vLLM figure (vLLM on the last CPU, the clients on the others)")
     p.add_argument("--repeats", type=int, default=2, help="timed runs per measurement (the best is kept)")
     p.add_argument("--profile", action="store_true", help="cProfile our encoding (with --only encoding)")
     p.add_argument("--time-limit", type=float, default=480, help="abort (stopping every server) after this many s")

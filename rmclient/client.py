@@ -31,6 +31,10 @@ Data = Union[Sample, Sequence[Sample]]
 Rewards = Union[float, List[float]]
 #: Samples encoded per step while earlier requests are in flight.
 ENCODE_BLOCK = 256
+#: Samples in each of the first blocks (one per server): every server gets its first request early.
+FIRST_BLOCK = 64
+#: Requests per server a call is cut into when it has fewer samples than ``batch_size`` allows.
+REQUESTS_PER_ENDPOINT = 2
 
 
 def load_config(path: str) -> Dict[str, Any]:
@@ -230,22 +234,35 @@ class _ClientBase:
             recipe = self._recipe(samples)
             valid = recipe.validate(samples)  # bad input fails before anything is sent
             rewards = await score_chunks(
-                pool, self._encoded_chunks(recipe, valid, self._request_size(len(valid), pool)), len(samples),
+                pool,
+                self._encoded_chunks(recipe, valid, self._request_size(len(valid), pool), len(pool.endpoints)),
+                len(samples),
                 policy=self.retry_policy, on_error=self.on_error,
             )
         return rewards[0] if single else rewards
 
     def _request_size(self, n: int, pool: EndpointPool) -> int:
-        """Samples per request: up to ``batch_size`` (default 256), fewer when that keeps every slot busy."""
-        slots = sum(e.limit for e in pool.endpoints)
+        """Samples per request: up to ``batch_size`` (default 256), fewer when that keeps every server busy.
+
+        Engines batch concurrent requests themselves and pay a cost per request, so the aim is
+        ``REQUESTS_PER_ENDPOINT`` requests per server (one computing, one queued), not one per slot.
+        """
+        slots = sum(min(e.limit, REQUESTS_PER_ENDPOINT) for e in pool.endpoints)
         return min(self.batch_size or 256, max(8, -(-n // slots)))
 
-    async def _encoded_chunks(self, recipe: Any, valid: Sequence[Any], size: int) -> AsyncIterator[Chunk]:
-        """Request-sized chunks, encoding the next block while earlier chunks are in flight."""
+    async def _encoded_chunks(
+        self, recipe: Any, valid: Sequence[Any], size: int, servers: int
+    ) -> AsyncIterator[Chunk]:
+        """Request-sized chunks, encoding the next block while earlier chunks are in flight.
+
+        The first ``servers`` blocks are small (``FIRST_BLOCK``) so that every server has work
+        soon; the rest are encoded in larger blocks behind them.
+        """
         ids = ADAPTERS[self.server_type].accepts_ids
-        step = max(ENCODE_BLOCK, size)
-        for lo in range(0, len(valid), step):
-            block = valid[lo : lo + step]
+        lo = blocks = 0
+        while lo < len(valid):
+            block = valid[lo : lo + (min(FIRST_BLOCK, size) if blocks < servers else max(ENCODE_BLOCK, size))]
+            blocks += 1
             encoded = (
                 recipe.encode_valid(block)
                 if len(valid) <= size
@@ -254,6 +271,7 @@ class _ClientBase:
             inputs = [e.ids for e in encoded] if ids else [self._full_text(e.ids) for e in encoded]
             for chunk in self._request_chunks(list(range(lo, lo + len(encoded))), inputs, size):
                 yield chunk
+            lo += len(block)
 
     def _request_chunks(self, indices: List[int], inputs: List[Any], size: int) -> Iterator[Chunk]:
         """``size`` samples a request at most, split further by ``max_tokens_per_request``."""

@@ -95,7 +95,8 @@ def _retryable(exc: BaseException) -> bool:
 
 
 async def _attempt(pool: EndpointPool, chunk: Chunk, avoid: List[Endpoint]) -> List[float]:
-    endpoint = await pool.acquire(avoid)
+    work = sum(len(x) for x in chunk.inputs)  # tokens (characters for text): what the server has to do
+    endpoint = await pool.acquire(avoid, work)
     error: Optional[BaseException] = None
     try:
         adapter = await pool.adapter_for(endpoint)
@@ -107,7 +108,7 @@ async def _attempt(pool: EndpointPool, chunk: Chunk, avoid: List[Endpoint]) -> L
         avoid.append(endpoint)
         raise
     finally:
-        await pool.release(endpoint, error)
+        await pool.release(endpoint, error, work)
 
 
 async def _send(pool: EndpointPool, chunk: Chunk, call: _Call, policy: RetryPolicy, deadline_at: float) -> None:

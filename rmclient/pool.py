@@ -1,6 +1,8 @@
 """Endpoint pool: which reward server gets the next request.
 
-Least-outstanding-requests routing over healthy endpoints, a per-endpoint
+Least-outstanding-work routing over healthy endpoints (the tokens of the
+requests each has in flight: a server queues what it cannot run yet, so
+counting requests would hand the long ones to whichever came next), a per-endpoint
 in-flight limit (the smaller of the user's and the engine's, e.g. 1 for
 lmdeploy 0.9.1-0.11), and health checks: an endpoint that fails at the
 connection level or with a 5xx is taken out and probed on its health route
@@ -13,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from rmclient.adapters import ADAPTERS, get_adapter
 from rmclient.adapters.base import Adapter, Request
@@ -33,6 +35,7 @@ class Endpoint:
         self.transport = transport
         self.limit = limit
         self.in_flight = 0
+        self.outstanding = 0  # tokens (or samples) of the requests in flight
         self.healthy = True
         self.adapter: Optional[Adapter] = None
         self.max_model_len: Optional[int] = None
@@ -70,6 +73,10 @@ class Endpoint:
             "%s at %s: version %s, model %s, max_model_len %s, in-flight limit %d",
             self.server_type, self.url, version or "unknown", model or name, self.max_model_len, self.limit,
         )
+
+
+def _load(endpoint: Endpoint) -> Tuple[int, float]:
+    return endpoint.outstanding, endpoint.in_flight / endpoint.limit
 
 
 class EndpointPool:
@@ -143,13 +150,17 @@ class EndpointPool:
 
     # -- routing --------------------------------------------------------------
 
-    async def acquire(self, avoid: Sequence[Endpoint] = ()) -> Endpoint:
-        """The least loaded endpoint with room, preferring healthy ones not in ``avoid``; waits for room."""
+    async def acquire(self, avoid: Sequence[Endpoint] = (), work: int = 1) -> Endpoint:
+        """The least loaded endpoint with room, preferring healthy ones not in ``avoid``; waits for room.
+
+        ``work`` (the request's tokens) counts toward the endpoint's load until ``release``.
+        """
         async with self._changed:
             while True:
                 endpoint = self._pick(avoid)
                 if endpoint is not None:
                     endpoint.in_flight += 1
+                    endpoint.outstanding += work
                     return endpoint
                 await self._changed.wait()
 
@@ -160,12 +171,12 @@ class EndpointPool:
             [e for e in open_ if e.healthy],
         ):
             if group:
-                return min(group, key=lambda e: e.in_flight / e.limit)
+                return min(group, key=_load)
         if any(e.healthy for e in self.endpoints):
             return None  # healthy ones are busy: wait for them rather than hit a failing one
-        return min(open_, key=lambda e: e.in_flight / e.limit) if open_ else None
+        return min(open_, key=_load) if open_ else None
 
-    async def release(self, endpoint: Endpoint, error: Optional[BaseException] = None) -> None:
+    async def release(self, endpoint: Endpoint, error: Optional[BaseException] = None, work: int = 1) -> None:
         """Give the slot back after a request that succeeded (``error=None``) or failed.
 
         A connection-level or 5xx error takes the endpoint out of rotation; a
@@ -174,6 +185,7 @@ class EndpointPool:
         """
         async with self._changed:
             endpoint.in_flight -= 1
+            endpoint.outstanding -= work
             if isinstance(error, ServerError) and (error.status is None or error.status >= 500):
                 self._take_out(endpoint)
             elif error is None:

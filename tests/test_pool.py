@@ -221,3 +221,35 @@ def test_a_bug_or_bad_configuration_surfaces_as_itself(polar_path, monkeypatch):
         monkeypatch.setattr(SglangAdapter, "build_request", broken)
         with pytest.raises(TypeError, match="adapter bug"):  # not "not scored within the deadline"
             client(SAMPLES[:4])
+
+
+def test_request_sizes_few_large_requests_and_a_quick_first_one(polar_path):
+    """Engines batch and pay per request: two large requests per server, after a small first one each."""
+    samples = [{"prompt": f"p{i}", "reference": "r", "output": f"o{i}"} for i in range(600)]
+    with FakeEngine("vllm", "0.32.0") as a, FakeEngine("vllm", "0.32.0") as b:
+        client = RewardModelClient(polar_path, server_type="vllm", server_address=[a.url], deadline=20)
+        assert client(samples) == expected(client, samples)
+        sizes = [len(r["body"]["input"]) for r in a.requests]
+        assert sizes == [64, 256, 256, 24]  # first block 64, then batch_size 256
+        client = RewardModelClient(polar_path, server_type="vllm", server_address=[a.url, b.url], deadline=20)
+        assert client(samples[:400]) == expected(client, samples[:400])
+        sizes = sorted(len(r["body"]["input"]) for r in a.requests[4:] + b.requests)
+        assert sizes == [16, 56, 64, 64, 100, 100]  # a first block of 64 per server, then 400 / (2 x 2) at most
+
+
+def test_routing_weighs_requests_by_their_tokens():
+    """A server busy with one long request gets less new work than one with several short ones."""
+    from rmclient.pool import EndpointPool
+
+    async def run():
+        pool = EndpointPool("vllm", ["http://127.0.0.1:1", "http://127.0.0.1:2"])
+        try:
+            a = await pool.acquire(work=1000)
+            picks = [await pool.acquire(work=10) for _ in range(5)]
+            assert all(p is not a for p in picks)  # 50 tokens there still weigh less than 1000
+            await pool.release(a, work=1000)
+            assert a.outstanding == 0 and (await pool.acquire(work=10)) is a
+        finally:
+            await pool.aclose()
+
+    asyncio.run(run())
