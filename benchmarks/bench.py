@@ -1,7 +1,7 @@
 """rmclient benchmark: every figure a ratio measured in the same run, next to its goal.
 
     bash benchmarks/setup.sh                      # .venv-bench (+ .venv-vllm), idempotent
-    .venv-bench/bin/python benchmarks/bench.py    # all four figures, about 2-2.5 minutes on 2 cores
+    .venv-bench/bin/python benchmarks/bench.py    # all four figures, about 2.5 minutes on 2 cores
 
 Figures (issue 4, "Benchmark"):
 

@@ -338,7 +338,7 @@ _DOC_ARGS = """
         trust_remote_code: allow the checkpoint's own code (POLAR, InternLM2-Reward).
         device, dtype: in-process only (default: CUDA/bf16 when present, else CPU/fp32).
         batch_size: samples per forward pass in-process (default 32), or the most per request to a
-            server (default 256; smaller requests when that keeps every server slot busy).
+            server (default 256; smaller when a call has too few samples for two per server).
         max_tokens_per_batch: in-process padded-token budget per forward pass.
         max_tokens_per_request: token budget of one request to a server.
         max_in_flight: requests in flight per server (lowered where the engine needs it).
