@@ -118,7 +118,13 @@ def engine_args(
     if opts.data_parallel_size > 1:
         cmd += ["--data-parallel-size", str(opts.data_parallel_size)]
     cmd += ["--host", opts.host, "--port", str(opts.port)]
-    add_common(cmd, "--api-key", opts.api_key)
+    if opts.api_key:
+        logger.warning(
+            "vLLM's API key guards only routes under /v1 (and /v2, /inference, /cohere in 0.32): the "
+            "reward routes /pooling and /classify stay open to anyone who can reach %s:%s",
+            opts.host,
+            opts.port,
+        )
     if opts.trust_remote_code:
         cmd.append("--trust-remote-code")
     add_common(cmd, "--served-model-name", opts.served_model_name)
@@ -129,7 +135,18 @@ def engine_args(
     return cmd
 
 
-SPEC = EngineSpec("vllm", "vLLM", VERSION_TABLE, engine_args, NEWEST_KNOWN, DISTRIBUTIONS, READY_ROUTES, DEFAULT_PORT)
+SPEC = EngineSpec(
+    "vllm",
+    "vLLM",
+    VERSION_TABLE,
+    engine_args,
+    NEWEST_KNOWN,
+    DISTRIBUTIONS,
+    READY_ROUTES,
+    DEFAULT_PORT,
+    # read by every version in VERSION_TABLE (``envs.VLLM_API_KEY``); argv would show the key in `ps`
+    api_key_env="VLLM_API_KEY",
+)
 build_command, flags_for, main = SPEC.build_command, SPEC.flags_for, SPEC.main
 
 if __name__ == "__main__":

@@ -125,6 +125,12 @@ class TransformersBackend:
         head = next((getattr(model, n) for n in _HEAD_NAMES if hasattr(model, n)), None)
         if head is not None:
             head.register_forward_hook(lambda _m, _i, out: self._captured.append(out))
+        elif archs and type(model).__name__ not in archs:
+            raise ConfigurationError(
+                f"{self.path} declares {', '.join(archs)} but transformers loaded {type(model).__name__}, "
+                "which has no reward head: the checkpoint ships no modeling code for it (no auto_map "
+                "AutoModel entry). Serve it with an engine that implements the architecture (vLLM, lmdeploy)"
+            )
         else:
             logger.warning("no score head found on %s; reading the model's pooled output", type(model).__name__)
         logger.info("loaded %s on %s (%s)", type(model).__name__, device, dtype)
@@ -195,4 +201,8 @@ def _pooled_output(out: Any) -> Any:
             return value
     if isinstance(out, (tuple, list)):
         return out[0]
-    return out
+    if hasattr(out, "reshape"):
+        return out
+    raise ConfigurationError(
+        f"the model returned {type(out).__name__} with no logits, rewards or scores: cannot read a reward from it"
+    )

@@ -163,13 +163,13 @@ def test_vllm_all_options(internlm2):
         "--data-parallel-size", "3",
         "--host", "0.0.0.0",
         "--port", "9001",
-        "--api-key", "secret",
-        "--trust-remote-code",
+        "--trust-remote-code",  # the key goes in VLLM_API_KEY (SPEC.key_env), not argv
         "--served-model-name", "rm",
         "--max-model-len", "512",
         "--dtype", "float32",
         "--enforce-eager", "--seed", "1",
     ]  # fmt: skip
+    assert vllm.SPEC.key_env(LaunchOptions(api_key="secret")) == {"VLLM_API_KEY": "secret"}
 
 
 def test_vllm_hub_id_uses_architecture_override(seq_cls):

@@ -150,3 +150,14 @@ def test_bad_ids_name_the_sample(polar_path):
         with pytest.raises(InvalidSampleError, match=message) as err:
             client.score_ids([[0, 5, 6], bad])
         assert (err.value.index, err.value.field) == (1, "input_ids")
+
+
+def test_reward_architecture_without_its_code_is_refused(tmp_path):
+    """Qwen2ForRewardModel weights with no modeling code load as a bare Qwen2Model: no head, no reward."""
+    from rmclient.errors import ConfigurationError
+    from rmclient.testing.remote_code import build_qwen2_reward_model
+
+    path = str(build_qwen2_reward_model(tmp_path / "qwen2-rm"))
+    client = RewardModelClient(path, trust_remote_code=True)
+    with pytest.raises(ConfigurationError, match="declares Qwen2ForRewardModel but transformers loaded Qwen2Model"):
+        client({"prompt": "q", "output": "a"})

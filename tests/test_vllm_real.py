@@ -31,6 +31,7 @@ VLLM_PYTHON = REPO / ".venv-vllm" / "bin" / "python"
 ENV = {"HF_HUB_OFFLINE": "1", "VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_NO_USAGE_STATS": "1"}
 FLAGS = dict(dtype="float32", max_model_len=512, extra_args=["--enforce-eager"])
 TOL = 1e-4
+API_KEY = "vllm-test-key"  # the qwen2 server is launched with it
 
 POLAR_SAMPLES = [
     {"prompt": "What is the capital of China?", "reference": "Beijing.", "output": "Beijing."},
@@ -109,6 +110,7 @@ class _Servers:
                 env=ENV,
                 trust_remote_code=(name == "internlm2"),
                 served_model_name=name,
+                api_key=API_KEY if name == "qwen2" else None,
                 ready_timeout=300,
                 stop_grace=20,
                 log_path=self.log_dir / f"vllm-{name}.log",
@@ -135,10 +137,15 @@ def servers(models, tmp_path_factory):
         print("\nvLLM ready after (s):", {k: round(v, 1) for k, v in pool.timings.items()})  # shown with -s
 
 
+def _auth(server):
+    return {"Authorization": f"Bearer {server.api_key}"} if server.api_key else {}
+
+
 def _pool(server, ids, **extra):
     r = httpx.post(
         server.url + "/pooling",
         json={"model": _served(server), "input": ids, "encoding_format": "float", **extra},
+        headers=_auth(server),
         timeout=60,
     )
     assert r.status_code == 200, r.text
@@ -214,7 +221,7 @@ def test_vllm_parser_accepts_the_launch_command(tmp_path):
     assert (parsed["runner"], parsed["convert"]) == ("pooling", "classify")
     assert (parsed["tensor_parallel_size"], parsed["data_parallel_size"]) == (2, 3)
     assert (parsed["host"], parsed["port"]) == ("0.0.0.0", 9001)
-    assert parsed["api_key"] in (["secret"], "secret")
+    assert "secret" not in cmd and not parsed["api_key"]  # the key travels in VLLM_API_KEY
     assert parsed["served_model_name"] in (["rm"], "rm")
     assert (parsed["trust_remote_code"], parsed["max_model_len"], parsed["dtype"]) == (True, 512, "float32")
     assert parsed["enforce_eager"] is True
@@ -230,7 +237,7 @@ def _check_launch(server, name):
     assert cmd[:3] == [str(VLLM_PYTHON), "-m", "vllm.entrypoints.openai.api_server"]
     assert cmd[cmd.index("--runner") + 1] == "pooling"
     assert ("--trust-remote-code" in cmd) == (name == "internlm2")
-    models_answer = httpx.get(server.url + "/v1/models", timeout=10).json()
+    models_answer = httpx.get(server.url + "/v1/models", headers=_auth(server), timeout=10).json()
     assert models_answer["data"][0]["id"] == name
     assert models_answer["data"][0]["max_model_len"] == 512
     assert httpx.get(server.url + "/version", timeout=10).json()["version"].startswith("0.32")
@@ -302,3 +309,22 @@ def test_token_reward_models_match_reference(servers, models, name):
         assert max(abs(g[0] - e) for g, e in zip(seq_got, seq_exp)) < TOL
     last = [seq[-1][0] for seq in got]
     assert any(not 0.0 <= r <= 1.0 for r in last), last
+
+
+def test_api_key_reaches_vllm_in_its_environment(servers, models):
+    """The key is not in argv (``ps``), vLLM enforces it, and our client sends it."""
+    from rmclient import RewardModelClient
+
+    server = servers["qwen2"]
+    assert API_KEY not in " ".join(server.command)
+    assert httpx.get(server.url + "/v1/models", timeout=10).status_code == 401
+    assert httpx.get(server.url + "/v1/models", headers=_auth(server), timeout=10).status_code == 200
+    # vLLM guards only /v1-style routes: the reward route answers without the key (the launcher warns)
+    ids = _ids(models["qwen2"])[:1]
+    assert httpx.post(server.url + "/pooling", json={"model": "qwen2", "input": ids}, timeout=60).status_code == 200
+    from rmclient.testing.remote_code import reference_rewards
+
+    samples = [{"prompt": "What is 2 + 2?", "output": o} for o in ("4", "5")]
+    client = RewardModelClient(models["qwen2"], server_type="vllm", server_address=server.url, api_key=API_KEY)
+    got = client(samples)
+    assert got == pytest.approx(reference_rewards(models["qwen2"], client.encode_ids(samples)), abs=TOL)
