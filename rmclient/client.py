@@ -78,6 +78,7 @@ class _ClientBase:
         engine_version: Optional[str] = None,
         served_model: Optional[str] = None,
     ) -> None:
+        self._init_args = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
         if server_type not in SERVER_TYPES:
             raise ConfigurationError(f"unknown server_type {server_type!r}; choose one of {SERVER_TYPES}")
         if on_error not in ON_ERROR:
@@ -118,6 +119,14 @@ class _ClientBase:
             weakref.WeakKeyDictionary()
         )
         self._server_max_len: Optional[int] = None
+
+    def __getstate__(self) -> Dict[str, Any]:
+        """Pickled as its constructor arguments (Ray, cloudpickle): the copy loads its own
+        tokenizer (and model, in-process) and opens its own connections where it is unpickled."""
+        return dict(self._init_args)
+
+    def __setstate__(self, state: Dict[str, Any]) -> None:
+        type(self).__init__(self, **state)
 
     # -- encoding (sync: CPU work) ---------------------------------------------
 

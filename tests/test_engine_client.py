@@ -175,3 +175,26 @@ def test_openrlhf_get_reward_both_response_shapes(polar_path, chat_path, shape):
             fake.script = ["nan"] * 100
             with pytest.raises(ScoringError, match="not finite"):
                 client(samples)
+
+
+def test_clients_pickle_as_their_arguments(polar_path):
+    """Ray and cloudpickle ship a client to workers: the copy rebuilds itself and scores the same."""
+    import asyncio
+    import pickle
+
+    from rmclient import AsyncRewardModelClient
+
+    with FakeEngine("vllm", "0.32.0") as fake:
+        client = client_for(polar_path, fake, max_in_flight=3, on_error="nan")
+        want = client(SAMPLES)  # its loop thread and pool exist now: they are not pickled
+        copy = pickle.loads(pickle.dumps(client))
+        assert copy is not client and copy.on_error == "nan" and copy._pool_options["max_in_flight"] == 3
+        assert copy(SAMPLES) == want
+        copy.close()
+        client.close()
+        aclient = pickle.loads(pickle.dumps(AsyncRewardModelClient(polar_path, server_type="vllm",
+                                                                   server_address=fake.url)))
+        assert asyncio.run(aclient(SAMPLES)) == want
+    local = RewardModelClient(polar_path)
+    rewards = local(SAMPLES)  # the model is loaded: the copy loads its own
+    assert pickle.loads(pickle.dumps(local))(SAMPLES) == rewards
