@@ -21,6 +21,7 @@ from typing import List, Optional, Sequence, Tuple
 
 from rmclient.errors import RMClientError
 
+from ._common import LaunchOptions
 from .supervisor import ENGINES, build_launch_command, get_engine, start
 
 __all__ = ["add_launch_arguments", "run_launch", "split_engine_args", "main"]
@@ -97,8 +98,8 @@ def run_launch(args: argparse.Namespace, *, engine: Optional[str] = None) -> int
                 port=port,
                 **_options(args),
             )
-            key = {spec.api_key_env: args.api_key} if spec.api_key_env and args.api_key else {}
-            print(" ".join([*(f"{k}={shlex.quote(v)}" for k, v in key.items()), shlex.join(cmd)]))
+            env = spec.key_env(LaunchOptions(api_key=args.api_key))
+            print(" ".join([*(f"{k}={shlex.quote(v)}" for k, v in env.items()), shlex.join(cmd)]))
             return 0
         server = start(
             engine,
