@@ -6,7 +6,8 @@ from typing import Any, Dict, Optional, Type
 
 from rmclient.errors import ConfigurationError
 
-from .base import Adapter, EncodedInput, Request, VersionRow, check_rewards, split_inputs, version_tuple
+from .base import Adapter, EncodedInput, Request, ServerInfo, check_rewards, model_kind, split_inputs
+from .versions import Version, VersionRow, engine_version, parse_version
 from .lmdeploy import LmdeployAdapter
 from .openrlhf import OpenrlhfAdapter
 from .sglang import SglangAdapter
@@ -34,5 +35,6 @@ def get_adapter(server_type: str, version: Optional[str] = None, **kw: Any) -> A
 
 __all__ = [
     "ADAPTERS", "Adapter", "EncodedInput", "LmdeployAdapter", "OpenrlhfAdapter", "Request", "SglangAdapter",
-    "VersionRow", "VllmAdapter", "check_rewards", "get_adapter", "split_inputs", "version_tuple",
+    "ServerInfo", "Version", "VersionRow", "VllmAdapter", "check_rewards", "engine_version", "get_adapter",
+    "model_kind", "parse_version", "split_inputs",
 ]

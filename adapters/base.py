@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import logging
 import math
-import re
 from dataclasses import dataclass
-from typing import Any, ClassVar, Dict, List, Optional, Sequence, Tuple, TypeVar, Union
+from typing import Any, ClassVar, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
-from rmclient.errors import ConfigurationError, ResponseError
+from rmclient.errors import ResponseError
+
+from .versions import VersionRow, select_row
 
 #: One encoded sample: token ids (exact, preferred) or text (xtuner compatibility).
 EncodedInput = Union[str, Sequence[int]]
@@ -27,164 +28,54 @@ class Request:
     json: Optional[dict] = None
 
 
-#: A release number: ``"0.10.1.post1"`` -> ``(0, 10, 1)``.
-VersionTuple = Tuple[int, ...]
-
-
-def version_tuple(version: Optional[str]) -> Optional[VersionTuple]:
-    """The release part of ``version`` (``"0.32.0+cpu"`` -> ``(0, 32)``), or ``None`` if unparsable.
-
-    Trailing zeros are dropped, so tuples compare as versions. Pre-release,
-    post-release, dev and local parts are ignored: a build of a release behaves
-    like that release.
-    """
-    if not isinstance(version, str):
-        return None
-    release: Optional[Tuple[int, ...]] = None
-    try:
-        from packaging.version import InvalidVersion, Version
-
-        try:
-            release = Version(version).release
-        except InvalidVersion:
-            release = None
-    except ImportError:  # packaging is not a dependency: fall back to the leading numbers
-        pass
-    if release is None:
-        m = re.match(r"\s*v?(\d+(?:\.\d+)*)", version)
-        if not m:
-            return None
-        release = tuple(int(x) for x in m.group(1).split("."))
-    return _trim(release)
-
-
-def _trim(release: Sequence[int]) -> VersionTuple:
-    out = [int(x) for x in release]
-    while len(out) > 1 and out[-1] == 0:
-        out.pop()
-    return tuple(out)
-
-
-def parse_version(text: str, width: int = 3) -> VersionTuple:
-    """``version_tuple`` padded with zeros (or cut) to ``width`` numbers: ``"0.11.0rc2"`` -> ``(0, 11, 0)``.
-
-    An unreadable version is a :class:`ConfigurationError`.
-    """
-    release = version_tuple(text)
-    if release is None:
-        raise ConfigurationError(f"cannot read an engine version from {text!r}")
-    return (release + (0,) * width)[:width]
-
-
-def format_version(version: Sequence[int]) -> str:
-    """``(0, 10, 1)`` -> ``"0.10.1"``."""
-    return ".".join(str(x) for x in version)
-
-
 @dataclass(frozen=True)
-class VersionRow:
-    """One row of a version table: the behaviour of ``min_version <= v < max_version``.
+class ServerInfo:
+    """What a server says about itself at first contact."""
 
-    ``max_version`` ``None`` means "and every later version". Engine modules subclass
-    this with their behaviour fields and a ``note`` that cites the range.
-    """
-
-    min_version: str
-    max_version: Optional[str]
-
-    @property
-    def since(self) -> VersionTuple:
-        """``min_version`` parsed."""
-        return version_tuple(self.min_version) or ()
-
-    @property
-    def until(self) -> Optional[VersionTuple]:
-        """``max_version`` parsed (``None``: open)."""
-        return None if self.max_version is None else version_tuple(self.max_version)
-
-    def covers(self, version: Sequence[int]) -> bool:
-        """Whether ``version`` (a release tuple) falls in this row's range."""
-        v, until = _trim(version), self.until
-        return bool(self.since) and self.since <= v and (until is None or v < until)
-
-    @property
-    def label(self) -> str:
-        hi = "and later" if self.max_version is None else f"< {self.max_version}"
-        return f"{self.min_version} {hi}"
+    version: Optional[str] = None
+    #: The served model name.
+    model: Optional[str] = None
+    #: The longest input (in tokens) the server scores; ``None``: it does not say.
+    max_input_len: Optional[int] = None
 
 
-R = TypeVar("R", bound=VersionRow)
-
-
-def select_row(
-    table: Sequence[R],
-    version: Union[str, Sequence[int], None],
-    unknown: Optional[R],
-    engine: str,
-    log: logging.Logger,
-    *,
-    newer_uses_last: bool = False,
-) -> R:
-    """The row of ``table`` covering ``version`` (a version string or a release tuple).
-
-    An unknown or unparsable version gives ``unknown`` (logged), or a
-    :class:`ConfigurationError` when ``unknown`` is ``None``. A version older than
-    the first row is a :class:`ConfigurationError`; one newer than the last row
-    (which must then be closed) is too, unless ``newer_uses_last``: then the last
-    row, with a warning.
-    """
-    if version is None or isinstance(version, str):
-        parsed = version_tuple(version)
-        shown = str(version)
-    else:
-        parsed, shown = _trim(version), format_version(version)
-    if parsed is None:
-        if unknown is None:
-            raise ConfigurationError(f"cannot read an engine version from {version!r}")
-        log.info(
-            "%s version %s; assuming: %s",
-            engine,
-            "unknown" if version is None else f"{version!r} unparsable",
-            getattr(unknown, "note", unknown),
-        )
-        return unknown
-    for row in table:
-        if row.covers(parsed):
-            return row
-    last = table[-1]
-    if newer_uses_last and parsed >= last.since:
-        log.warning(
-            "%s %s is newer than any version rmclient knows; using the row for %s", engine, shown, last.label
-        )
-        return last
-    raise ConfigurationError(
-        f"{engine} {shown} is not supported: the oldest supported version is {table[0].min_version}"
-    )
+def model_kind(architecture: Optional[str]) -> str:
+    """``"seq_cls"`` (``*ForSequenceClassification``), ``"reward"`` (``*RewardModel``), ``"causal"`` or ``"unknown"``."""
+    if not architecture:
+        return "unknown"
+    if architecture.endswith("ForSequenceClassification"):
+        return "seq_cls"
+    if architecture.endswith("RewardModel"):  # InternLM2ForRewardModel, Qwen2ForRewardModel, ...ProcessRewardModel
+        return "reward"
+    if architecture.endswith("ForCausalLM"):
+        return "causal"
+    return "unknown"
 
 
 class Adapter:
     """Base class of the engine adapters.
 
-    Subclasses override the class attributes and :meth:`build_request` /
-    :meth:`parse_response`; the version-dependent behaviour comes from the
-    engine module's quirk table, chosen in ``__init__`` from ``version``.
+    Subclasses override the class attributes, :meth:`build_request`, :meth:`_values`
+    and :meth:`read_info`; the version-dependent behaviour comes from the engine
+    module's table, chosen in ``__init__`` from ``version`` (and ``architecture``,
+    the model's ``architectures[0]``, where the engine serves kinds differently).
     """
 
     engine: ClassVar[str] = ""
-    #: The engine's quirk table and the row used when its version is unknown.
+    #: The engine's version table and the row used when its version is unknown.
     table: ClassVar[Sequence[VersionRow]] = ()
     unknown_row: ClassVar[Optional[VersionRow]] = None
     health_path: ClassVar[str] = "/health"
-    #: Route that reports the engine version, or ``None`` when the engine has none.
-    version_path: ClassVar[Optional[str]] = None
-    models_path: ClassVar[Optional[str]] = "/v1/models"
-    #: Whether the engine takes token ids (else the client sends each sample's full text).
-    accepts_ids: ClassVar[bool] = True
+    #: GET routes asked at first contact, in groups of alternatives (the first that answers counts).
+    info_routes: ClassVar[Tuple[Tuple[str, ...], ...]] = (("/v1/models",),)
 
-    def __init__(self, version: Optional[str] = None, *, model: Optional[str] = None) -> None:
+    def __init__(
+        self, version: Optional[str] = None, *, model: Optional[str] = None, architecture: Optional[str] = None
+    ) -> None:
         self.version = version
         self.model = model
-        #: The quirk-table row chosen for ``version``.
+        self.architecture = architecture
+        #: The table row chosen for ``version``.
         self.row: Any = (
             select_row(self.table, version, self.unknown_row, self.engine, _engine_logger(self))
             if self.unknown_row is not None
@@ -195,6 +86,12 @@ class Adapter:
     max_in_flight: Optional[int] = None
     #: Route of the scoring request.
     score_path: str = ""
+    #: What the scoring request carries: ``"ids"`` (token ids), ``"text"`` (text; the server
+    #: adds special tokens such as BOS, like the model's tokenizer) or ``"full_text"`` (text with
+    #: every special token in it; the server adds none).
+    inputs: str = "ids"
+    #: The shortest input the server scores.
+    min_input_len: ClassVar[int] = 1
 
     def build_request(self, inputs: Sequence[EncodedInput]) -> Request:
         """The request that scores ``inputs`` (all ids or all text)."""
@@ -209,22 +106,29 @@ class Adapter:
         """The raw values in ``body`` in input order (checked by :func:`check_rewards`)."""
         raise NotImplementedError
 
+    @classmethod
+    def read_info(cls, bodies: Mapping[str, Any]) -> ServerInfo:
+        """What the answers of ``info_routes`` (path -> JSON body) say: by default ``/v1/models``'s card."""
+        name, max_len = cls._model_card(bodies.get("/v1/models"))
+        return ServerInfo(model=name, max_input_len=max_len)
+
     @staticmethod
-    def parse_version(body: Any) -> Optional[str]:
-        """The engine version in the body of ``version_path`` (its ``"version"``), or ``None``."""
+    def _version_field(body: Any) -> Optional[str]:
         v = body.get("version") if isinstance(body, dict) else None
         return v if isinstance(v, str) else None
 
     @staticmethod
-    def parse_models(body: Any) -> "tuple[Optional[str], Optional[int]]":
+    def _model_card(body: Any) -> Tuple[Optional[str], Optional[int]]:
         """``(served model name, max_model_len)`` from an OpenAI ``/v1/models`` body."""
         try:
             card = body["data"][0]
         except (KeyError, IndexError, TypeError):
             return None, None
-        name = card.get("id") if isinstance(card, dict) else None
-        max_len = card.get("max_model_len") if isinstance(card, dict) else None
-        return name, max_len if isinstance(max_len, int) else None
+        if not isinstance(card, dict):
+            return None, None
+        name, max_len = card.get("id"), card.get("max_model_len")
+        ok = isinstance(max_len, int) and not isinstance(max_len, bool) and max_len > 0
+        return (name if isinstance(name, str) else None), (max_len if ok else None)
 
 
 def check_rewards(values: Sequence[Any], n: int, endpoint: str, body: Any) -> List[float]:

@@ -2,14 +2,16 @@
 
 The query is the whole text the model sees, special tokens (BOS) included: the
 server tokenizes it with ``add_special_tokens=False``. So this adapter takes
-text only (``accepts_ids = False``); the client sends each sample's full text.
+text only (``inputs = "full_text"``); the client sends each sample's full text.
 Newer servers also answer ``"scores"`` (the same values) and ``"extra_logs"``;
 ``"rewards"`` is read in both shapes. ``rmclient serve`` speaks this route too.
+serve_rm reports no length limit (its ``--max_len``): pass ``max_length=`` to the
+client; ``rmclient serve`` answers ``/v1/models`` with its limit.
 """
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, List, Optional, Sequence
+from typing import Any, ClassVar, List, Sequence, Tuple
 
 from rmclient.errors import ConfigurationError, ResponseError
 
@@ -22,10 +24,10 @@ class OpenrlhfAdapter(Adapter):
     engine: ClassVar[str] = "openrlhf"
     #: serve_rm has no health, version or models route: any HTTP answer means it is up.
     health_path: ClassVar[str] = "/get_reward"
-    version_path: ClassVar[Optional[str]] = None
-    models_path: ClassVar[Optional[str]] = None
-    accepts_ids: ClassVar[bool] = False
+    #: ``rmclient serve`` answers it (``max_model_len``); serve_rm answers 404, which is ignored.
+    info_routes: ClassVar[Tuple[Tuple[str, ...], ...]] = (("/v1/models",),)
     score_path = "/get_reward"
+    inputs = "full_text"
 
     def build_request(self, inputs: Sequence[EncodedInput]) -> Request:
         """``{"query": [full text, ...]}``."""

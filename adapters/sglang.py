@@ -1,58 +1,140 @@
-"""sglang: native ``POST /classify`` (raw score), never ``/v1/classify`` (softmax)."""
+"""sglang: native ``POST /classify`` (raw score), never ``/v1/classify`` (softmax); ONE table.
+
+``TABLE`` is read by this adapter and by ``rmclient.launchers.sglang``. Paths are
+inside the ``sglang`` package of each release (read from every wheel 0.4.3 to
+0.5.23; sglang needs CUDA, so no server runs here). The request is the same in
+every version: ``{"input_ids": [[...]]}`` or ``{"text": [...]}``
+(``srt/managers/io_struct.py`` ``EmbeddingReqInput``), answered by a list of
+``{"embedding": [score], "meta_info"}`` (raw: every reward head pools the last
+token with ``normalize=False``). What changes is which architectures are served.
+
+Length: the scheduler refuses ``len(input_ids) >= max_req_input_len`` with
+``max_req_input_len = min(context_len - 1, kv_pool_tokens - 1) - 5``
+(``srt/managers/tp_worker.py`` 0.4.3:110-114, 0.5.23:568-572; the check is
+``srt/managers/utils.py`` ``validate_input_length``, 0.4.3:23, 0.5.23:272), and the
+tokenizer manager ``len >= context_len`` (``tokenizer_manager.py`` 0.4.3:344). A list
+request fails whole with one 400. From 0.4.7 the scheduler no longer aborts an
+over-long embedding request but queues it (``scheduler.py`` 0.5.23:3751-3753), so
+the client must stay below the limit itself: ``/server_info`` (0.5.6+; before,
+``/get_server_info``, every version) reports ``max_req_input_len``.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, ClassVar, List, Optional, Sequence
+import logging
+from dataclasses import dataclass, replace
+from typing import Any, ClassVar, FrozenSet, List, Mapping, Optional, Sequence, Tuple
 
 from rmclient.errors import ResponseError
 
-from .base import Adapter, EncodedInput, Request, VersionRow, batch, get_field, single
+from .base import Adapter, EncodedInput, Request, ServerInfo, batch, get_field, single
+from .versions import VersionRow
+
+logger = logging.getLogger(__name__)
+
+#: Reward/classification architectures of every release (srt/models/llama_reward.py,
+#: gemma2_reward.py, internlm2_reward.py in 0.4.3).
+_BASE = frozenset({"LlamaForSequenceClassification", "Gemma2ForSequenceClassification", "InternLM2ForRewardModel"})
+#: Heads that sglang builds with a bias HF checkpoints lack (``nn.Linear(hidden, num_labels)``,
+#: srt/models/qwen2_classification.py 0.4.4.post2:41, qwen3_classification.py 0.5.4:41): the bias
+#: keeps its random initial value, a constant offset on every score (rankings are unaffected).
+BIASED_HEADS = frozenset({"Qwen2ForSequenceClassification", "Qwen3ForSequenceClassification"})
 
 
 @dataclass(frozen=True)
 class SglangRow(VersionRow):
-    """Behaviour of sglang versions ``[min_version, max_version)``."""
+    """sglang ``[min_version, max_version)``: the reward architectures it serves."""
 
-    note: str
+    architectures: FrozenSet[str]
+    source: str = ""
+    note: str = ""
 
 
-#: sglang quirk table (ENGINES.md section 3). The scoring request is the same in every row.
-TABLE = (
-    SglangRow(
-        "0.4.3", "0.5.4",
-        "native /classify takes {'text': [...]} or {'input_ids': [[...]]}, returns raw "
-        "[{'embedding': [score], 'meta_info'}]; Qwen2ForRewardModel from 0.4.4",
-    ),
-    SglangRow(
-        "0.5.4", None,
-        "as before (seen to 0.5.23); /v1/classify exists but applies softmax (1.0 for a "
-        "one-label head): never used",
-    ),
+#: The ONE sglang table. Post releases matter: Qwen2ForRewardModel is in 0.4.3.post3, not 0.4.3.
+TABLE: Tuple[SglangRow, ...] = (
+    SglangRow("0.4.3", "0.4.3.post3", _BASE,
+              source="srt/models/{llama,gemma2,internlm2}_reward.py 0.4.3",
+              note="Llama/Gemma2 seq-cls, InternLM2ForRewardModel"),
+    SglangRow("0.4.3.post3", "0.4.4.post2", _BASE | {"Qwen2ForRewardModel"},
+              source="srt/models/qwen2_rm.py 0.4.3.post3:28",
+              note="+ Qwen2ForRewardModel"),
+    SglangRow("0.4.4.post2", "0.5.1", _BASE | {"Qwen2ForRewardModel", "Qwen2ForSequenceClassification"},
+              source="srt/models/qwen2_classification.py 0.4.4.post2:28",
+              note="+ Qwen2ForSequenceClassification (its head has a bias HF checkpoints lack)"),
+    SglangRow("0.5.1", "0.5.9",
+              _BASE | {"Qwen2ForRewardModel", "Qwen2ForSequenceClassification", "Qwen3ForSequenceClassification"},
+              source="srt/models/qwen3_classification.py 0.5.1",
+              note="+ Qwen3ForSequenceClassification (biased head as Qwen2's)"),
+    SglangRow("0.5.9", None,
+              _BASE | {"Qwen2ForRewardModel", "Qwen2ForSequenceClassification", "Qwen3ForSequenceClassification",
+                       "Qwen3ForRewardModel"},
+              source="srt/models/qwen3_rm.py 0.5.9:26; seen in the source to 0.5.23",
+              note="+ Qwen3ForRewardModel (read to 0.5.23)"),
 )
 
-#: Unknown version: the request is the same on every supported version.
-UNKNOWN = SglangRow("0.4.3", None, "unknown version: native /classify, the same request on every version")
+#: Unknown version: the request is the same on every version; the newest row's architectures.
+UNKNOWN = replace(TABLE[-1], note="unknown version: native /classify, the same request on every version")
+
+#: What the scheduler subtracts beyond ``context_len``: ``(context_len - 1) - 5``, then ``len < limit``.
+_BELOW_CONTEXT = 7
+
+
+#: Every architecture the table knows.
+KNOWN = frozenset().union(*(row.architectures for row in TABLE))
+
+
+def supports(row: SglangRow, architecture: Optional[str]) -> bool:
+    """Whether ``row``'s versions serve ``architecture``: refused only where the table knows a later start."""
+    return architecture not in KNOWN or architecture in row.architectures
+
+
+def first_version_serving(architecture: Optional[str]) -> Optional[str]:
+    """The first version of ``TABLE`` that serves ``architecture``, or ``None``."""
+    return next((row.min_version for row in TABLE if supports(row, architecture)), None)
+
+
+def bias_warning(architecture: Optional[str]) -> Optional[str]:
+    """The warning for an architecture whose sglang head carries an unloaded bias, if it is one."""
+    if architecture not in BIASED_HEADS:
+        return None
+    return (
+        f"sglang builds the {architecture} score head with a bias that HF checkpoints do not have; it keeps "
+        "its random initial value, so every score carries the same unknown offset (rankings are unaffected)"
+    )
 
 
 class SglangAdapter(Adapter):
     """sglang ``--is-embedding`` server: ``POST /classify`` with token ids or text."""
 
     engine: ClassVar[str] = "sglang"
-    version_path: ClassVar[Optional[str]] = "/get_server_info"
+    info_routes: ClassVar[Tuple[Tuple[str, ...], ...]] = (("/server_info", "/get_server_info"), ("/v1/models",))
     table: ClassVar[Sequence[VersionRow]] = TABLE
     unknown_row: ClassVar[Optional[VersionRow]] = UNKNOWN
     score_path = "/classify"
 
-    @staticmethod
-    def parse_models(body: Any) -> "tuple[Optional[str], Optional[int]]":
-        """As the base, but the usable length is ``max_model_len - 1``.
+    def __init__(
+        self, version: Optional[str] = None, *, model: Optional[str] = None, architecture: Optional[str] = None
+    ) -> None:
+        super().__init__(version, model=model, architecture=architecture)
+        warning = bias_warning(architecture)
+        if warning:
+            logger.warning(warning)
 
-        sglang rejects an input AT or over its context length (ENGINES.md 3), and
-        ``--allow-auto-truncate`` would cut the reward token off the right.
-        """
-        name, max_len = Adapter.parse_models(body)
-        return name, (max_len - 1 if max_len else max_len)
+    @classmethod
+    def read_info(cls, bodies: Mapping[str, Any]) -> ServerInfo:
+        """``/server_info`` (or ``/get_server_info``): ``version`` and ``max_req_input_len`` (longest
+        accepted: one less); else ``/v1/models``' ``max_model_len`` (0.4.4.post3+) less 7."""
+        info = bodies.get("/server_info") or bodies.get("/get_server_info")
+        name, context = cls._model_card(bodies.get("/v1/models"))
+        limit = info.get("max_req_input_len") if isinstance(info, dict) else None
+        if isinstance(limit, int) and not isinstance(limit, bool) and limit > 1:
+            longest: Optional[int] = limit - 1
+        else:
+            longest = context - _BELOW_CONTEXT if context and context > _BELOW_CONTEXT else None
+        if isinstance(info, dict) and name is None:
+            served = info.get("served_model_name")
+            name = served if isinstance(served, str) else None
+        return ServerInfo(version=cls._version_field(info), model=name, max_input_len=longest)
 
     def build_request(self, inputs: Sequence[EncodedInput]) -> Request:
         """``{"input_ids": [[...]]}`` or ``{"text": [...]}``: exactly one (extra keys are ignored)."""

@@ -1,118 +1,375 @@
-"""vLLM: ``POST /pooling`` (default) or ``POST /classify``, raw rewards via ``"use_activation": false``.
+"""vLLM: how each version serves a reward model RAW (launch flags and request), in ONE table.
 
-``softmax`` and ``activation`` are never sent: on 0.11.1-0.13 any value of them turns
-the activation ON (ENGINES.md section 4). vLLM ignores unknown request fields (its
-``OpenAIBaseModel`` has ``extra="allow"``), so a field an old version lacks is harmless.
+``TABLE`` is read by this adapter (route, request fields, inputs) and by
+``rmclient.launchers.vllm`` (flags). Each row cites the vLLM files that show it
+(paths inside the ``vllm`` package of that release) and was checked on real CPU
+servers of the versions named in ``seen`` (``tests/matrix/vllm.sh``).
+
+Three kinds of checkpoint: ``*ForSequenceClassification`` ("seq-cls": one score per
+sequence), ``*ForRewardModel`` ("reward": InternLM2/POLAR, Qwen2-RM; one score per
+token, the last is the reward), and ``*ForCausalLM`` converted to a classifier.
+Where a version cannot return the raw score of a kind (it applies a sigmoid or
+softmax that nothing turns off, or does not serve the architecture), the row says
+so and both the launcher and this adapter refuse, naming the versions that work.
+``softmax`` and ``activation`` are never sent from 0.11.1: on 0.11.1-0.13 any value of
+them turns the activation ON (``config/pooler.py`` 0.11.1:109 ``get_use_activation``).
+vLLM ignores unknown request fields in every version (``OpenAIBaseModel``:
+``extra="allow"``), so a field an old version lacks is harmless.
 """
 
 from __future__ import annotations
 
+import json
 import logging
-from dataclasses import dataclass
-from typing import Any, ClassVar, Dict, List, Optional, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, ClassVar, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from rmclient.errors import ConfigurationError
+from rmclient.errors import ConfigurationError, ResponseError
 
-from .base import Adapter, EncodedInput, Request, VersionRow, batch, get_field, indexed_data, single
+from .base import Adapter, EncodedInput, Request, ServerInfo, batch, get_field, indexed_data, model_kind
+from .versions import VersionRow
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
+class Route:
+    """A scoring route and the request fields that make its reward raw."""
+
+    path: str
+    fields: Mapping[str, Any] = field(default_factory=dict)
+    #: The route takes token ids (else text only).
+    ids: bool = True
+
+
+@dataclass(frozen=True)
+class Serving:
+    """How a version range serves one kind of reward model, or why it cannot give the raw reward."""
+
+    #: Flags that make vLLM serve the checkpoint as a pooling model.
+    launch: Tuple[str, ...] = ()
+    #: Launch flags that turn the pooler's activation off.
+    raw_launch: Tuple[str, ...] = ()
+    #: Routes that give the raw reward, preferred first.
+    routes: Tuple[Route, ...] = ()
+    #: What makes the reward raw: ``"request"`` (the route's fields), ``"launch"`` (only
+    #: ``raw_launch``; the client cannot check it and looks for a sigmoid's signature) or
+    #: ``"default"`` (raw anyway).
+    raw_by: str = "request"
+    #: Non-empty: no raw reward in this range, and why.
+    refused: str = ""
+
+
+@dataclass(frozen=True)
 class VllmRow(VersionRow):
-    """Behaviour of vLLM versions ``[min_version, max_version)``."""
+    """vLLM ``[min_version, max_version)``: the serving of each kind, and facts of the CLI."""
 
-    #: Send ``"use_activation": false`` (the request-level raw switch).
-    use_activation: bool
-    #: ``model`` must be in the request.
-    model_required: bool
-    #: ``/classify`` accepts token ids.
-    classify_ids: bool
-    #: Raw rewards only when the server was launched with the pooler flag.
-    raw_needs_launch_flag: bool
-    note: str
+    seq_cls: Serving
+    reward: Serving
+    #: ``*ForCausalLM`` converted to a one-label classifier (``--convert classify``).
+    causal: Serving
+    #: Architectures served differently from their kind (e.g. Qwen2 seq-cls before 0.10).
+    by_arch: Mapping[str, Serving] = field(default_factory=dict)
+    #: ``model`` is required in requests.
+    model_required: bool = False
+    #: ``--data-parallel-size`` exists.
+    data_parallel: bool = True
+    #: The vLLM files (and lines) that show this row.
+    source: str = ""
+    #: Versions of this range seen on real servers (tests/matrix/vllm.sh).
+    seen: str = ""
+    note: str = ""
+
+    def serving(self, architecture: Optional[str]) -> Serving:
+        """The serving of ``architecture`` (its kind's, unless the row names it)."""
+        if architecture in self.by_arch:
+            return self.by_arch[architecture]
+        kind = model_kind(architecture)
+        if kind == "seq_cls":
+            return self.seq_cls
+        if kind == "causal":
+            return self.causal
+        return self.reward  # "reward", and "unknown": the reward request is valid for both kinds
 
 
-#: vLLM quirk table (ENGINES.md section 4).
-TABLE = (
-    VllmRow("0.7", "0.8", False, True, False, False,
-            "`--task reward`: raw by default; `model` is required"),
-    VllmRow("0.8", "0.10.1", False, False, False, False,
-            "`--task reward` (`--task classify` for seq-cls from 0.10.0): raw by default"),
-    VllmRow("0.10.1", "0.11.1", False, False, False, True,
-            "`--runner pooling`: raw only if launched with "
-            "`--override-pooler-config '{\"softmax\": false}'`; no request-level switch"),
-    VllmRow("0.11.1", "0.16", True, False, False, False,
-            "request `use_activation: false`; `softmax`/`activation` would turn activation ON"),
-    VllmRow("0.16", None, True, False, True, False,
-            "`use_activation` is the only accepted name (seen to 0.33); /classify takes token ids"),
+def _pooler(flag: str, **config: Any) -> Tuple[str, ...]:
+    return (flag, json.dumps(config))
+
+
+POOLING = Route("/pooling")
+TASK_REWARD = ("--task", "reward")
+TASK_CLASSIFY = ("--task", "classify")
+RUNNER = ("--runner", "pooling")
+NO_SOFTMAX = _pooler("--override-pooler-config", softmax=False)
+NO_ACTIVATION_0_10 = _pooler("--override-pooler-config", softmax=False, activation=False)
+NO_ACTIVATION = _pooler("--pooler-config", use_activation=False)
+USE_ACTIVATION = {"use_activation": False}
+
+NOT_SEQ_CLS_0_9 = (
+    "vLLM 0.9.x serves this *ForSequenceClassification through its Transformers fallback, which has "
+    "no score head (model_loader/utils.py 0.9.2:246-249; seen: --task classify kills the engine, "
+    "--task reward returns hidden states)"
+)
+NO_RAW_0_10_0 = (
+    "vLLM 0.10.0 always applies the classifier's activation (layers/pooler.py 0.10.0:698: "
+    "`scores = self.act_fn(pooled_output)`), with no request field or launch flag to turn it off, "
+    "and does not serve seq-cls on /pooling (config.py 0.10.0:912-917)"
+)
+CAUSAL_BEFORE_0_10_1 = "vLLM before 0.10.1 has no --convert classify for a *ForCausalLM checkpoint"
+
+_REWARD_TASK = Serving(TASK_REWARD, routes=(POOLING,), raw_by="default")
+#: Qwen2/Qwen3 seq-cls before 0.10: a softmax (0.7-0.8) or sigmoid (0.9) head, off only at launch.
+_SEQ_CLS_CLASSIFY_TASK = Serving(TASK_CLASSIFY, NO_SOFTMAX, (POOLING,), raw_by="launch")
+_QWEN_SEQ_CLS = ("Qwen2ForSequenceClassification", "Qwen3ForSequenceClassification")
+_NO_CAUSAL = Serving(refused=CAUSAL_BEFORE_0_10_1)
+
+#: The ONE vLLM table: version range -> how each kind is served raw (flags, route, fields).
+TABLE: Tuple[VllmRow, ...] = (
+    VllmRow(
+        "0.7.0", "0.8.0",
+        seq_cls=Serving(refused="vLLM 0.7 does not serve Llama/Gemma2 *ForSequenceClassification "
+                        "(registry.py 0.7.0:345-355: not supported)"),
+        reward=_REWARD_TASK,
+        causal=_NO_CAUSAL,
+        by_arch={"Qwen2ForSequenceClassification": _SEQ_CLS_CLASSIFY_TASK},
+        model_required=True,
+        data_parallel=False,
+        source="entrypoints/openai/protocol.py 0.7.0:899 (model: str required); layers/pooler.py "
+        "0.7.0:227-231 (softmax over the labels: 1.0 for one label); models/internlm2.py 0.7.0:466-471 (raw)",
+        note="`--task reward` for *ForRewardModel (raw); Qwen2 seq-cls `--task classify` + "
+        "`{\"softmax\": false}`; `model` required; no --data-parallel-size",
+    ),
+    VllmRow(
+        "0.8.0", "0.8.4",
+        seq_cls=_SEQ_CLS_CLASSIFY_TASK,
+        reward=_REWARD_TASK,
+        causal=_NO_CAUSAL,
+        data_parallel=False,
+        source="engine/arg_utils.py 0.8.4:449 (--data-parallel-size first); otherwise as 0.8.4 - 0.9",
+        note="as 0.8.4 - 0.9, without --data-parallel-size",
+    ),
+    VllmRow(
+        "0.8.4", "0.9.0",
+        seq_cls=_SEQ_CLS_CLASSIFY_TASK,
+        reward=_REWARD_TASK,
+        causal=_NO_CAUSAL,
+        source="layers/pooler.py 0.8.5:243-247 (seq-cls: softmax over the labels unless the pooler "
+        "config says softmax false); models/qwen2_rm.py 0.8.5:111-115 (reward: raw)",
+        seen="0.8.5",
+        note="seq-cls `--task classify --override-pooler-config '{\"softmax\": false}'` (/pooling, [r]); "
+        "*ForRewardModel `--task reward` (raw); no /classify",
+    ),
+    VllmRow(
+        "0.9.0", "0.10.0",
+        seq_cls=Serving(refused=NOT_SEQ_CLS_0_9),
+        reward=_REWARD_TASK,
+        causal=_NO_CAUSAL,
+        by_arch={arch: _SEQ_CLS_CLASSIFY_TASK for arch in _QWEN_SEQ_CLS},
+        source="models/adapters.py 0.9.2:176-180 + layers/pooler.py 0.9.2:323-335 (Qwen2/Qwen3 seq-cls: "
+        "sigmoid unless the pooler config says softmax false); model_loader/utils.py 0.9.2:246-249",
+        seen="0.9.2",
+        note="only Qwen2/Qwen3 seq-cls (`--task classify` + `{\"softmax\": false}`) and *ForRewardModel "
+        "(`--task reward`)",
+    ),
+    VllmRow(
+        "0.10.0", "0.10.1",
+        seq_cls=Serving(refused=NO_RAW_0_10_0),
+        reward=_REWARD_TASK,
+        causal=Serving(refused=NO_RAW_0_10_0),
+        source="layers/pooler.py 0.10.0:698; config.py 0.10.0:912-917; pooler for_encode (reward) raw",
+        seen="0.10.0",
+        note="no raw reward for seq-cls; *ForRewardModel `--task reward` (raw)",
+    ),
+    VllmRow(
+        "0.10.1", "0.11.1",
+        seq_cls=Serving(RUNNER, NO_ACTIVATION_0_10, (Route("/classify", {"activation": False}, ids=False),)),
+        reward=Serving(RUNNER, NO_ACTIVATION_0_10, (POOLING,), raw_by="launch"),
+        causal=Serving(RUNNER + ("--convert", "classify"), NO_ACTIVATION_0_10,
+                       (Route("/classify", {"activation": False}, ids=False),)),
+        source="pooling_params.py 0.10.1.1:139-143 (activation and softmax on by default) and 62-67 "
+        "(`activation` for classify, `softmax` for the reward/encode task); protocol.py 0.10.1.1:1585 "
+        "(/classify `activation`, text only); api_server.py 0.10.1.1:772 (/pooling 400 for seq-cls)",
+        seen="0.10.1.1, 0.11.0",
+        note="`--runner pooling --override-pooler-config '{\"softmax\": false, \"activation\": false}'`; "
+        "seq-cls on /classify (text) with `activation: false`; *ForRewardModel raw only by the launch flag",
+    ),
+    VllmRow(
+        "0.11.1", "0.15.0",
+        seq_cls=Serving(RUNNER, NO_ACTIVATION, (
+            Route("/pooling", {"task": "classify", **USE_ACTIVATION}),
+            Route("/classify", USE_ACTIVATION, ids=False),
+        )),
+        reward=Serving(RUNNER, NO_ACTIVATION, (Route("/pooling", USE_ACTIVATION),)),
+        causal=Serving(RUNNER + ("--convert", "classify"), NO_ACTIVATION, (
+            Route("/pooling", {"task": "classify", **USE_ACTIVATION}),
+            Route("/classify", USE_ACTIVATION, ids=False),
+        )),
+        source="config/pooler.py 0.11.1:109-122 (softmax/activation of any value turn it ON, to 0.13); "
+        "serving_pooling.py 0.11.1:176-189 (seq-cls /pooling needs task classify); "
+        "pooling/classify/protocol.py 0.14.1:20 (/classify input: text only)",
+        seen="0.11.2, 0.12.0, 0.13.0, 0.14.1",
+        note="`--runner pooling --pooler-config '{\"use_activation\": false}'`; request "
+        "`use_activation: false` (+ `task: classify` for seq-cls on /pooling); /classify text only",
+    ),
+    VllmRow(
+        "0.15.0", None,
+        seq_cls=Serving(RUNNER, NO_ACTIVATION, (
+            Route("/pooling", {"task": "classify", **USE_ACTIVATION}),
+            Route("/classify", USE_ACTIVATION),
+        )),
+        reward=Serving(RUNNER, NO_ACTIVATION, (Route("/pooling", USE_ACTIVATION),)),
+        causal=Serving(RUNNER + ("--convert", "classify"), NO_ACTIVATION, (
+            Route("/pooling", {"task": "classify", **USE_ACTIVATION}),
+            Route("/classify", USE_ACTIVATION),
+        )),
+        source="pooling/base/protocol.py 0.15.0:46 (/classify takes token ids); pooling/base/protocol.py "
+        "0.16.0:200-207 (only `use_activation`); config/model.py 0.16.0:77 (--convert reward gone)",
+        seen="0.15.1, 0.16.0, 0.20.2, 0.25.0, 0.32.0",
+        note="as 0.11.1 - 0.15, and /classify takes token ids (seen to 0.32)",
+    ),
 )
 
-#: Unknown version: the request right on most versions (0.11.1 and later; ignored before).
-UNKNOWN = VllmRow("0.7", None, True, False, True, False,
-                  "unknown version: use_activation false, model sent when known")
+#: No answer on /version: the newest row (older versions ignore its request fields).
+UNKNOWN = replace(TABLE[-1], note="unknown version: the newest row's routes and fields (older versions ignore the fields)")
 
-ENDPOINTS = {"pooling": "/pooling", "classify": "/classify"}
+ROUTES = {"pooling": "/pooling", "classify": "/classify"}
 
 
 class VllmAdapter(Adapter):
-    """vLLM pooling server (``--runner pooling`` / ``--task reward``).
+    """vLLM pooling server (``--runner pooling`` / ``--task reward|classify``).
 
-    ``endpoint="pooling"`` (default) works for ``*ForRewardModel`` (per-token rewards,
-    the last one is the reward) and sequence classifiers; ``"classify"`` is for
-    sequence classifiers only (``data[i].probs[0]``).
+    The route and fields come from ``TABLE`` for the server's version and the model's
+    architecture; ``endpoint`` (``"pooling"`` or ``"classify"``) asks for one route,
+    refused where it cannot give the raw reward.
     """
 
     engine: ClassVar[str] = "vllm"
-    version_path: ClassVar[Optional[str]] = "/version"
+    info_routes: ClassVar[Tuple[Tuple[str, ...], ...]] = (("/version",), ("/v1/models",))
     table: ClassVar[Sequence[VersionRow]] = TABLE
     unknown_row: ClassVar[Optional[VersionRow]] = UNKNOWN
 
     def __init__(
-        self, version: Optional[str] = None, *, model: Optional[str] = None, endpoint: str = "pooling"
+        self,
+        version: Optional[str] = None,
+        *,
+        model: Optional[str] = None,
+        architecture: Optional[str] = None,
+        endpoint: Optional[str] = None,
     ) -> None:
-        super().__init__(version, model=model)
-        if endpoint not in ENDPOINTS:
-            raise ConfigurationError(f"vLLM endpoint {endpoint!r} unknown; valid: {sorted(ENDPOINTS)}")
-        self.endpoint = endpoint
-        self.score_path = ENDPOINTS[endpoint]
+        super().__init__(version, model=model, architecture=architecture)
+        shown = f"vLLM {version or '(unknown version)'}"
+        self.serving: Serving = self.row.serving(architecture)
+        if self.serving.refused:
+            raise ConfigurationError(
+                f"{shown} cannot return the raw reward of {architecture}: {self.serving.refused}. "
+                f"Versions that can: {works_for(architecture)}"
+            )
+        self.route = self._route(endpoint, shown)
+        self.score_path = self.route.path
+        self.inputs = "ids" if self.route.ids else "text"
         if self.row.model_required and not model:
-            raise ConfigurationError(f"vLLM {version} requires model= (the served name from /v1/models)")
-        if self.row.raw_needs_launch_flag:
+            raise ConfigurationError(f"{shown} requires model= (the served name from /v1/models)")
+        if model_kind(architecture) == "unknown":
+            logger.info("%s: architecture %s unknown; using the request valid for both kinds", shown, architecture)
+        if self.serving.raw_by == "launch":
             logger.warning(
-                "vLLM %s returns raw rewards only if the server was launched with "
-                "--override-pooler-config '{\"softmax\": false}'", version,
+                "%s returns the raw reward of %s only if the server was launched with %s (rmclient launch "
+                "vllm does); rmclient checks each answer for the activation's signature",
+                shown, architecture, " ".join(self.serving.raw_launch),
             )
 
+    def _route(self, endpoint: Optional[str], shown: str) -> Route:
+        routes = self.serving.routes
+        if endpoint is None:
+            return routes[0]
+        if endpoint not in ROUTES:
+            raise ConfigurationError(f"vLLM endpoint {endpoint!r} unknown; valid: {sorted(ROUTES)}")
+        for route in routes:
+            if route.path == ROUTES[endpoint]:
+                return route
+        raise ConfigurationError(
+            f"{shown} does not return the raw reward of {self.architecture} on {ROUTES[endpoint]}; "
+            f"use {', '.join(r.path for r in routes)}"
+        )
+
     def build_request(self, inputs: Sequence[EncodedInput]) -> Request:
-        """``{"model"?, "input", "encoding_format"?, "add_special_tokens", "use_activation"?}``.
+        """``{"model"?, "input", "encoding_format"?, "add_special_tokens", <raw fields>}``.
 
         Text gets ``add_special_tokens: true`` (the server adds BOS, as xtuner relies on);
         token ids are sent as they are.
         """
         kind, items = batch(inputs)
-        if self.endpoint == "classify" and kind == "ids" and not self.row.classify_ids:
-            raise ConfigurationError(f"vLLM {self.version} /classify does not accept token ids; use /pooling")
+        if kind == "ids" and not self.route.ids:
+            raise ConfigurationError(f"vLLM {self.version} {self.score_path} does not accept token ids")
         body: Dict[str, Any] = {"model": self.model} if self.model else {}
         body["input"] = items
-        if self.endpoint == "pooling":
+        if self.score_path == "/pooling":
             body["encoding_format"] = "float"
         body["add_special_tokens"] = kind == "text"
-        if self.row.use_activation:
-            body["use_activation"] = False
+        body.update(self.route.fields)
         return Request("POST", self.score_path, body)
 
     def _values(self, body: Any, n: int, where: str) -> List[Any]:
-        items = indexed_data(body, n, where)
-        if self.endpoint == "classify":
-            return [single(get_field(it, "probs", where, body, f"data[{i}]"), where, body, f"data[{i}] 'probs'")
-                    for i, it in enumerate(items)]
-        return [_pooled(get_field(it, "data", where, body, f"data[{i}]"), where, body, f"data[{i}] 'data'")
-                for i, it in enumerate(items)]
+        key = "probs" if self.score_path == "/classify" else "data"
+        rows = [get_field(it, key, where, body, f"data[{i}]") for i, it in enumerate(indexed_data(body, n, where))]
+        per_token = [self._per_token(v, where, body, f"data[{i}] {key!r}") for i, v in enumerate(rows)]
+        if self.serving.raw_by == "launch" or self.row is UNKNOWN:
+            self._check_not_activated(per_token, where)
+        return [values[-1] for values in per_token]
+
+    def _per_token(self, value: Any, where: str, body: Any, what: str) -> List[Any]:
+        """``[r]`` (one score) or ``[[r0], ..., [rT]]`` (one per token) -> the scores, last = the reward."""
+        per_token = isinstance(value, list) and bool(value) and isinstance(value[-1], list)
+        tokens = value if per_token else [value]
+        for k, t in enumerate(tokens):
+            if not isinstance(t, list) or len(t) != 1:
+                label = what if not per_token else f"{what} ({'last token' if k == len(tokens) - 1 else f'token {k}'})"
+                hint = ""
+                if isinstance(t, list) and len(t) > 1:
+                    hint = (
+                        f" ({len(t)} values per position: the model is served as a language or embedding model, "
+                        f"or its head has {len(t)} labels; a reward model is launched with "
+                        f"{' '.join(self.serving.launch + self.serving.raw_launch)}, as rmclient launch vllm does)"
+                    )
+                raise ResponseError(where, f"{label} is not a one-element list: {t!r}{hint}", body)
+        return [t[0] for t in tokens]
+
+    def _check_not_activated(self, per_token: List[List[Any]], where: str) -> None:
+        """Refuse answers that clearly carry the activation where only a launch flag removes it; where the
+        version is unknown, say so in the log."""
+        values = [v for seq in per_token for v in seq if isinstance(v, (int, float)) and not isinstance(v, bool)]
+        softmax_of_one = bool(values) and all(v == 1.0 for v in values) and all(len(s) == 1 for s in per_token)
+        sigmoid_like = len(values) >= 8 and all(0.0 <= v <= 1.0 for v in values)
+        if not (softmax_of_one or sigmoid_like):
+            return
+        if self.serving.raw_by != "launch":
+            logger.warning("%s: every value lies in [0, 1]; if vLLM is older than 0.11.1 it may apply its "
+                           "activation (its version is unknown)", where)
+            return
+        raise ConfigurationError(
+            f"{where}: every value vLLM {self.version} returned lies in [0, 1]"
+            f"{' (all exactly 1.0: a softmax over one label)' if softmax_of_one else ''}: the server applies "
+            f"its activation. Launch it with {' '.join(self.serving.raw_launch)} (rmclient launch vllm does), "
+            "or use vLLM >= 0.11.1, where the request turns it off"
+        )
+
+    @classmethod
+    def read_info(cls, bodies: Mapping[str, Any]) -> ServerInfo:
+        """``/version`` and ``/v1/models``: inputs longer than ``max_model_len`` are refused (``>``)."""
+        name, max_len = cls._model_card(bodies.get("/v1/models"))
+        return ServerInfo(version=cls._version_field(bodies.get("/version")), model=name, max_input_len=max_len)
 
 
-def _pooled(value: Any, where: str, body: Any, what: str) -> Any:
-    """``[r]`` (seq-cls) -> r; ``[[r0], ..., [rT]]`` (*ForRewardModel, one per token) -> rT."""
-    if isinstance(value, list) and value and isinstance(value[-1], list):
-        return single(value[-1], where, body, f"{what} (last token)")
-    return single(value, where, body, what)
+def works_for(architecture: Optional[str]) -> str:
+    """The version ranges of ``TABLE`` that give the raw reward of ``architecture``, merged: "0.8 - 0.9, >= 0.10.1"."""
+    spans: List[List[Optional[str]]] = []
+    for row in TABLE:
+        if row.serving(architecture).refused:
+            continue
+        if spans and spans[-1][1] == row.min_version:
+            spans[-1][1] = row.max_version
+        else:
+            spans.append([row.min_version, row.max_version])
+    if not spans:
+        return "none"
+    return ", ".join(f">= {lo}" if hi is None else f"{lo} to < {hi}" for lo, hi in spans)

@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, Generic, List, Optional, Sequence, Tuple, TypeVar, Union
 
-from rmclient.adapters.base import VersionRow, format_version, parse_version, select_row
+from rmclient.adapters.base import model_kind
+from rmclient.adapters.versions import Version, VersionRow, format_version, parse_version, select_row
 from rmclient.errors import ConfigurationError, LaunchError
 
 logger = logging.getLogger("rmclient.launchers")
@@ -41,9 +42,6 @@ __all__ = [
 ]
 
 DEFAULT_HOST = "127.0.0.1"
-
-#: ``(major, minor, patch)``: what ``parse_version`` returns.
-Version = Tuple[int, int, int]
 
 
 @dataclass
@@ -90,7 +88,7 @@ class LaunchOptions:
 
 
 class ModelKind:
-    """How a checkpoint produces its reward, as far as the launch flags care."""
+    """How a checkpoint produces its reward, as far as the launch flags care (``model_kind``'s values)."""
 
     SEQ_CLS = "seq_cls"  # *ForSequenceClassification: one score per sequence
     REWARD = "reward"  # *ForRewardModel (InternLM2, Qwen2): a score per token, read the last one
@@ -123,18 +121,6 @@ def has_remote_code(model_path: Union[str, Path]) -> bool:
         return bool(json.loads(cfg.read_text()).get("auto_map"))
     except (OSError, ValueError):
         return False
-
-
-def model_kind(architecture: Optional[str]) -> str:
-    if not architecture:
-        return ModelKind.UNKNOWN
-    if architecture.endswith("ForSequenceClassification"):
-        return ModelKind.SEQ_CLS
-    if architecture.endswith("RewardModel"):  # InternLM2ForRewardModel, Qwen2ForRewardModel, ...ProcessRewardModel
-        return ModelKind.REWARD
-    if architecture.endswith("ForCausalLM"):
-        return ModelKind.CAUSAL
-    return ModelKind.UNKNOWN
 
 
 # --- the engine ---------------------------------------------------------------------------
@@ -171,12 +157,19 @@ class EngineSpec(Generic[Row]):
         """The environment entry carrying ``options.api_key`` (empty when it travels in argv)."""
         return {self.api_key_env: options.api_key} if self.api_key_env and options.api_key else {}
 
-    def flags_for(self, version: Sequence[int]) -> Row:
-        """The table row covering ``version`` (a ``(major, minor, patch)`` tuple).
+    def flags_for(self, version: Union[Version, str]) -> Row:
+        """The table row covering ``version``.
 
-        Newer than every row: the newest row, with a warning. Older: ``ConfigurationError``.
+        Newer than every row, or than ``newest_known``: the newest row, with a warning.
+        Older: ``ConfigurationError``.
         """
-        return select_row(self.table, tuple(version), None, self.label, logger, newer_uses_last=True)
+        row = select_row(self.table, version, None, self.label, logger, newer_uses_last=True)
+        if row is self.table[-1] and row.max_version is None and parse_version(version) > parse_version(self.newest_known):
+            logger.warning(
+                "%s %s is newer than any version rmclient knows (%s); using the row for %s",
+                self.label, version, self.newest_known, row.label,
+            )
+        return row
 
     def build_command(
         self,

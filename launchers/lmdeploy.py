@@ -1,7 +1,7 @@
 """Launch a reward model on lmdeploy (``python -m rmclient.launchers.lmdeploy MODEL [...] [--dry-run]``).
 
 ``lmdeploy serve api_server M --backend pytorch --tp T --server-name H --server-port P``
-(shared/ENGINES.md 5). Run as ``python -m lmdeploy serve ...`` so that the
+Run as ``python -m lmdeploy serve ...`` so that the
 interpreter (and so the environment) is the one given. lmdeploy serves only
 InternLM2ForRewardModel and Qwen2ForRewardModel as reward models; its
 ``/pooling`` returns the raw last-token score.
@@ -10,45 +10,14 @@ InternLM2ForRewardModel and Qwen2ForRewardModel as reward models; its
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
-from typing import FrozenSet, List, Optional, Tuple
+from typing import List, Optional
 
+from rmclient.adapters.lmdeploy import REWARD_ARCHITECTURES, TABLE, LmdeployRow
 from rmclient.errors import ConfigurationError
 
-from ._common import EngineSpec, LaunchOptions, ModelKind, Version, VersionRow, add_common, format_version
+from ._common import EngineSpec, LaunchOptions, ModelKind, Version, add_common, format_version
 
 logger = logging.getLogger("rmclient.launchers.lmdeploy")
-
-REWARD_ARCHITECTURES: FrozenSet[str] = frozenset({"InternLM2ForRewardModel", "Qwen2ForRewardModel"})
-
-
-@dataclass(frozen=True)
-class LmdeployFlags(VersionRow):
-    """Reward-model flags for lmdeploy ``since <= version < until``.
-
-    ``trust_remote_code_flag``: whether ``--trust-remote-code`` exists (before
-    0.13 remote code is always trusted and the flag is unknown).
-    """
-
-    trust_remote_code_flag: bool = False
-    note: str = ""
-
-
-#: ONE table: lmdeploy version range -> reward-model flags (shared/ENGINES.md 5).
-VERSION_TABLE: Tuple[LmdeployFlags, ...] = (
-    LmdeployFlags(
-        min_version="0.9.1",
-        max_version="0.13.0",
-        trust_remote_code_flag=False,
-        note="0.9.1 - 0.12.x: /pooling exists; remote code always trusted, no --trust-remote-code flag",
-    ),
-    LmdeployFlags(
-        min_version="0.13.0",
-        max_version="0.19.0",
-        trust_remote_code_flag=True,
-        note="0.13 - 0.18: `--trust-remote-code` (default off); flags checked against 0.18.0's CLI source",
-    ),
-)
 
 NEWEST_KNOWN = "0.18.0"
 DISTRIBUTIONS = ("lmdeploy",)
@@ -57,7 +26,7 @@ DEFAULT_PORT = 23333
 
 
 def engine_args(
-    model_path: str, opts: LaunchOptions, version: Version, row: LmdeployFlags, arch: Optional[str], kind: str
+    model_path: str, opts: LaunchOptions, version: Version, row: LmdeployRow, arch: Optional[str], kind: str
 ) -> List[str]:
     """lmdeploy's flags for ``row`` (see ``EngineSpec.build_command``)."""
     if kind != ModelKind.UNKNOWN and arch not in REWARD_ARCHITECTURES:
@@ -76,6 +45,12 @@ def engine_args(
     cmd += ["--backend", "pytorch", "--tp", str(opts.tensor_parallel_size)]
     cmd += ["--server-name", opts.host, "--server-port", str(opts.port)]
     add_common(cmd, "--api-keys", opts.api_key)
+    if opts.api_key and not row.key_guards_pooling:
+        logger.warning(
+            "lmdeploy %s checks --api-keys per route and not on /pooling (fixed in 0.12.2): the reward "
+            "route stays open to anyone who can reach %s:%s",
+            format_version(version), opts.host, opts.port,
+        )
     if opts.trust_remote_code:
         if row.trust_remote_code_flag:
             cmd.append("--trust-remote-code")
@@ -87,10 +62,10 @@ def engine_args(
     return cmd
 
 
-SPEC = EngineSpec(
-    "lmdeploy", "lmdeploy", VERSION_TABLE, engine_args, NEWEST_KNOWN, DISTRIBUTIONS, READY_ROUTES, DEFAULT_PORT
-)
+SPEC = EngineSpec("lmdeploy", "lmdeploy", TABLE, engine_args, NEWEST_KNOWN, DISTRIBUTIONS, READY_ROUTES, DEFAULT_PORT)
 build_command, flags_for, main = SPEC.build_command, SPEC.flags_for, SPEC.main
+#: The version table the launcher reads (the adapter's).
+VERSION_TABLE = TABLE
 
 if __name__ == "__main__":
     raise SystemExit(main())

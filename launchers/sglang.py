@@ -1,64 +1,53 @@
 """Launch a reward model on sglang (``python -m rmclient.launchers.sglang MODEL [...] [--dry-run]``).
 
-``python -m sglang.launch_server --model-path M --is-embedding ...`` (shared/ENGINES.md 3).
+``python -m sglang.launch_server --model-path M --is-embedding ...`` (srt/server_args.py).
 sglang's ``/classify`` returns the raw score: no flag is needed for that.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
-from typing import FrozenSet, List, Optional, Tuple
+from typing import List, Optional
 
+from rmclient.adapters.base import model_kind
+from rmclient.adapters.sglang import KNOWN, TABLE, SglangRow, bias_warning, first_version_serving, supports
 from rmclient.errors import ConfigurationError
 
-from ._common import EngineSpec, LaunchOptions, Version, VersionRow, add_common, format_version
+from ._common import EngineSpec, LaunchOptions, Version, add_common, format_version
 
 logger = logging.getLogger("rmclient.launchers.sglang")
 
 
-@dataclass(frozen=True)
-class SglangFlags(VersionRow):
-    """Reward-model flags for sglang ``since <= version < until``.
-
-    ``unsupported``: reward architectures this range cannot serve.
-    """
-
-    reward_flags: Tuple[str, ...] = ("--is-embedding",)
-    unsupported: FrozenSet[str] = frozenset()
-    note: str = ""
-
-
-#: ONE table: sglang version range -> reward-model flags (shared/ENGINES.md 3).
-VERSION_TABLE: Tuple[SglangFlags, ...] = (
-    SglangFlags(
-        min_version="0.4.3",
-        max_version="0.4.4",
-        unsupported=frozenset({"Qwen2ForRewardModel"}),
-        note="0.4.3: `--is-embedding`; no Qwen2ForRewardModel yet",
-    ),
-    SglangFlags(
-        min_version="0.4.4",
-        max_version="0.5.24",
-        note="0.4.4 - 0.5.23: `--is-embedding` (optional for the reward architectures it knows, harmless)",
-    ),
-)
+#: sglang's flags are the same in every version (srt/server_args.py 0.4.3 to 0.5.13; dataclass fields
+#: from 0.5.14, srt/arg_groups/fields/*.py from 0.5.20): `--is-embedding` is needed for architectures
+#: missing from `is_generation_model`'s list (Gemma2 seq-cls before 0.5.9) and harmless otherwise.
+REWARD_FLAGS = ("--is-embedding",)
 
 NEWEST_KNOWN = "0.5.23"
 DISTRIBUTIONS = ("sglang",)
-#: /health answers 503 while the server starts (from 0.4.10), 200 when it is ready.
-READY_ROUTES = ("/health",)
+#: The port opens only after the model is loaded; /health then answers 503 until the warm-up
+#: request is done (0.5.1+); before 0.5.1 it is 200 at once, so /get_model_info is asked too.
+READY_ROUTES = ("/health", "/get_model_info")
 DEFAULT_PORT = 30000
 
 
 def engine_args(
-    model_path: str, opts: LaunchOptions, version: Version, row: SglangFlags, arch: Optional[str], kind: str
+    model_path: str, opts: LaunchOptions, version: Version, row: SglangRow, arch: Optional[str], kind: str
 ) -> List[str]:
     """sglang's flags for ``row`` (see ``EngineSpec.build_command``)."""
-    if arch in row.unsupported:
-        raise ConfigurationError(f"sglang {format_version(version)} cannot serve {arch} ({row.note})")
+    if not supports(row, arch):
+        since = first_version_serving(arch)
+        raise ConfigurationError(
+            f"sglang {format_version(version)} does not serve {arch} as a reward model"
+            + (f"; it does from {since}" if since else "")
+        )
+    warning = bias_warning(arch)
+    if warning:
+        logger.warning(warning)
+    elif arch not in KNOWN and model_kind(arch) in ("seq_cls", "reward"):
+        logger.warning("rmclient has not checked that sglang returns the raw reward of %s", arch)
     cmd = ["-m", "sglang.launch_server", "--model-path", str(model_path)]
-    cmd += list(row.reward_flags)
+    cmd += list(REWARD_FLAGS)
     if opts.trust_remote_code:
         cmd.append("--trust-remote-code")
     cmd += ["--tp-size", str(opts.tensor_parallel_size), "--dp-size", str(opts.data_parallel_size)]
@@ -71,10 +60,10 @@ def engine_args(
     return cmd
 
 
-SPEC = EngineSpec(
-    "sglang", "sglang", VERSION_TABLE, engine_args, NEWEST_KNOWN, DISTRIBUTIONS, READY_ROUTES, DEFAULT_PORT
-)
+SPEC = EngineSpec("sglang", "sglang", TABLE, engine_args, NEWEST_KNOWN, DISTRIBUTIONS, READY_ROUTES, DEFAULT_PORT)
 build_command, flags_for, main = SPEC.build_command, SPEC.flags_for, SPEC.main
+#: The version table the launcher reads (the adapter's).
+VERSION_TABLE = TABLE
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -20,8 +20,9 @@ from rmclient.adapters import ADAPTERS
 from .data import as_list
 from .dispatch import ON_ERROR, Chunk, RetryPolicy, score_chunks, split_by_tokens
 from .errors import ConfigurationError
+from .modelinfo import context_length, load_config
 from .pool import EndpointPool, parse_addresses
-from .recipes import ChatTemplateRecipe, Encoded, PolarRecipe, is_polar_model, select_recipe
+from .recipes import ChatTemplateRecipe, Encoded, PolarRecipe, adds_bos, is_polar_model, select_recipe
 
 logger = logging.getLogger(__name__)
 
@@ -35,14 +36,6 @@ ENCODE_BLOCK = 256
 FIRST_BLOCK = 64
 #: Requests per server a call is cut into when it has fewer samples than ``batch_size`` allows.
 REQUESTS_PER_ENDPOINT = 2
-
-
-def load_config(path: str) -> Dict[str, Any]:
-    """The model's raw config.json as a dict (no remote code is run)."""
-    from transformers import PretrainedConfig
-
-    config, _ = PretrainedConfig.get_config_dict(path)
-    return config
 
 
 class _ClientBase:
@@ -100,6 +93,10 @@ class _ClientBase:
         self.max_tokens_per_request = max_tokens_per_request
         self.on_error = on_error
         self.config = load_config(self.path)
+        #: The longest input the model itself takes (its config's context length).
+        self.model_max_len = context_length(self.config)
+        archs = self.config.get("architectures") or []
+        self.architecture: Optional[str] = archs[0] if archs else None
         self.reward_token_id = reward_token_id if reward_token_id is not None else self.config.get("reward_token_id")
         self.tokenizer = tokenizer or AutoTokenizer.from_pretrained(self.path, trust_remote_code=trust_remote_code)
         self.retry_policy = RetryPolicy(attempts=max_attempts, deadline=deadline, budget=retry_budget)
@@ -119,6 +116,7 @@ class _ClientBase:
             weakref.WeakKeyDictionary()
         )
         self._server_max_len: Optional[int] = None
+        self._lowered: Any = None
 
     def __getstate__(self) -> Dict[str, Any]:
         """Pickled as its constructor arguments (Ray, cloudpickle): the copy loads its own
@@ -131,9 +129,15 @@ class _ClientBase:
     # -- encoding (sync: CPU work) ---------------------------------------------
 
     def effective_max_length(self) -> int:
-        """``max_length``, lowered to the servers' ``max_model_len`` once that is known."""
-        limit = self._server_max_len
-        return min(self.max_length, limit) if limit else self.max_length
+        """The longest encoding: the smallest of ``max_length``, the model's own context and, once
+        known, the servers' limit. Every backend gets the same ids for the same sample."""
+        limits = {"max_length": self.max_length, "the model's context": self.model_max_len,
+                  "the servers' limit": self._server_max_len}
+        name, limit = min(((k, v) for k, v in limits.items() if v), key=lambda kv: kv[1])
+        if name != "max_length" and (name, limit) != self._lowered:
+            self._lowered = (name, limit)
+            logger.info("max_length %d lowered to %s: %d tokens", self.max_length, name, limit)
+        return limit
 
     def _recipe(self, samples: Sequence[Any]) -> Any:
         name = select_recipe(self.recipe, self.path, self.config, samples)
@@ -220,7 +224,8 @@ class _ClientBase:
                 raise ConfigurationError(f"{server_type} requests need a server_address")
             version = self.engine_version if server_type == self.server_type else None
             pools[server_type] = EndpointPool(
-                server_type, self.addresses, engine_version=version, **self._pool_options
+                server_type, self.addresses, engine_version=version, architecture=self.architecture,
+                **self._pool_options,
             )
         return pools[server_type]
 
@@ -229,8 +234,13 @@ class _ClientBase:
     async def _aconnect(self) -> None:
         if self.server_type != "transformers":
             pool = self._pool(self.server_type)
-            await pool.start()  # first contact: versions, model name, max_model_len
+            await pool.start()  # first contact: versions, model name, longest input
             self._server_max_len = pool.max_model_len
+            if self._server_max_len is None and self.model_max_len:
+                logger.info(
+                    "%s reports no length limit: encoding within the model's context of %d tokens (pass "
+                    "max_length= if the server was launched with a smaller one)", self.server_type, self.model_max_len,
+                )
 
     async def _ascore(self, data: Data) -> Rewards:
         samples, single = as_list(data)
@@ -244,7 +254,7 @@ class _ClientBase:
             valid = recipe.validate(samples)  # bad input fails before anything is sent
             rewards = await score_chunks(
                 pool,
-                self._encoded_chunks(recipe, valid, self._request_size(len(valid), pool), len(pool.endpoints)),
+                self._encoded_chunks(recipe, valid, self._request_size(len(valid), pool), len(pool.endpoints), pool),
                 len(samples),
                 policy=self.retry_policy, on_error=self.on_error,
             )
@@ -260,14 +270,13 @@ class _ClientBase:
         return min(self.batch_size or 256, max(8, -(-n // slots)))
 
     async def _encoded_chunks(
-        self, recipe: Any, valid: Sequence[Any], size: int, servers: int
+        self, recipe: Any, valid: Sequence[Any], size: int, servers: int, pool: EndpointPool
     ) -> AsyncIterator[Chunk]:
         """Request-sized chunks, encoding the next block while earlier chunks are in flight.
 
         The first ``servers`` blocks are small (``FIRST_BLOCK``) so that every server has work
         soon; the rest are encoded in larger blocks behind them.
         """
-        ids = ADAPTERS[self.server_type].accepts_ids
         lo = blocks = 0
         while lo < len(valid):
             block = valid[lo : lo + (min(FIRST_BLOCK, size) if blocks < servers else max(ENCODE_BLOCK, size))]
@@ -277,25 +286,70 @@ class _ClientBase:
                 if len(valid) <= size
                 else await asyncio.to_thread(recipe.encode_valid, block)
             )
-            inputs = [e.ids for e in encoded] if ids else [self._full_text(e.ids) for e in encoded]
-            for chunk in self._request_chunks(list(range(lo, lo + len(encoded))), inputs, size):
+            indices = list(range(lo, lo + len(encoded)))
+            for chunk in self._request_chunks(indices, [e.ids for e in encoded], size, pool):
                 yield chunk
             lo += len(block)
 
-    def _request_chunks(self, indices: List[int], inputs: List[Any], size: int) -> Iterator[Chunk]:
-        """``size`` samples a request at most, split further by ``max_tokens_per_request``."""
-        for k in range(0, len(indices), size):
-            yield from split_by_tokens(Chunk(indices[k : k + size], inputs[k : k + size]), self.max_tokens_per_request)
+    def _request_chunks(
+        self, indices: List[int], inputs: List[Any], size: int, pool: EndpointPool
+    ) -> Iterator[Chunk]:
+        """``size`` samples a request at most, split further by ``max_tokens_per_request``, in the form
+        the pool's servers take (ids, or text that re-encodes to exactly the ids); the samples that
+        cannot be sent (too long or too short for the server, not exact as text) travel as failures."""
+        failures: Dict[int, str] = {}
+        keep_i: List[int] = []
+        keep_x: List[Any] = []
+        limit, shortest = pool.max_model_len, ADAPTERS[pool.server_type].min_input_len
+        for i, x in zip(indices, inputs):
+            if not isinstance(x, str) and limit and len(x) > limit:
+                failures[i] = f"{len(x)} token ids exceed the server's limit of {limit}; encode after connecting"
+            elif not isinstance(x, str) and len(x) < shortest:
+                failures[i] = f"{len(x)} token id(s): {pool.server_type} needs at least {shortest}"
+            else:
+                keep_i.append(i)
+                keep_x.append(x)
+        if pool.inputs != "ids":
+            keep_i, keep_x = self._as_text(keep_i, keep_x, pool.inputs == "full_text", failures)
+        if failures:
+            yield Chunk([], [], failures)
+        for k in range(0, len(keep_i), size):
+            yield from split_by_tokens(Chunk(keep_i[k : k + size], keep_x[k : k + size]), self.max_tokens_per_request)
 
-    def _full_text(self, ids: Sequence[int]) -> str:
-        """The whole text of ``ids``, special tokens (BOS) included, for servers that take text only."""
-        return self.tokenizer.decode(list(ids), skip_special_tokens=False)
+    def _as_text(
+        self, indices: List[int], inputs: List[Any], full: bool, failures: Dict[int, str]
+    ) -> "tuple[List[int], List[str]]":
+        """Token ids as the text a text-only server turns back into exactly those ids.
+
+        ``full``: the text carries every special token and the server adds none (OpenRLHF);
+        else the server adds BOS itself, like the tokenizer (vLLM's text-only routes). A sample
+        whose text would not give back its ids is a failure, never sent approximately.
+        """
+        tok = self.tokenizer
+        bos = tok.bos_token_id if not full and adds_bos(tok) else None
+        texts: List[Any] = []
+        for x in inputs:
+            if isinstance(x, str):
+                texts.append(x)
+                continue
+            ids = list(x)
+            if bos is not None and ids[:1] == [bos]:
+                ids = ids[1:]
+            texts.append(tok.decode(ids, skip_special_tokens=False))
+        todo = [k for k, x in enumerate(inputs) if not isinstance(x, str)]
+        back = tok([texts[k] for k in todo], add_special_tokens=not full)["input_ids"] if todo else []
+        for k, ids in zip(todo, back):
+            if list(ids) != list(inputs[k]):
+                failures[indices[k]] = (
+                    f"{self.server_type} at this version takes text only, and this sample's token ids "
+                    "do not come back from their text (a cut inside the text, or ids not from this tokenizer)"
+                )
+        ok = [k for k in range(len(inputs)) if indices[k] not in failures]
+        return [indices[k] for k in ok], [texts[k] for k in ok]
 
     async def _ascore_ids(self, ids: Sequence[Sequence[int]]) -> List[float]:
         if self.server_type == "transformers":
             return await asyncio.to_thread(self.local_backend.score, ids)
-        if not ADAPTERS[self.server_type].accepts_ids:
-            return await self._arequest(self.server_type, [self._full_text(x) for x in ids])
         return await self._arequest(self.server_type, [list(x) for x in ids])
 
     async def _arequest(self, server_type: str, encoded: Any) -> List[float]:
@@ -305,21 +359,14 @@ class _ClientBase:
         inputs = [encoded] if isinstance(encoded, str) or _is_ids(encoded) else list(encoded)
         pool = self._pool(server_type)
         await pool.start()
-        limit = pool.max_model_len
-        too_long = {
-            i: f"{len(x)} token ids exceed the server's limit of {limit}; encode after connecting"
-            for i, x in enumerate(inputs)
-            if limit and not isinstance(x, str) and len(x) > limit
-        }
 
         async def chunks() -> AsyncIterator[Chunk]:
-            todo = [i for i in range(len(inputs)) if i not in too_long]
-            for chunk in self._request_chunks(todo, [inputs[i] for i in todo], self._request_size(len(todo), pool)):
+            for chunk in self._request_chunks(
+                list(range(len(inputs))), inputs, self._request_size(len(inputs), pool), pool
+            ):
                 yield chunk
 
-        return await score_chunks(
-            pool, chunks(), len(inputs), policy=self.retry_policy, on_error=self.on_error, failures=too_long
-        )
+        return await score_chunks(pool, chunks(), len(inputs), policy=self.retry_policy, on_error=self.on_error)
 
     async def _aclose(self) -> None:
         loop = asyncio.get_running_loop()

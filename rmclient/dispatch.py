@@ -56,10 +56,14 @@ class RetryPolicy:
 
 @dataclass
 class Chunk:
-    """Encoded samples bound for one request, with their positions in the call's input."""
+    """Encoded samples bound for one request, with their positions in the call's input.
+
+    ``failures``: samples of the same block that cannot be sent at all (index -> why).
+    """
 
     indices: List[int]
     inputs: List[EncodedInput]
+    failures: Dict[int, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -156,19 +160,21 @@ async def score_chunks(
     *,
     policy: RetryPolicy = RetryPolicy(),
     on_error: str = "raise",
-    failures: Optional[Dict[int, str]] = None,
 ) -> List[float]:
     """Score ``n`` samples arriving as ``chunks`` (encoded while earlier ones are in flight).
 
     Returns the rewards in input order. Samples that could not be scored raise
     :class:`ScoringError` (with every reward obtained on it), or become NaN when
-    ``on_error="nan"``. ``failures`` holds samples already known to fail.
+    ``on_error="nan"``.
     """
     deadline_at = time.monotonic() + (policy.deadline if policy.deadline is not None else math.inf)
-    call = _Call(results=[None] * n, failures=dict(failures or {}), retries_left=policy.budget or 0)
+    call = _Call(results=[None] * n, retries_left=policy.budget or 0)
     tasks: List["asyncio.Task[None]"] = []
     try:
         async for chunk in chunks:
+            call.failures.update(chunk.failures)
+            if not chunk.inputs:
+                continue
             if policy.budget is None:  # default budget: the chunk's own retries
                 call.retries_left += max(1, policy.attempts - 1)
             tasks.append(asyncio.ensure_future(_send(pool, chunk, call, policy, deadline_at)))

@@ -18,7 +18,7 @@ import logging
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from rmclient.adapters import ADAPTERS, get_adapter
-from rmclient.adapters.base import Adapter, Request
+from rmclient.adapters.base import Adapter, Request, ServerInfo
 
 from .errors import ResponseError, ServerError
 from .transport import Transport
@@ -38,7 +38,8 @@ class Endpoint:
         self.outstanding = 0  # tokens (or samples) of the requests in flight
         self.healthy = True
         self.adapter: Optional[Adapter] = None
-        self.max_model_len: Optional[int] = None
+        #: What the server said about itself at first contact.
+        self.info = ServerInfo()
         self._probe: Optional["asyncio.Task[None]"] = None
 
     @property
@@ -58,20 +59,34 @@ class Endpoint:
             logger.info("%s answers %s with no JSON: %s", self.url, path, exc)
         return None
 
-    async def discover(self, version: Optional[str], model: Optional[str], options: Dict[str, Any]) -> None:
-        """Ask the server its version and model, and pick the adapter for them."""
+    @property
+    def max_model_len(self) -> Optional[int]:
+        """The longest input this server scores, as it reported it (``None``: unknown)."""
+        return self.info.max_input_len
+
+    async def discover(
+        self, version: Optional[str], model: Optional[str], architecture: Optional[str], options: Dict[str, Any]
+    ) -> None:
+        """Ask the server about itself (its adapter's info routes) and pick the adapter for its version."""
         cls = ADAPTERS[self.server_type]
-        if version is None:
-            body = await self._get(cls.version_path)
-            version = cls.parse_version(body) if body is not None else None
-        models = await self._get(cls.models_path)
-        name, self.max_model_len = cls.parse_models(models) if models is not None else (None, None)
-        self.adapter = get_adapter(self.server_type, version, model=model or name, **options)
+        bodies: Dict[str, Any] = {}
+        for alternatives in cls.info_routes:
+            for path in alternatives:
+                body = await self._get(path)
+                if body is not None:
+                    bodies[path] = body
+                    break
+        self.info = cls.read_info(bodies)
+        version = version or self.info.version
+        self.adapter = get_adapter(
+            self.server_type, version, model=model or self.info.model, architecture=architecture, **options
+        )
         if self.adapter.max_in_flight is not None and self.adapter.max_in_flight < self.limit:
             self.limit = self.adapter.max_in_flight
         logger.info(
-            "%s at %s: version %s, model %s, max_model_len %s, in-flight limit %d",
-            self.server_type, self.url, version or "unknown", model or name, self.max_model_len, self.limit,
+            "%s at %s: version %s, model %s, longest input %s, in-flight limit %d",
+            self.server_type, self.url, version or "unknown", model or self.info.model,
+            self.info.max_input_len or "not reported", self.limit,
         )
 
 
@@ -93,6 +108,7 @@ class EndpointPool:
         read_timeout: float = 300.0,
         engine_version: Optional[str] = None,
         served_model: Optional[str] = None,
+        architecture: Optional[str] = None,
         adapter_options: Optional[Dict[str, Any]] = None,
         health_interval: float = 1.0,
     ) -> None:
@@ -110,6 +126,7 @@ class EndpointPool:
         ]
         self.engine_version = engine_version
         self.served_model = served_model
+        self.architecture = architecture
         self.adapter_options = adapter_options or {}
         self.health_interval = health_interval
         self._changed = asyncio.Condition()
@@ -125,7 +142,7 @@ class EndpointPool:
 
     async def _discover_all(self) -> None:
         results = await asyncio.gather(
-            *(e.discover(self.engine_version, self.served_model, self.adapter_options) for e in self.endpoints),
+            *(self._discover(e) for e in self.endpoints),
             return_exceptions=True,
         )
         for endpoint, result in zip(self.endpoints, results):
@@ -135,16 +152,27 @@ class EndpointPool:
                 logger.warning("%s is unreachable at start: %s", endpoint.url, result)
                 self._take_out(endpoint)
 
+    def _discover(self, endpoint: Endpoint) -> Any:
+        return endpoint.discover(self.engine_version, self.served_model, self.architecture, self.adapter_options)
+
     @property
     def max_model_len(self) -> Optional[int]:
-        """The smallest ``max_model_len`` any endpoint reported."""
+        """The longest input every endpoint takes: the smallest any reported."""
         limits = [e.max_model_len for e in self.endpoints if e.max_model_len]
         return min(limits) if limits else None
+
+    @property
+    def inputs(self) -> str:
+        """What requests carry (``Adapter.inputs``): text where any discovered endpoint takes only text."""
+        kinds = {e.adapter.inputs for e in self.endpoints if e.adapter is not None}
+        if not kinds:
+            return ADAPTERS[self.server_type].inputs
+        return "ids" if kinds == {"ids"} else next(k for k in sorted(kinds) if k != "ids")
 
     async def adapter_for(self, endpoint: Endpoint) -> Adapter:
         """The endpoint's adapter, discovering it first if it was unreachable at start."""
         if endpoint.adapter is None:
-            await endpoint.discover(self.engine_version, self.served_model, self.adapter_options)
+            await self._discover(endpoint)
         assert endpoint.adapter is not None
         return endpoint.adapter
 

@@ -28,8 +28,9 @@ Routes (JSON in, JSON out):
     the batching counters (batches, requests, merged batches, ...).
 ``GET /v1/models``
     OpenAI model list with the served name and ``max_model_len``.
-``GET /get_server_info``, ``GET /get_model_info``
-    sglang-style facts (no engine ``version``: clients treat it as unknown).
+``GET /server_info`` (and ``/get_server_info``), ``GET /get_model_info``
+    sglang-style facts, ``max_req_input_len`` in sglang's form (one more than the
+    longest input), no engine ``version`` (clients treat it as unknown).
 
 Concurrent requests are merged into shared forward passes
 (:class:`~rmclient.batcher.DynamicBatcher`): up to a padded-token budget and a
@@ -125,14 +126,6 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def _model_max_len(config: Dict[str, Any]) -> Optional[int]:
-    for key in ("max_position_embeddings", "max_sequence_length", "seq_length", "n_positions"):
-        value = config.get(key)
-        if isinstance(value, int) and value > 0:
-            return value
-    return None
-
-
 def _invalid(index: int, field: str, message: str) -> RequestError:
     return RequestError(
         400, f"sample {index}, field {field!r}: {message}", kind="invalid_sample", index=index, field=field
@@ -192,7 +185,8 @@ class RewardServer:
         max_body_bytes: int = int(DEFAULT_MAX_BODY_MB * 2**20),
         client: Any = None,
     ) -> None:
-        from .client import RewardModelClient, load_config
+        from .client import RewardModelClient
+        from .modelinfo import context_length, load_config
         from .recipes import select_recipe
 
         if max_samples < 1 or max_body_bytes < 1:
@@ -208,7 +202,7 @@ class RewardServer:
         self.max_samples = max_samples
         self.max_body_bytes = max_body_bytes
         config = client.config if client is not None else load_config(self.model)
-        self.max_model_len = max_model_len or _model_max_len(config) or 16384
+        self.max_model_len = max_model_len or context_length(config) or 16384
         if client is not None and recipe is not None and client.recipe not in (None, recipe):
             raise ConfigurationError(f"recipe={recipe!r} but the given client's recipe is {client.recipe!r}")
         # One recipe for every request, fixed now: chosen from a request's data, a client sending
@@ -280,6 +274,7 @@ class RewardServer:
         app.router.add_get("/metrics", self.metrics)
         app.router.add_get("/v1/models", self.models)
         app.router.add_get("/get_server_info", self.server_info)
+        app.router.add_get("/server_info", self.server_info)
         app.router.add_get("/get_model_info", self.model_info)
         app.on_startup.append(self._on_startup)
         app.on_cleanup.append(self._on_cleanup)
@@ -537,6 +532,8 @@ class RewardServer:
                 "model_path": self.model,
                 "served_model_name": self.served_model_name,
                 "max_model_len": self.max_model_len,
+                # sglang's form (its clients send fewer tokens than this): the longest input + 1
+                "max_req_input_len": self.max_model_len + 1,
                 "max_batch_size": self.batcher.max_batch_size,
                 "max_batch_tokens": self.batcher.max_tokens,
                 "max_wait_ms": self.batcher.max_wait * 1000.0,

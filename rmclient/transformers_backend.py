@@ -8,6 +8,7 @@ import threading
 from typing import Any, Dict, List, Optional, Sequence
 
 from .errors import ConfigurationError, InvalidSampleError, ResponseError
+from .modelinfo import context_length
 
 logger = logging.getLogger(__name__)
 
@@ -141,9 +142,12 @@ class TransformersBackend:
         if not ids:
             return []
         vocab = self.config.get("vocab_size")
+        longest = context_length(self.config)
         for i, x in enumerate(ids):
             if not x:
                 raise InvalidSampleError(i, "input_ids", "empty")
+            if longest and len(x) > longest:
+                raise InvalidSampleError(i, "input_ids", f"{len(x)} tokens exceed the model's context of {longest}")
             if vocab and (min(x) < 0 or max(x) >= vocab):
                 raise InvalidSampleError(i, "input_ids", f"ids must be in [0, {vocab}), got {min(x)}..{max(x)}")
         lengths = [len(x) for x in ids]

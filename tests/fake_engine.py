@@ -6,6 +6,13 @@ route does next (an HTTP status, ``"stall"``, ``"garbage"``, ``"nan"``,
 ``"inf"``, ``"short"``, ``"reorder"``, ``"duplicate"``); when it is empty the
 route answers correctly after ``delay`` seconds. ``max_concurrent`` records the
 most scoring requests it ever had in flight at once.
+
+Length rules, as the engines have them: vLLM answers 400 to token ids longer than
+``max_model_len``; sglang reports ``max_req_input_len = min(ctx - 1, kv_pool - 1) - 5``
+in ``/server_info`` (0.5.6+) and ``/get_server_info`` and answers a whole request 400
+when one input has ``len >= max_req_input_len`` (0.4.3 - 0.4.6 do; later versions
+queue it instead, which a client must not rely on either), ``max_model_len`` on
+``/v1/models`` only from 0.4.4.post3. ``longest`` records the longest input seen.
 """
 
 from __future__ import annotations
@@ -16,6 +23,8 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Dict, List, Optional
+
+from packaging.version import Version
 
 
 def reward_of(item: Any) -> float:
@@ -38,6 +47,7 @@ class FakeEngine:
         stall: float = 2.0,
         delay: float = 0.0,
         poison: Any = None,
+        kv_pool_tokens: int = 1 << 20,
     ) -> None:
         self.engine = engine
         self.version = version
@@ -47,6 +57,8 @@ class FakeEngine:
         self.stall = stall
         self.delay = delay
         self.poison = poison  # a predicate: a request holding an input it accepts gets a 400
+        self.kv_pool_tokens = kv_pool_tokens
+        self.longest = 0
         self.in_flight = 0
         self.max_concurrent = 0
         self._count = threading.Lock()
@@ -73,19 +85,48 @@ class FakeEngine:
 
     # -- routes ---------------------------------------------------------------
 
+    def _at_least(self, version: str) -> bool:
+        """Whether the faked engine version is ``version`` or later (an unknown one is the newest)."""
+        if self.engine not in ("vllm", "sglang", "lmdeploy") or self.version is None:
+            return True
+        return Version(self.version.split("+")[0]) >= Version(version)
+
+    @property
+    def max_req_input_len(self) -> Optional[int]:
+        """sglang's limit (tp_worker.py): inputs must be shorter than this."""
+        if not self.max_model_len:
+            return None
+        return min(self.max_model_len - 1, self.kv_pool_tokens - 1) - 5
+
     def get(self, path: str):
         if path == "/health":
             return 200, {}
         if path == "/version" and self.engine == "vllm" and self.version:
             return 200, {"version": self.version}
-        if path == "/get_server_info" and self.engine == "sglang" and self.version:
-            return 200, {"version": self.version, "model_path": "/models/x"}
-        if path == "/v1/models":
+        sglang_info = ("/get_server_info", "/server_info") if self._at_least("0.5.6") else ("/get_server_info",)
+        if path in sglang_info and self.engine == "sglang":
+            info: Dict[str, Any] = {"model_path": "/models/x", "max_req_input_len": self.max_req_input_len,
+                                    "max_total_num_tokens": self.kv_pool_tokens, "context_length": None}
+            if self.version:
+                info["version"] = self.version
+            return 200, info
+        if path == "/v1/models" and self.engine != "openrlhf":  # serve_rm has no such route
             card: Dict[str, Any] = {"id": self.model, "object": "model"}
-            if self.max_model_len:
+            if self.max_model_len and (self.engine != "sglang" or self._at_least("0.4.4.post3")):
                 card["max_model_len"] = self.max_model_len
             return 200, {"object": "list", "data": [card]}
         return 404, {"detail": "Not Found"}
+
+    def _too_long(self, items: List[Any]) -> Optional[str]:
+        ids = [x for x in items if not isinstance(x, str)]
+        self.longest = max([self.longest] + [len(x) for x in ids])
+        if self.engine == "sglang" and self.max_req_input_len is not None:
+            n = max((len(x) for x in ids), default=0)
+            if n >= self.max_req_input_len:
+                return f"Input length ({n} tokens) exceeds the maximum allowed length ({self.max_req_input_len} tokens)."
+        if self.engine == "vllm" and self.max_model_len and any(len(x) > self.max_model_len for x in ids):
+            return f"This model's maximum context length is {self.max_model_len} tokens."
+        return None
 
     def post(self, path: str, body: Dict[str, Any]):
         self.requests.append({"path": path, "body": body})
@@ -112,11 +153,24 @@ class FakeEngine:
             return 200, out
         if self.engine == "sglang" and path == "/classify":
             items = body.get("input_ids") or body.get("text")
+            if self._too_long(items):
+                return 400, {"error": {"message": self._too_long(items)}}
             values = [reward_of(x) for x in items]
             out = [{"embedding": [v], "meta_info": {"id": str(i)}} for i, v in enumerate(values)]
+        elif self.engine == "vllm" and path == "/classify" and self._at_least("0.9"):
+            items = body["input"]
+            items = [items] if isinstance(items, str) or (items and isinstance(items[0], int)) else items
+            if not self._at_least("0.15") and any(not isinstance(x, str) for x in items):
+                return 400, {"message": "input: Input should be a valid string"}
+            if self._too_long(items):
+                return 400, {"message": self._too_long(items)}
+            values = [reward_of(x) for x in items]
+            out = {"object": "list", "data": [{"index": i, "probs": [v]} for i, v in enumerate(values)]}
         elif path == "/pooling" and self.engine in ("vllm", "lmdeploy"):
             items = body["input"]
             items = [items] if isinstance(items, str) or (items and isinstance(items[0], int)) else items
+            if self._too_long(items):
+                return 400, {"message": self._too_long(items)}
             values = [reward_of(x) for x in items]
             if self.engine == "vllm":
                 data = [[[0.5]] * 3 + [[v]] if self.per_token else [v] for v in values]

@@ -1,13 +1,12 @@
 """Engine adapters: exact request bodies per version range, response parsing, every error case.
 
-Response bodies are shaped as ENGINES.md (sections 3-5) describes each engine's answer.
+Response bodies are shaped as each engine's source answers (the adapters' docstrings cite the files).
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import sys
 
 import pytest
 
@@ -16,10 +15,11 @@ from rmclient.adapters import (
     LmdeployAdapter,
     OpenrlhfAdapter,
     Request,
+    ServerInfo,
     SglangAdapter,
     VllmAdapter,
     get_adapter,
-    version_tuple,
+    engine_version,
 )
 from rmclient.adapters import lmdeploy as lmdeploy_mod
 from rmclient.adapters import sglang as sglang_mod
@@ -30,6 +30,8 @@ from rmclient.errors import ConfigurationError, ResponseError
 R0, R1 = -0.5702977776527405, -11.030370712280273
 IDS = [[1, 333, 92543, 92527], [1, 444, 92527]]
 TEXTS = ["Beijing.<|reward|>Beijing.[UNUSED_TOKEN_130]", "Beijing.<|reward|>Shanghai.[UNUSED_TOKEN_130]"]
+LLAMA_SC, QWEN2_SC = "LlamaForSequenceClassification", "Qwen2ForSequenceClassification"
+INTERNLM2_RM, QWEN2_RM, CAUSAL = "InternLM2ForRewardModel", "Qwen2ForRewardModel", "Qwen2ForCausalLM"
 
 
 # --------------------------------------------------------------------------- versions
@@ -38,24 +40,27 @@ TEXTS = ["Beijing.<|reward|>Beijing.[UNUSED_TOKEN_130]", "Beijing.<|reward|>Shan
 @pytest.mark.parametrize(
     "text, expected",
     [
-        ("0.32.0+cpu", (0, 32)),
-        ("0.10.1.1", (0, 10, 1, 1)),
-        ("0.5.4.post1", (0, 5, 4)),
-        ("0.11.1.dev12+gabcdef", (0, 11, 1)),
-        ("0.12", (0, 12)),
-        ("0.12.0", (0, 12)),
-        ("1.0.0", (1,)),
-        ("v0.9.1", (0, 9, 1)),
+        ("0.32.0+cpu", "0.32.0"),
+        ("0.10.1.1", "0.10.1.1"),
+        ("0.5.4.post1", "0.5.4.post1"),  # post releases count (sglang's Qwen2ForRewardModel: 0.4.3.post3)
+        ("0.11.1.dev12+gabcdef", "0.11.1"),
+        ("0.11.0rc2", "0.11.0"),
+        ("0.12", "0.12"),
+        ("v0.9.1", "0.9.1"),
         ("garbage", None),
         ("", None),
         (None, None),
     ],
 )
-def test_version_tuple(text, expected, monkeypatch):
-    assert version_tuple(text) == expected
-    # Same answer from the tiny fallback parser when packaging is not installed.
-    monkeypatch.setitem(sys.modules, "packaging.version", None)
-    assert version_tuple(text) == expected
+def test_engine_version(text, expected):
+    got = engine_version(text)
+    assert (None if got is None else str(got)) == expected
+
+
+def test_versions_order_post_releases_between_releases():
+    order = ["0.4.3", "0.4.3.post2", "0.4.3.post3", "0.4.4", "0.4.4.post2", "0.10.1", "0.10.1.1", "0.10.2"]
+    assert sorted(order, key=engine_version) == order
+    assert engine_version("0.12") == engine_version("0.12.0")
 
 
 @pytest.mark.parametrize("module", [vllm_mod, sglang_mod, lmdeploy_mod])
@@ -63,23 +68,37 @@ def test_tables_are_contiguous_and_cite_their_range(module):
     table = module.TABLE
     for row, nxt in zip(table, table[1:]):
         assert row.max_version == nxt.min_version
-        assert version_tuple(row.min_version) < version_tuple(row.max_version)
+        assert engine_version(row.min_version) < engine_version(row.max_version)
     assert table[-1].max_version is None
-    assert all(row.note for row in table)
+    assert all(row.note and row.source for row in table)
+    assert all(row.covers(engine_version(row.min_version)) for row in table)
     assert module.UNKNOWN.note.startswith("unknown version")
+
+
+def test_vllm_rows_say_for_every_kind_how_or_why_not():
+    for row in vllm_mod.TABLE:
+        for arch in ("LlamaForSequenceClassification", "Qwen2ForSequenceClassification",
+                     "InternLM2ForRewardModel", "Qwen2ForCausalLM", None):
+            serving = row.serving(arch)
+            assert bool(serving.refused) != bool(serving.routes), (row.min_version, arch)
+            assert serving.refused or serving.launch, (row.min_version, arch)
+            assert serving.raw_by in ("request", "launch", "default")
+            if serving.raw_by == "launch":
+                assert serving.raw_launch
 
 
 @pytest.mark.parametrize(
     "version, row_min",
     [
-        ("0.7.0", "0.7"), ("0.7.3", "0.7"), ("0.8.0", "0.8"), ("0.10.0", "0.8"),
+        ("0.7.0", "0.7.0"), ("0.7.3", "0.7.0"), ("0.8.0", "0.8.0"), ("0.8.3", "0.8.0"), ("0.8.4", "0.8.4"),
+        ("0.8.5", "0.8.4"), ("0.9.0.1", "0.9.0"), ("0.9.2", "0.9.0"), ("0.10.0", "0.10.0"), ("0.10.0.post2", "0.10.0"),
         ("0.10.1", "0.10.1"), ("0.10.1.1", "0.10.1"), ("0.10.2", "0.10.1"), ("0.11.0", "0.10.1"),
-        ("0.11.1", "0.11.1"), ("0.13.0", "0.11.1"), ("0.15.1", "0.11.1"),
-        ("0.16.0", "0.16"), ("0.32.0+cpu", "0.16"), ("0.33.0", "0.16"), ("1.2.0", "0.16"),
+        ("0.11.1", "0.11.1"), ("0.13.0", "0.11.1"), ("0.14.1", "0.11.1"), ("0.15.0", "0.15.0"),
+        ("0.16.0", "0.15.0"), ("0.32.0+cpu", "0.15.0"), ("0.33.0", "0.15.0"), ("1.2.0", "0.15.0"),
     ],
 )
 def test_vllm_row_selection(version, row_min):
-    assert VllmAdapter(version, model="rm").row.min_version == row_min
+    assert VllmAdapter(version, model="rm", architecture=QWEN2_RM).row.min_version == row_min
 
 
 @pytest.mark.parametrize(
@@ -108,9 +127,9 @@ def test_get_adapter_names_and_kwargs():
     assert ADAPTERS == {
         "sglang": SglangAdapter, "vllm": VllmAdapter, "lmdeploy": LmdeployAdapter, "openrlhf": OpenrlhfAdapter,
     }
-    a = get_adapter("vLLM", "0.16.0", model="rm", endpoint="classify")
+    a = get_adapter("vLLM", "0.16.0", model="rm", architecture=LLAMA_SC, endpoint="classify")
     assert isinstance(a, VllmAdapter)
-    assert (a.version, a.model, a.endpoint, a.score_path) == ("0.16.0", "rm", "classify", "/classify")
+    assert (a.version, a.model, a.architecture, a.score_path) == ("0.16.0", "rm", LLAMA_SC, "/classify")
 
 
 def test_get_adapter_unknown_type_lists_valid_names():
@@ -118,16 +137,24 @@ def test_get_adapter_unknown_type_lists_valid_names():
         get_adapter("tgi")
 
 
-def test_routes():
-    assert (VllmAdapter.health_path, VllmAdapter.version_path, VllmAdapter.models_path) == (
-        "/health", "/version", "/v1/models")
-    assert (SglangAdapter.health_path, SglangAdapter.version_path) == ("/health", "/get_server_info")
-    assert (LmdeployAdapter.health_path, LmdeployAdapter.version_path) == ("/health", None)
-    assert VllmAdapter.parse_version({"version": "0.32.0+cpu"}) == "0.32.0+cpu"
-    assert SglangAdapter.parse_version({"version": "0.5.23", "model_path": "m"}) == "0.5.23"
-    assert VllmAdapter.parse_version({"detail": "Not Found"}) is None
-    assert VllmAdapter.parse_version("0.9.2") is None
-    assert VllmAdapter.parse_version({"version": 9}) is None
+def test_routes_and_what_servers_say_about_themselves():
+    assert VllmAdapter.info_routes == (("/version",), ("/v1/models",))
+    assert SglangAdapter.info_routes == (("/server_info", "/get_server_info"), ("/v1/models",))
+    assert LmdeployAdapter.info_routes == (("/v1/models",),) and LmdeployAdapter.min_input_len == 2
+    models = {"object": "list", "data": [{"id": "rm", "object": "model", "max_model_len": 4096}]}
+    # vLLM refuses len > max_model_len (renderers/params.py 0.16.0:336): max_model_len itself is accepted
+    assert VllmAdapter.read_info({"/version": {"version": "0.32.0+cpu"}, "/v1/models": models}) == ServerInfo(
+        "0.32.0+cpu", "rm", 4096)
+    assert VllmAdapter.read_info({"/version": {"version": 9}}) == ServerInfo()
+    assert VllmAdapter.read_info({"/version": "0.9.2", "/v1/models": {"detail": "Not Found"}}) == ServerInfo()
+    # sglang: len < max_req_input_len (srt/managers/utils.py validate_input_length)
+    info = {"version": "0.5.23", "max_req_input_len": 4089, "served_model_name": "rm-sg", "api_key": "secret"}
+    assert SglangAdapter.read_info({"/server_info": info, "/v1/models": models}) == ServerInfo("0.5.23", "rm", 4088)
+    assert SglangAdapter.read_info({"/get_server_info": info}) == ServerInfo("0.5.23", "rm-sg", 4088)
+    # no server info: at most ctx - 7 (the scheduler's own rule with a KV pool larger than the context)
+    assert SglangAdapter.read_info({"/v1/models": models}) == ServerInfo(None, "rm", 4089)
+    assert LmdeployAdapter.read_info({"/v1/models": {"data": [{"id": "lm", "object": "model"}]}}) == ServerInfo(
+        None, "lm", None)
 
 
 @pytest.mark.parametrize("server_type", ["vllm", "sglang", "lmdeploy"])
@@ -147,68 +174,149 @@ def _pooling(input_, add_special_tokens, **extra):
                                         "add_special_tokens": add_special_tokens, **extra})
 
 
-@pytest.mark.parametrize("version", ["0.7.3", "0.8.5", "0.10.0", "0.10.1.1", "0.11.0"])
-def test_vllm_pooling_request_before_use_activation(version):
-    a = VllmAdapter(version, model="rm")
-    assert a.build_request(IDS) == _pooling(IDS, False)
-    assert a.build_request(TEXTS) == _pooling(TEXTS, True)
+def _classify(input_, **extra):
+    return Request("POST", "/classify", {"model": "rm", "input": input_, "add_special_tokens": True, **extra})
 
 
-@pytest.mark.parametrize("version", ["0.11.1", "0.13.0", "0.15.1", "0.16.0", "0.32.0+cpu", None])
-def test_vllm_pooling_request_with_use_activation(version):
-    a = VllmAdapter(version, model="rm")
-    assert a.build_request(IDS) == _pooling(IDS, False, use_activation=False)
-    assert a.build_request(TEXTS) == _pooling(TEXTS, True, use_activation=False)
+RAW_TASK = {"task": "classify", "use_activation": False}
+
+
+@pytest.mark.parametrize(
+    "version, arch, ids_request, text_request",
+    [
+        # *ForRewardModel: raw by default before 0.10.1; by the launch flag in 0.10.1 - 0.11.0; then the request
+        ("0.8.5", INTERNLM2_RM, _pooling(IDS, False), _pooling(TEXTS, True)),
+        ("0.10.0", QWEN2_RM, _pooling(IDS, False), _pooling(TEXTS, True)),
+        ("0.10.1.1", INTERNLM2_RM, _pooling(IDS, False), _pooling(TEXTS, True)),
+        ("0.11.0", QWEN2_RM, _pooling(IDS, False), _pooling(TEXTS, True)),
+        ("0.11.1", INTERNLM2_RM, _pooling(IDS, False, use_activation=False), _pooling(TEXTS, True, use_activation=False)),
+        ("0.32.0+cpu", QWEN2_RM, _pooling(IDS, False, use_activation=False), _pooling(TEXTS, True, use_activation=False)),
+        # seq-cls: 0.8.x /pooling (raw by the launch flag); 0.10.1 - 0.11.0 /classify, text, activation false;
+        # from 0.11.1 /pooling with task classify (0.11.1 - 0.12 answer 400 without it) and use_activation false
+        ("0.8.5", LLAMA_SC, _pooling(IDS, False), _pooling(TEXTS, True)),
+        ("0.9.2", QWEN2_SC, _pooling(IDS, False), _pooling(TEXTS, True)),
+        ("0.10.1.1", LLAMA_SC, None, _classify(TEXTS, activation=False)),
+        ("0.11.0", QWEN2_SC, None, _classify(TEXTS, activation=False)),
+        ("0.11.1", LLAMA_SC, _pooling(IDS, False, **RAW_TASK), _pooling(TEXTS, True, **RAW_TASK)),
+        ("0.13.0", QWEN2_SC, _pooling(IDS, False, **RAW_TASK), _pooling(TEXTS, True, **RAW_TASK)),
+        ("0.32.0", LLAMA_SC, _pooling(IDS, False, **RAW_TASK), _pooling(TEXTS, True, **RAW_TASK)),
+        # a *ForCausalLM served with --convert classify: as seq-cls
+        ("0.10.2", CAUSAL, None, _classify(TEXTS, activation=False)),
+        ("0.16.0", CAUSAL, _pooling(IDS, False, **RAW_TASK), _pooling(TEXTS, True, **RAW_TASK)),
+        # unknown architecture: the reward request, valid for both kinds from 0.13
+        ("0.16.0", None, _pooling(IDS, False, use_activation=False), _pooling(TEXTS, True, use_activation=False)),
+    ],
+)
+def test_vllm_request_per_version_and_kind(version, arch, ids_request, text_request):
+    a = VllmAdapter(version, model="rm", architecture=arch)
+    assert a.inputs == ("ids" if ids_request else "text")
+    assert a.build_request(TEXTS) == text_request
+    if ids_request is None:
+        with pytest.raises(ConfigurationError, match="does not accept token ids"):
+            a.build_request(IDS)
+    else:
+        assert a.build_request(IDS) == ids_request
+
+
+@pytest.mark.parametrize(
+    "version, arch, works",
+    [
+        ("0.7.3", LLAMA_SC, "0.8.0 to < 0.9.0, >= 0.10.1"),
+        ("0.9.2", LLAMA_SC, "0.8.0 to < 0.9.0, >= 0.10.1"),
+        ("0.9.0.1", "Gemma2ForSequenceClassification", "0.8.0 to < 0.9.0, >= 0.10.1"),
+        ("0.10.0", LLAMA_SC, "0.8.0 to < 0.9.0, >= 0.10.1"),
+        ("0.10.0.post2", QWEN2_SC, "0.7.0 to < 0.10.0, >= 0.10.1"),
+        ("0.10.0", CAUSAL, ">= 0.10.1"),
+    ],
+)
+def test_vllm_refuses_what_cannot_be_raw_and_names_the_versions_that_work(version, arch, works):
+    with pytest.raises(ConfigurationError, match="cannot return the raw reward") as info:
+        VllmAdapter(version, model="rm", architecture=arch)
+    assert f"Versions that can: {works}" in str(info.value)
 
 
 def test_vllm_model_optional_after_0_7_and_required_in_0_7():
-    assert VllmAdapter("0.9.2").build_request([[5, 6]]).json == {
+    assert VllmAdapter("0.9.2", architecture=QWEN2_RM).build_request([[5, 6]]).json == {
         "input": [[5, 6]], "encoding_format": "float", "add_special_tokens": False}
     with pytest.raises(ConfigurationError, match="requires model="):
-        VllmAdapter("0.7.3")
-    assert VllmAdapter("0.7.3", model="internlm/POLAR-7B").build_request([[5]]).json["model"] == "internlm/POLAR-7B"
+        VllmAdapter("0.7.3", architecture=QWEN2_RM)
+    body = VllmAdapter("0.7.3", model="internlm/POLAR-7B", architecture=INTERNLM2_RM).build_request([[5]]).json
+    assert body["model"] == "internlm/POLAR-7B"
 
 
 def test_vllm_ids_are_plain_ints():
     class Tok(int):
         pass
 
-    body = VllmAdapter("0.16", model="rm").build_request([(Tok(1), 2)]).json
+    body = VllmAdapter("0.16", model="rm", architecture=QWEN2_RM).build_request([(Tok(1), 2)]).json
     assert body["input"] == [[1, 2]] and type(body["input"][0][0]) is int
 
 
-@pytest.mark.parametrize("endpoint", ["pooling", "classify"])
-@pytest.mark.parametrize("version", [r.min_version for r in vllm_mod.TABLE] + ["0.12.0", "0.13.0", None])
-def test_vllm_never_sends_softmax_or_activation(version, endpoint):
-    a = VllmAdapter(version, model="rm", endpoint=endpoint)
-    body = a.build_request(TEXTS).json
-    assert "softmax" not in body and "activation" not in body
-    assert body.get("use_activation", False) is False
+@pytest.mark.parametrize("arch", [LLAMA_SC, QWEN2_RM, CAUSAL, None])
+@pytest.mark.parametrize("version", [r.min_version for r in vllm_mod.TABLE if r.since >= engine_version("0.11.1")]
+                         + ["0.12.0", "0.13.0", "0.14.1", None])
+def test_vllm_never_sends_softmax_or_activation_from_0_11_1(version, arch):
+    a = VllmAdapter(version, model="rm", architecture=arch)
+    for route in a.serving.routes:
+        body = VllmAdapter(version, model="rm", architecture=arch, endpoint=route.path[1:]).build_request(TEXTS).json
+        assert "softmax" not in body and "activation" not in body
+        assert body["use_activation"] is False
 
 
-def test_vllm_classify_requests():
-    assert VllmAdapter("0.16.0", model="rm", endpoint="classify").build_request(IDS) == Request(
-        "POST", "/classify",
-        {"model": "rm", "input": IDS, "add_special_tokens": False, "use_activation": False})
-    assert VllmAdapter("0.12.0", model="rm", endpoint="classify").build_request(TEXTS) == Request(
-        "POST", "/classify",
-        {"model": "rm", "input": TEXTS, "add_special_tokens": True, "use_activation": False})
-    assert VllmAdapter("0.9.2", model="rm", endpoint="classify").build_request(TEXTS).json == {
-        "model": "rm", "input": TEXTS, "add_special_tokens": True}
+def test_vllm_classify_route_on_request():
+    assert VllmAdapter("0.16.0", model="rm", architecture=LLAMA_SC, endpoint="classify").build_request(IDS) == Request(
+        "POST", "/classify", {"model": "rm", "input": IDS, "add_special_tokens": False, "use_activation": False})
+    assert VllmAdapter("0.15.0", model="rm", architecture=LLAMA_SC, endpoint="classify").inputs == "ids"
+    a = VllmAdapter("0.14.1", model="rm", architecture=LLAMA_SC, endpoint="classify")
+    assert a.build_request(TEXTS) == _classify(TEXTS, use_activation=False) and a.inputs == "text"
     with pytest.raises(ConfigurationError, match="does not accept token ids"):
-        VllmAdapter("0.15.1", model="rm", endpoint="classify").build_request(IDS)
+        a.build_request(IDS)
+    with pytest.raises(ConfigurationError, match="on /classify"):  # a reward model has no /classify
+        VllmAdapter("0.16.0", architecture=QWEN2_RM, endpoint="classify")
+    with pytest.raises(ConfigurationError, match="on /pooling"):  # 0.10.1 - 0.11.0: /pooling refuses seq-cls
+        VllmAdapter("0.10.1", architecture=LLAMA_SC, endpoint="pooling")
     with pytest.raises(ConfigurationError, match="'reward'"):
-        VllmAdapter("0.16.0", endpoint="reward")
+        VllmAdapter("0.16.0", architecture=LLAMA_SC, endpoint="reward")
 
 
-@pytest.mark.parametrize("version, warns", [("0.10.0", False), ("0.10.1", True), ("0.11.0", True), ("0.11.1", False)])
-def test_vllm_warns_when_raw_needs_the_launch_flag(version, warns, caplog):
+@pytest.mark.parametrize(
+    "version, arch, flag",
+    [("0.8.5", LLAMA_SC, '{"softmax": false}'), ("0.9.2", QWEN2_SC, '{"softmax": false}'),
+     ("0.10.1", INTERNLM2_RM, '"softmax": false'), ("0.11.0", QWEN2_RM, '"softmax": false'),
+     ("0.10.0", QWEN2_RM, None), ("0.10.1", LLAMA_SC, None), ("0.11.1", QWEN2_RM, None)],
+)
+def test_vllm_warns_when_only_the_launch_flag_makes_it_raw(version, arch, flag, caplog):
     with caplog.at_level(logging.WARNING, logger="rmclient.adapters.vllm"):
-        VllmAdapter(version, model="rm")
+        VllmAdapter(version, model="rm", architecture=arch)
     msgs = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-    assert bool(msgs) is warns
-    if warns:
-        assert "--override-pooler-config" in msgs[0] and '"softmax": false' in msgs[0]
+    assert bool(msgs) is bool(flag)
+    if flag:
+        assert "--override-pooler-config" in msgs[0] and flag in msgs[0]
+
+
+def _tokens(*seqs):
+    return _pooling_body([{"index": i, "object": "pooling", "data": [[v] for v in seq]} for i, seq in enumerate(seqs)])
+
+
+def test_vllm_refuses_answers_that_carry_the_activation_where_only_the_launch_flag_removes_it():
+    rm = VllmAdapter("0.10.1.1", model="rm", architecture=INTERNLM2_RM)
+    raw = _tokens([0.3, 2.1, -4.0, R0], [1.5, R1])
+    assert rm.parse_response(raw, 2) == [R0, R1]
+    sigmoid = _tokens([0.57, 0.89, 0.01, 0.36], [0.82, 0.00002, 0.5, 0.6])
+    with pytest.raises(ConfigurationError, match=r"lies in \[0, 1\].*--override-pooler-config"):
+        rm.parse_response(sigmoid, 2)
+    seq_cls = VllmAdapter("0.8.5", model="rm", architecture=LLAMA_SC)
+    with pytest.raises(ConfigurationError, match="all exactly 1.0: a softmax over one label"):
+        seq_cls.parse_response(_data([1.0], [1.0]), 2)
+    assert seq_cls.parse_response(_data([0.2], [0.7]), 2) == [0.2, 0.7]  # too few values to tell
+    # where the request makes it raw, values in [0, 1] are simply rewards
+    assert VllmAdapter("0.32.0", architecture=QWEN2_RM).parse_response(sigmoid, 2) == [0.36, 0.6]
+
+
+def test_vllm_hidden_states_say_how_to_launch():
+    hidden = _data([[0.1] * 64, [0.2] * 64])
+    with pytest.raises(ResponseError, match="64 values per position.*--task reward"):
+        VllmAdapter("0.9.2", architecture=QWEN2_RM).parse_response(hidden, 1)
 
 
 # --------------------------------------------------------------------------- vLLM responses
@@ -225,13 +333,13 @@ def test_vllm_reward_model_per_token_rewards_last_one_wins():
         {"index": 0, "object": "pooling", "data": [[0.1], [2.5], [R0]]},
         {"index": 1, "object": "pooling", "data": [[-3.0], [R1]]},
     ])
-    assert VllmAdapter("0.32.0", model="rm").parse_response(body, 2) == [R0, R1]
+    assert VllmAdapter("0.32.0", model="rm", architecture=INTERNLM2_RM).parse_response(body, 2) == [R0, R1]
 
 
 def test_vllm_seq_cls_and_single_token_reward_model():
     body = _pooling_body([{"index": 0, "object": "pooling", "data": [R0]},
                           {"index": 1, "object": "pooling", "data": [[R1]]}])
-    assert VllmAdapter("0.9.2").parse_response(body, 2) == [R0, R1]
+    assert VllmAdapter("0.9.2", architecture=QWEN2_RM).parse_response(body, 2) == [R0, R1]
 
 
 def test_vllm_results_reordered_by_index():
@@ -246,7 +354,7 @@ def test_vllm_classify_response():
     body = {"id": "classify-1", "object": "list", "created": 1, "model": "rm", "usage": {},
             "data": [{"index": 1, "label": "LABEL_0", "probs": [R1], "num_classes": 1},
                      {"index": 0, "label": "LABEL_0", "probs": [R0], "num_classes": 1}]}
-    assert VllmAdapter("0.16.0", endpoint="classify").parse_response(body, 2) == [R0, R1]
+    assert VllmAdapter("0.16.0", architecture=LLAMA_SC, endpoint="classify").parse_response(body, 2) == [R0, R1]
 
 
 def _data(*values):
@@ -291,7 +399,7 @@ def test_vllm_response_errors(body, n, message):
 
 
 def test_vllm_classify_response_errors():
-    a = VllmAdapter("0.16.0", endpoint="classify")
+    a = VllmAdapter("0.16.0", architecture=LLAMA_SC, endpoint="classify")
     with pytest.raises(ResponseError, match=r"vllm /classify: data\[0\] has no 'probs' field"):
         a.parse_response({"data": [{"index": 0, "data": [1.0]}]}, 1)
     with pytest.raises(ResponseError, match=r"data\[0\] 'probs' is not a one-element list"):
@@ -412,7 +520,7 @@ def test_openrlhf_request_is_text_only():
     assert (req.method, req.path, req.json) == (
         "POST", "/get_reward", {"query": ["<s>q\nr<|reward|>q\no[UNUSED_TOKEN_130]", "<s>x"]},
     )
-    assert (a.version_path, a.models_path, a.accepts_ids) == (None, None, False)
+    assert (a.info_routes, a.inputs) == ((("/v1/models",),), "full_text")
     with pytest.raises(ConfigurationError, match="text only"):
         a.build_request([[1, 2, 3]])
 

@@ -23,7 +23,7 @@ def client_for(path, fake, **kw):
 
 @pytest.mark.parametrize(
     "engine, version, use_activation",
-    [("vllm", "0.32.0+cpu", False), ("vllm", "0.12.0", False), ("vllm", "0.10.2", None),
+    [("vllm", "0.32.0+cpu", False), ("vllm", "0.12.0", False), ("vllm", "0.8.5", None),
      ("vllm", None, False), ("sglang", "0.5.23", None), ("sglang", None, None),
      ("lmdeploy", None, None)],
 )
@@ -41,6 +41,29 @@ def test_rewards_in_input_order_as_ids(polar_path, engine, version, use_activati
             assert "softmax" not in body and "activation" not in body
             assert body["model"] == "served-rm"  # read from /v1/models, not the local path
             assert body["add_special_tokens"] is False
+
+
+@pytest.mark.parametrize("version", ["0.10.1.1", "0.11.0"])
+def test_vllm_seq_cls_before_0_11_1_goes_to_classify_as_exact_text(polar_path, version):
+    """0.10.1 - 0.11.0: seq-cls is raw only on /classify with ``activation: false``, which takes text only."""
+    with FakeEngine("vllm", version) as fake:
+        client = client_for(polar_path, fake)
+        ids = client.encode_ids(SAMPLES)
+        texts = client.encode(SAMPLES)
+        assert client(SAMPLES) == [reward_of(t) for t in texts]
+        body = fake.requests[0]["body"]
+        assert fake.requests[0]["path"] == "/classify"
+        assert body["activation"] is False and "use_activation" not in body and "softmax" not in body
+        assert body["input"] == texts and body["add_special_tokens"] is True
+        tok = client.tokenizer
+        assert [tok(t)["input_ids"] for t in body["input"]] == ids  # the server's tokenization gives our ids
+        assert client.score_ids(ids) == [reward_of(t) for t in texts]  # ids become the same text
+        word = tok.encode("Beijing", add_special_tokens=False)
+        letters = tok.convert_tokens_to_ids(list("Beijing"))
+        assert len(word) < len(letters)  # spelt letter by letter: ids no tokenization gives
+        odd = [[tok.bos_token_id] + letters]  # its text re-encodes to `word`: it cannot travel as text exactly
+        with pytest.raises(ScoringError, match="takes text only"):
+            client.score_ids(odd)
 
 
 def test_vllm_reward_model_last_token(polar_path):

@@ -61,16 +61,16 @@ def causal(tmp_path):
 @pytest.mark.parametrize(
     "text,expected",
     [
-        ("0.32.0", (0, 32, 0)),
-        ("0.10.1.post1", (0, 10, 1)),
-        ("0.11.0rc2", (0, 11, 0)),
-        ("0.32.0+cpu", (0, 32, 0)),
-        ("v0.5", (0, 5, 0)),
-        ("1", (1, 0, 0)),
+        ("0.32.0", "0.32.0"),
+        ("0.10.1.post1", "0.10.1.post1"),  # post releases count: tables distinguish them
+        ("0.11.0rc2", "0.11.0"),
+        ("0.32.0+cpu", "0.32.0"),
+        ("v0.5", "0.5"),
+        ("1", "1"),
     ],
 )
 def test_parse_version(text, expected):
-    assert parse_version(text) == expected
+    assert str(parse_version(text)) == expected
 
 
 def test_parse_version_rejects_garbage():
@@ -87,37 +87,53 @@ def test_version_tables_are_contiguous_and_cover_newest_known(module):
     assert all(row.note for row in rows)
 
 
+def test_each_engine_has_one_table_read_by_its_adapter_and_its_launcher():
+    from rmclient.adapters import lmdeploy as lmdeploy_adapter
+    from rmclient.adapters import sglang as sglang_adapter
+    from rmclient.adapters import vllm as vllm_adapter
+
+    assert vllm.SPEC.table is vllm_adapter.TABLE
+    assert sglang.SPEC.table is sglang_adapter.TABLE
+    assert lmdeploy.SPEC.table is lmdeploy_adapter.TABLE
+
+
 # --- vLLM ------------------------------------------------------------------------------------
 
 VLLM_HEAD = [PY, "-m", "vllm.entrypoints.openai.api_server", "--model"]
 VLLM_TAIL = ["--tensor-parallel-size", "1", "--host", "127.0.0.1", "--port", "8000"]
 NO_SOFTMAX = ["--override-pooler-config", '{"softmax": false}']
+NO_ACTIVATION_0_10 = ["--override-pooler-config", '{"softmax": false, "activation": false}']
+NO_ACTIVATION = ["--pooler-config", '{"use_activation": false}']
 
 
 def _vllm(path, version, **opts):
     return vllm.build_command(path, LaunchOptions(**opts), engine_version=version)
 
 
+@pytest.fixture
+def qwen2_seq_cls(tmp_path):
+    return _model(tmp_path, "Qwen2ForSequenceClassification", "qwen2sc")
+
+
 @pytest.mark.parametrize(
     "version,kind,flags",
     [
-        # 0.7 - 0.9.x: --task reward for everything it can serve
-        ("0.7.3", "seq_cls", ["--task", "reward"]),
-        ("0.9.2", "seq_cls", ["--task", "reward"]),
+        # 0.7 - 0.10.0: --task reward for *ForRewardModel (raw by default)
+        ("0.7.3", "internlm2", ["--task", "reward"]),
         ("0.9.2", "internlm2", ["--task", "reward"]),
-        # 0.10.0: --task classify for seq-cls (and converted *ForCausalLM)
-        ("0.10.0", "seq_cls", ["--task", "classify"]),
         ("0.10.0", "qwen2", ["--task", "reward"]),
-        ("0.10.0", "causal", ["--task", "classify"]),
-        # 0.10.1 - 0.11.0: --runner pooling + the launch flag that turns the activation off
-        ("0.10.1", "seq_cls", ["--runner", "pooling", *NO_SOFTMAX]),
-        ("0.10.1.1", "internlm2", ["--runner", "pooling", *NO_SOFTMAX]),
-        ("0.11.0", "causal", ["--runner", "pooling", "--convert", "classify", *NO_SOFTMAX]),
-        # 0.11.1 - 0.33: --runner pooling; raw reward is a request field
-        ("0.11.1", "seq_cls", ["--runner", "pooling"]),
-        ("0.13.0", "qwen2", ["--runner", "pooling"]),
-        ("0.32.0", "seq_cls", ["--runner", "pooling"]),
-        ("0.32.0", "causal", ["--runner", "pooling", "--convert", "classify"]),
+        # seq-cls on 0.8.x: --task classify, and only the pooler config turns the softmax off
+        ("0.8.5", "seq_cls", ["--task", "classify", *NO_SOFTMAX]),
+        ("0.7.3", "qwen2_seq_cls", ["--task", "classify", *NO_SOFTMAX]),
+        # 0.10.1 - 0.11.0: --runner pooling + the pooler config that turns both activations off
+        ("0.10.1", "seq_cls", ["--runner", "pooling", *NO_ACTIVATION_0_10]),
+        ("0.10.1.1", "internlm2", ["--runner", "pooling", *NO_ACTIVATION_0_10]),
+        ("0.11.0", "causal", ["--runner", "pooling", "--convert", "classify", *NO_ACTIVATION_0_10]),
+        # 0.11.1 - 0.33: --runner pooling; raw by the request field and by the pooler config
+        ("0.11.1", "seq_cls", ["--runner", "pooling", *NO_ACTIVATION]),
+        ("0.13.0", "qwen2", ["--runner", "pooling", *NO_ACTIVATION]),
+        ("0.32.0", "seq_cls", ["--runner", "pooling", *NO_ACTIVATION]),
+        ("0.32.0", "causal", ["--runner", "pooling", "--convert", "classify", *NO_ACTIVATION]),
     ],
 )
 def test_vllm_flags_per_version(request, version, kind, flags):
@@ -125,9 +141,25 @@ def test_vllm_flags_per_version(request, version, kind, flags):
     assert _vllm(path, version) == VLLM_HEAD + [path] + flags + VLLM_TAIL
 
 
-def test_vllm_causal_before_0_10_is_refused(causal):
-    with pytest.raises(ConfigurationError, match="cannot serve Qwen2ForCausalLM"):
-        _vllm(causal, "0.9.2")
+@pytest.mark.parametrize(
+    "version,kind,works",
+    [
+        ("0.7.3", "seq_cls", "0.8.0 to < 0.9.0, >= 0.10.1"),
+        ("0.9.2", "seq_cls", "0.8.0 to < 0.9.0, >= 0.10.1"),
+        ("0.10.0", "seq_cls", "0.8.0 to < 0.9.0, >= 0.10.1"),
+        ("0.10.0", "causal", ">= 0.10.1"),
+        ("0.9.2", "causal", ">= 0.10.1"),
+    ],
+)
+def test_vllm_refuses_what_cannot_return_the_raw_reward(request, version, kind, works):
+    with pytest.raises(ConfigurationError, match=f"Versions that can: {works}"):
+        _vllm(request.getfixturevalue(kind), version)
+
+
+def test_vllm_data_parallel_from_0_8_4(qwen2):
+    with pytest.raises(ConfigurationError, match="no --data-parallel-size"):
+        _vllm(qwen2, "0.8.2", data_parallel_size=2)
+    assert "--data-parallel-size" in _vllm(qwen2, "0.8.4", data_parallel_size=2)
 
 
 def test_vllm_too_old_is_refused(seq_cls):
@@ -138,7 +170,7 @@ def test_vllm_too_old_is_refused(seq_cls):
 def test_vllm_newer_than_known_uses_newest_row_with_warning(seq_cls, caplog):
     with caplog.at_level(logging.WARNING, logger="rmclient.launchers"):
         cmd = _vllm(seq_cls, "0.40.0")
-    assert cmd == VLLM_HEAD + [seq_cls, "--runner", "pooling"] + VLLM_TAIL
+    assert cmd == VLLM_HEAD + [seq_cls, "--runner", "pooling", *NO_ACTIVATION] + VLLM_TAIL
     assert "newer than any version" in caplog.text
 
 
@@ -158,7 +190,7 @@ def test_vllm_all_options(internlm2):
         extra_args=["--enforce-eager", "--seed", "1"],
     )
     assert cmd == VLLM_HEAD + [internlm2] + [
-        "--runner", "pooling",
+        "--runner", "pooling", *NO_ACTIVATION,
         "--tensor-parallel-size", "2",
         "--data-parallel-size", "3",
         "--host", "0.0.0.0",
@@ -177,7 +209,7 @@ def test_vllm_hub_id_uses_architecture_override(seq_cls):
     cmd = vllm.build_command(
         "org/some-rm", LaunchOptions(architecture="Qwen2ForCausalLM"), engine_version="0.32.0"
     )
-    assert cmd == VLLM_HEAD + ["org/some-rm", "--runner", "pooling", "--convert", "classify"] + VLLM_TAIL
+    assert cmd == VLLM_HEAD + ["org/some-rm", "--runner", "pooling", "--convert", "classify", *NO_ACTIVATION] + VLLM_TAIL
 
 
 def test_vllm_given_python_is_the_interpreter(seq_cls):
@@ -229,10 +261,18 @@ def test_sglang_minimal(seq_cls):
                    "--tp-size", "1", "--dp-size", "1", "--host", "127.0.0.1", "--port", "30000"]  # fmt: skip
 
 
-def test_sglang_qwen2_reward_needs_0_4_4(qwen2):
-    with pytest.raises(ConfigurationError, match="cannot serve Qwen2ForRewardModel"):
+def test_sglang_qwen2_reward_needs_0_4_3_post3(qwen2):
+    with pytest.raises(ConfigurationError, match="does not serve Qwen2ForRewardModel.*from 0.4.3.post3"):
         sglang.build_command(qwen2, LaunchOptions(), engine_version="0.4.3.post2")
-    assert "--is-embedding" in sglang.build_command(qwen2, LaunchOptions(), engine_version="0.4.4")
+    assert "--is-embedding" in sglang.build_command(qwen2, LaunchOptions(), engine_version="0.4.3.post3")
+
+
+def test_sglang_qwen2_seq_cls_from_0_4_4_post2_with_a_warning(qwen2_seq_cls, caplog):
+    with pytest.raises(ConfigurationError, match="from 0.4.4.post2"):
+        sglang.build_command(qwen2_seq_cls, LaunchOptions(), engine_version="0.4.4.post1")
+    with caplog.at_level(logging.WARNING, logger="rmclient.adapters.sglang"):
+        sglang.build_command(qwen2_seq_cls, LaunchOptions(), engine_version="0.4.4.post2")
+    assert "constant" in caplog.text or "offset" in caplog.text
 
 
 # --- lmdeploy ---------------------------------------------------------------------------------
@@ -247,6 +287,13 @@ def test_lmdeploy_trust_remote_code_flag_from_0_13(internlm2, version, flag):
     )
     assert cmd == LMD_HEAD + [internlm2, "--backend", "pytorch", "--tp", "1",
         "--server-name", "127.0.0.1", "--server-port", "23333", "--api-keys", "k", *flag]  # fmt: skip
+
+
+@pytest.mark.parametrize("version,warns", [("0.9.1", True), ("0.12.1", True), ("0.12.2", False), ("0.18.0", False)])
+def test_lmdeploy_warns_when_the_key_leaves_pooling_open(qwen2, version, warns, caplog):
+    with caplog.at_level(logging.WARNING, logger="rmclient.launchers.lmdeploy"):
+        lmdeploy.build_command(qwen2, LaunchOptions(api_key="k"), engine_version=version)
+    assert ("stays open" in caplog.text) is warns
 
 
 def test_lmdeploy_options(qwen2):
@@ -268,53 +315,8 @@ def test_lmdeploy_refuses_seq_cls_dp_and_old(seq_cls, qwen2):
         lmdeploy.build_command(qwen2, LaunchOptions(), engine_version="0.9.0")
 
 
-# --- the engines' own CLI definitions know every flag we emit (.venv-schemas, see .ci/engine-schemas.sh) ---
-
-SCHEMAS_SITE = sorted((Path(__file__).resolve().parents[1] / ".venv-schemas" / "lib").glob("python3*/site-packages"))
-
-
-def _schemas_pkg(name: str) -> Path:
-    for site in SCHEMAS_SITE:
-        if (site / name).is_dir():
-            return site / name
-    pytest.skip(f"{name} source not installed in .venv-schemas (run .ci/engine-schemas.sh)")
-
-
-def _installed_schema_version(name: str) -> str:
-    pkg = _schemas_pkg(name)
-    return next(pkg.parent.glob(f"{name}-*.dist-info")).name[len(name) + 1 : -len(".dist-info")]
-
-
-def _flags(cmd):
-    return {a for a in cmd if a.startswith("--")}
-
-
-def test_sglang_flags_exist_in_its_server_args(internlm2):
-    """sglang builds its CLI from dataclass fields (``tp_size`` -> ``--tp-size``)."""
-    import re
-
-    pkg = _schemas_pkg("sglang")
-    src = "\n".join(p.read_text() for p in (pkg / "srt").rglob("*.py") if "arg" in str(p.relative_to(pkg)))
-    fields = {"--" + m.replace("_", "-") for m in re.findall(r"^\s+([a-z_0-9]+)\s*:", src, re.M)}
-    fields |= set(re.findall(r"[\"'](--[a-z0-9-]+)[\"']", src))
-    opts = LaunchOptions(api_key="k", trust_remote_code=True, mem_fraction_static=0.5, served_model_name="rm",
-                         max_model_len=1024, dtype="bfloat16")  # fmt: skip
-    cmd = sglang.build_command(internlm2, opts, engine_version=_installed_schema_version("sglang"))
-    assert _flags(cmd) <= fields, _flags(cmd) - fields
-
-
-def test_lmdeploy_flags_exist_in_its_cli(qwen2):
-    import re
-
-    pkg = _schemas_pkg("lmdeploy")
-    src = "\n".join(p.read_text() for p in (pkg / "cli").glob("*.py"))
-    defined = set(re.findall(r"[\"'](--[a-z0-9-]+)[\"']", src))
-    assert re.search(r"add_parser\(\s*'serve'", src) and re.search(r"add_parser\(\s*'api_server'", src)
-    assert (pkg / "__main__.py").is_file()  # `python -m lmdeploy` works
-    opts = LaunchOptions(api_key="k", trust_remote_code=True, served_model_name="rm", max_model_len=1024,
-                         dtype="bfloat16", tensor_parallel_size=2)  # fmt: skip
-    cmd = lmdeploy.build_command(qwen2, opts, engine_version=_installed_schema_version("lmdeploy"))
-    assert _flags(cmd) <= defined, _flags(cmd) - defined
+# The engines' own CLIs of several releases hold every flag we emit: tests/test_engine_schemas.py
+# (sglang, lmdeploy, read with ast) and tests/test_vllm_real.py (vLLM's own argument parser).
 
 
 # --- version detection and dry runs -------------------------------------------------------------
@@ -343,7 +345,7 @@ def _installed(dists) -> bool:
 def test_dry_run_without_engine_assumes_newest_known(seq_cls, caplog):
     with caplog.at_level(logging.INFO, logger="rmclient.launchers"):
         cmd = build_launch_command("vllm", seq_cls, dry_run=True, port=8000)
-    assert cmd == VLLM_HEAD + [seq_cls, "--runner", "pooling"] + VLLM_TAIL
+    assert cmd == VLLM_HEAD + [seq_cls, "--runner", "pooling", *NO_ACTIVATION] + VLLM_TAIL
     assert "assuming the newest known version 0.33.0" in caplog.text
     with pytest.raises(LaunchError, match="not installed"):
         build_launch_command("vllm", seq_cls, port=8000)  # a real launch needs the engine
@@ -371,7 +373,7 @@ def test_cli_dry_run_through_python_m(seq_cls):
     assert out.returncode == 0, out.stderr
     expected = (
         f"{PY} -m vllm.entrypoints.openai.api_server --model {seq_cls} --runner pooling "
-        "--override-pooler-config '{\"softmax\": false}' --tensor-parallel-size 1 --host 127.0.0.1 "
+        "--override-pooler-config '{\"softmax\": false, \"activation\": false}' --tensor-parallel-size 1 --host 127.0.0.1 "
         "--port 8123 --dtype float32 --enforce-eager --seed 3"
     )
     assert out.stdout.strip() == expected
@@ -553,7 +555,7 @@ def test_launch_vllm_end_to_end_with_fake_package(fake_vllm_package, seq_cls, tm
         log_path=tmp_path / "vllm.log",
     ) as server:
         assert server.engine == "vllm" and server.engine_version == "0.32.0"
-        assert server.command == VLLM_HEAD + [seq_cls, "--runner", "pooling", "--tensor-parallel-size", "1",
+        assert server.command == VLLM_HEAD + [seq_cls, "--runner", "pooling", *NO_ACTIVATION, "--tensor-parallel-size", "1",
             "--host", "127.0.0.1", "--port", str(server.port), "--dtype", "float32"]  # fmt: skip
         assert httpx.get(server.url + "/health").status_code == 200
         pgid = server.pgid

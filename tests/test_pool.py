@@ -203,12 +203,24 @@ def test_encode_then_request_respects_the_server_limit(polar_path):
     with FakeEngine("sglang", "0.5.23", max_model_len=64) as fake:
         client = RewardModelClient(polar_path, server_type="sglang", server_address=fake.url)
         encoded = client.encode_ids(long)  # contacts the server first
-        assert max(len(x) for x in encoded) <= 63  # sglang rejects input AT its context length
+        # sglang refuses len >= max_req_input_len = min(ctx - 1, kv_pool - 1) - 5 = 58 (its /get_server_info)
+        assert max(len(x) for x in encoded) <= 57
         assert client.sglang_request_reward(encoded) == [reward_of(x) for x in encoded]
         too_long = RewardModelClient(polar_path, server_type="transformers").encode_ids(long)
-        with pytest.raises(ScoringError, match="exceed the server's limit of 63") as err:
+        with pytest.raises(ScoringError, match="exceed the server's limit of 57") as err:
             client.sglang_request_reward(too_long + encoded[:1])
         assert sorted(err.value.failures) == [0, 1, 2] and err.value.rewards[3] == reward_of(encoded[0])
+        assert fake.longest <= 57  # nothing longer was ever sent
+
+
+def test_sglang_limit_follows_a_small_kv_pool(polar_path):
+    long = [{"prompt": "p " * 200, "reference": "r " * 50, "output": "o " * 50}] * 2
+    with FakeEngine("sglang", "0.4.3.post4", max_model_len=4096, kv_pool_tokens=41) as fake:
+        client = RewardModelClient(polar_path, server_type="sglang", server_address=fake.url)
+        client.connect()
+        assert client.effective_max_length() == 34  # min(4095, 40) - 5 = 35, and len < 35
+        assert client(long) == [reward_of(x) for x in client.encode_ids(long)]
+        assert 30 <= fake.longest <= 34
 
 
 def test_a_bug_or_bad_configuration_surfaces_as_itself(polar_path, monkeypatch):

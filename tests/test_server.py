@@ -209,7 +209,9 @@ def test_our_sglang_client_works_against_the_server(polar_path, polar_server, po
         assert remote(POLAR) == pytest.approx(expected, abs=ABS)
         assert remote(POLAR[2]) == pytest.approx(expected[2], abs=ABS)
         assert remote.sglang_request_reward(remote.encode(POLAR)) == pytest.approx(expected, abs=ABS)  # text form
-        assert remote.effective_max_length() == 4096 - 1  # learnt from /v1/models (sglang: one less)
+        # learnt from /server_info's max_req_input_len (sglang's form: the longest input + 1): the same
+        # limit as in-process, so the same ids on every path
+        assert remote.effective_max_length() == 4096 == polar_client.effective_max_length()
 
 
 def test_models_and_info_routes(chat_server):

@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 from typing import Union
 
-from .tokenizer import build_tokenizer
+from .tokenizer import build_tokenizer, rewrite_config, save_tokenizer
 
 PathLike = Union[str, Path]
 
@@ -40,9 +40,14 @@ def _llama_seq_cls(
     model = LlamaForSequenceClassification(config).to(torch.float32)
     with torch.no_grad():  # a visible spread of rewards, not ~0 for everything
         model.score.weight.normal_(0.0, 1.0)
+    return _save(model, tokenizer, out_dir)
+
+
+def _save(model, tokenizer, out_dir: Path) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(str(out_dir))
-    tokenizer.save_pretrained(str(out_dir))
+    rewrite_config(out_dir)
+    save_tokenizer(tokenizer, out_dir)
     return out_dir
 
 
@@ -71,6 +76,43 @@ def build_chat_rm(
     tok = build_tokenizer(add_bos=add_bos)
     extra = {"reward_token_id": tok.convert_tokens_to_ids("[UNUSED_TOKEN_130]")} if reward_token else {}
     return _llama_seq_cls(Path(out_dir), tok, seed=seed, **extra)
+
+
+def build_qwen2_seq_cls(out_dir: PathLike, *, seed: int = 4) -> Path:
+    """A tiny ``Qwen2ForSequenceClassification`` outcome RM (no BOS, chat template, biased q/k/v).
+
+    The Skywork-Reward-V2-Qwen / Qwen-RM family's architecture: vLLM and sglang treat it
+    apart from Llama seq-cls in some versions.
+    """
+    import torch
+    from transformers import Qwen2Config, Qwen2ForSequenceClassification
+
+    tok = build_tokenizer(add_bos=False)
+    config = Qwen2Config(
+        vocab_size=len(tok),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        max_position_embeddings=4096,
+        rope_theta=10000.0,
+        rms_norm_eps=1e-6,
+        use_sliding_window=False,
+        tie_word_embeddings=False,
+        num_labels=1,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+        architectures=["Qwen2ForSequenceClassification"],
+    )
+    torch.manual_seed(seed)
+    model = Qwen2ForSequenceClassification(config).to(torch.float32)
+    with torch.no_grad():  # non-zero biases and a visible spread, so a wrong mapping shows
+        for name, p in model.named_parameters():
+            if name.endswith(".bias"):
+                p.normal_(0.0, 0.1)
+        model.score.weight.normal_(0.0, 1.0)
+    return _save(model, tok, Path(out_dir))
 
 
 def read_config(model_dir: PathLike) -> dict:

@@ -29,7 +29,7 @@ import json
 from pathlib import Path
 from typing import Dict, List, Sequence, Union
 
-from .tokenizer import build_tokenizer
+from .tokenizer import build_tokenizer, save_tokenizer
 
 PathLike = Union[str, Path]
 
@@ -117,7 +117,7 @@ def _save(out_dir: Path, tensors: Dict[str, "object"], config: dict, tokenizer) 
     out_dir.mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in tensors.items()}, str(out_dir / "model.safetensors"), metadata={"format": "pt"})
     (out_dir / "config.json").write_text(json.dumps(config, indent=2))
-    tokenizer.save_pretrained(str(out_dir))
+    save_tokenizer(tokenizer, out_dir)
     return out_dir
 
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
-from typing import List, Optional, Union
+from typing import Any, List, Optional, Union
 
 #: Special tokens, at fixed ids 0.. in this order.
 SPECIAL_TOKENS: List[str] = [
@@ -22,6 +23,11 @@ CHATML_TEMPLATE = (
     "{{ bos_token }}"
     "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
     "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+#: Qwen2's pre-tokenizer pattern (its tokenizer.json; transformers 5's Qwen2Tokenizer sets it whatever the file says).
+QWEN2_SPLIT = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
 )
 
 _CORPUS = [
@@ -44,13 +50,20 @@ def build_tokenizer(
     """Build (and optionally save) a small byte-level BPE ``PreTrainedTokenizerFast``.
 
     ``add_bos`` makes plain encoding prepend ``<s>`` (as Llama/InternLM2 do);
-    without it the tokenizer behaves like Qwen2 (no BOS at all).
+    without it the tokenizer behaves like Qwen2 (no BOS at all, Qwen2's pre-tokenizer), so
+    transformers 4 and 5 tokenize it alike whatever the model type.
     """
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    if add_bos:
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    else:  # Qwen2's own split (digits one by one), which transformers 5 forces on every qwen2 tokenizer
+        tok.pre_tokenizer = pre_tokenizers.Sequence([
+            pre_tokenizers.Split(Regex(QWEN2_SPLIT), behavior="isolated"),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ])
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
@@ -75,5 +88,48 @@ def build_tokenizer(
     if chat_template:
         fast.chat_template = chat_template if add_bos else chat_template.replace("{{ bos_token }}", "")
     if out_dir is not None:
-        fast.save_pretrained(str(out_dir))
+        save_tokenizer(fast, out_dir)
     return fast
+
+
+def save_tokenizer(tokenizer: Any, out_dir: Union[str, Path]) -> None:
+    """``save_pretrained``, in a form that transformers 4 reads as well as 5.
+
+    Engines bring their own transformers (vLLM before 0.20 runs transformers 4, which
+    fails on a tokenizer saved by 5: "Failed to load the tokenizer"). transformers 5
+    writes ``tokenizer_class: TokenizersBackend`` and a list of ``extra_special_tokens``,
+    which 4 does not know; both read ``PreTrainedTokenizerFast``,
+    ``additional_special_tokens`` and a ``chat_template`` in the config.
+    """
+    out = Path(out_dir)
+    tokenizer.save_pretrained(str(out))
+    path = out / "tokenizer_config.json"
+    config = json.loads(path.read_text())
+    extra = config.pop("extra_special_tokens", None)
+    if isinstance(extra, list):
+        config["additional_special_tokens"] = extra
+    elif extra:
+        config["extra_special_tokens"] = extra
+    config.pop("backend", None)
+    config["tokenizer_class"] = "PreTrainedTokenizerFast"
+    template = out / "chat_template.jinja"
+    if template.is_file():
+        config["chat_template"] = template.read_text()
+    path.write_text(json.dumps(config, indent=2, ensure_ascii=False))
+
+
+def compatible_config(config: dict) -> dict:
+    """A model ``config.json`` dict readable by transformers 4 too (``rope_theta``, ``torch_dtype``)."""
+    out = dict(config)
+    rope = out.get("rope_parameters")
+    if isinstance(rope, dict) and "rope_theta" in rope:
+        out.setdefault("rope_theta", rope["rope_theta"])
+    if "dtype" in out:
+        out.setdefault("torch_dtype", out["dtype"])
+    return out
+
+
+def rewrite_config(out_dir: Union[str, Path]) -> None:
+    """Rewrite ``out_dir/config.json`` with :func:`compatible_config`."""
+    path = Path(out_dir) / "config.json"
+    path.write_text(json.dumps(compatible_config(json.loads(path.read_text())), indent=2))
