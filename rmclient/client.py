@@ -277,17 +277,16 @@ class _ClientBase:
         The first ``servers`` blocks are small (``FIRST_BLOCK``) so that every server has work
         soon; the rest are encoded in larger blocks behind them.
         """
+        def chunks_of(lo: int, block: Sequence[Any]) -> List[Chunk]:
+            encoded = recipe.encode_valid(block)
+            return list(self._request_chunks(list(range(lo, lo + len(encoded))), [e.ids for e in encoded], size, pool))
+
         lo = blocks = 0
         while lo < len(valid):
             block = valid[lo : lo + (min(FIRST_BLOCK, size) if blocks < servers else max(ENCODE_BLOCK, size))]
             blocks += 1
-            encoded = (
-                recipe.encode_valid(block)
-                if len(valid) <= size
-                else await asyncio.to_thread(recipe.encode_valid, block)
-            )
-            indices = list(range(lo, lo + len(encoded)))
-            for chunk in self._request_chunks(indices, [e.ids for e in encoded], size, pool):
+            chunks = chunks_of(lo, block) if len(valid) <= size else await asyncio.to_thread(chunks_of, lo, block)
+            for chunk in chunks:
                 yield chunk
             lo += len(block)
 

