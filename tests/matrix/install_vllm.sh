@@ -86,6 +86,13 @@ fi
 
 "$PY" "$HERE/libstdcxx.py" "$site/vllm" "$VENV" > "$VENV/rmclient-env"
 set -a; . "$VENV/rmclient-env"; set +a
-"$PY" -c "import vllm, vllm._C, torch, transformers; print('vllm', vllm.__version__, 'torch', torch.__version__, 'transformers', transformers.__version__)" >&2
+# Load the extension the way vLLM does (0.20+ picks _C, _C_AVX512 or _C_AVX2 for this CPU).
+"$PY" - >&2 <<'PY'
+import importlib, torch, transformers, vllm
+from vllm.platforms import current_platform
+kernels = getattr(current_platform, "import_kernels", None)
+kernels() if kernels else importlib.import_module("vllm._C")
+print("vllm", vllm.__version__, "torch", torch.__version__, "transformers", transformers.__version__)
+PY
 touch "$STAMP"
 log "done in $(( $(date +%s) - start )) s"
