@@ -49,11 +49,23 @@ def as_list(data: Any) -> Tuple[List[Any], bool]:
     raise InvalidSampleError(0, "<sample>", f"expected a dict or a list of dicts, got {type(data).__name__}")
 
 
+def check_text(index: int, field: str, value: str) -> str:
+    """``value`` if it is text a tokenizer can encode (no lone surrogate such as ``"\\ud800"``, which
+    JSON allows); :class:`InvalidSampleError` naming the field otherwise."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidSampleError(
+            index, field, f"not valid Unicode text: {value[exc.start]!r} at position {exc.start} is a lone surrogate"
+        ) from None
+    return value
+
+
 def _messages(
     index: int, field: str, value: Any, *, need_role: bool, default_role: str = "user"
 ) -> List[Message]:
     if isinstance(value, str):
-        return [{"role": default_role, "content": value}]
+        return [{"role": default_role, "content": check_text(index, field, value)}]
     if not isinstance(value, (list, tuple)):
         raise InvalidSampleError(
             index, field, f"expected a string or a list of messages, got {type(value).__name__}"
@@ -69,11 +81,14 @@ def _messages(
             raise InvalidSampleError(
                 index, f"{where}.content", f"expected a string, got {type(m['content']).__name__}"
             )
+        check_text(index, f"{where}.content", m["content"])
         role = m.get("role")
         if role is None and need_role:
             raise InvalidSampleError(index, f"{where}.role", "missing")
         if role is not None and not isinstance(role, str):
             raise InvalidSampleError(index, f"{where}.role", f"expected a string, got {type(role).__name__}")
+        if role is not None:
+            check_text(index, f"{where}.role", role)
         out.append({"role": role or default_role, "content": m["content"]})
     return out
 
@@ -81,7 +96,7 @@ def _messages(
 def _text(index: int, field: str, value: Any) -> str:
     """POLAR's flattening: contents joined with "\\n", roles dropped."""
     if isinstance(value, str):
-        return value
+        return check_text(index, field, value)
     return "\n".join(m["content"] for m in _messages(index, field, value, need_role=False))
 
 
@@ -134,8 +149,15 @@ def to_chat(index: int, sample: Any) -> ChatSample:
             )
         return ChatSample(tuple(msgs))
     msgs = _messages(index, "prompt", _require(index, s, "prompt"), need_role=True)
-    output = _require(index, s, "output")
-    msgs.extend(_messages(index, "output", output, need_role=False, default_role="assistant"))
+    output = _messages(index, "output", _require(index, s, "output"), need_role=False, default_role="assistant")
+    if not output:  # an empty *string* is a real, empty answer; an empty list is no answer at all
+        raise InvalidSampleError(index, "output", "empty: the assistant turn to score is missing")
+    if output[-1]["role"] != "assistant":
+        raise InvalidSampleError(
+            index, f"output[{len(output) - 1}].role",
+            f"the output must end with the assistant turn to score, got {output[-1]['role']!r}",
+        )
+    msgs.extend(output)
     return ChatSample(tuple(msgs))
 
 

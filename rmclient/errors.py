@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Optional
 
+from .jsonsafe import shown
+
 
 class RMClientError(Exception):
     """Base class of every error raised by rmclient."""
@@ -61,10 +63,7 @@ class ResponseError(RMClientError):
     def __init__(self, endpoint: str, message: str, body: Any = None) -> None:
         self.endpoint = endpoint
         self.body = body
-        shown = repr(body)
-        if len(shown) > 300:
-            shown = shown[:300] + "..."
-        super().__init__(f"{endpoint}: {message}; body: {shown}")
+        super().__init__(f"{endpoint}: {message}; body: {shown(body)}")
 
 
 class ScoringError(RMClientError):
@@ -78,10 +77,32 @@ class ScoringError(RMClientError):
     def __init__(self, failures: Dict[int, str], rewards: List[Optional[float]]) -> None:
         self.failures = dict(sorted(failures.items()))
         self.rewards = rewards
-        shown = list(self.failures.items())[:5]
-        more = f" (and {len(failures) - 5} more)" if len(failures) > 5 else ""
-        lines = "; ".join(f"sample {i}: {why}" for i, why in shown)
-        super().__init__(f"{len(failures)} of {len(rewards)} samples failed{more}: {lines}")
+        by_reason: Dict[str, List[int]] = {}
+        for i, why in self.failures.items():
+            by_reason.setdefault(why, []).append(i)
+        parts = [f"{_samples(indices)}: {why}" for why, indices in list(by_reason.items())[:3]]
+        left = sum(len(indices) for _, indices in list(by_reason.items())[3:])
+        if left:
+            parts.append(f"and {left} more for {len(by_reason) - 3} other reason(s)")
+        super().__init__(f"{len(self.failures)} of {len(rewards)} samples failed: " + "; ".join(parts))
+
+
+def _samples(indices: List[int]) -> str:
+    """``[0, 1, 2, 5]`` -> ``"samples 0-2, 5"``; at most a few ranges, then a count."""
+    ranges: List[List[int]] = []
+    for i in indices:
+        if ranges and ranges[-1][1] == i - 1:
+            ranges[-1][1] = i
+        else:
+            ranges.append([i, i])
+    text = ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in ranges[:4])
+    if len(ranges) > 4:
+        text += f" and {sum(b - a + 1 for a, b in ranges[4:])} more"
+    return ("sample " if len(indices) == 1 else "samples ") + text
+
+
+class ClientClosedError(ScoringError):
+    """The client was closed while a call was scoring; ``rewards`` keeps what was scored before."""
 
 
 class LaunchError(RMClientError):

@@ -311,11 +311,14 @@ def is_polar_model(path: str, config: Dict[str, Any]) -> bool:
 def select_recipe(
     recipe: Optional[str], path: str, config: Dict[str, Any], samples: Sequence[Any]
 ) -> str:
-    """The recipe name for these samples: forced, else POLAR for a POLAR model or data with a reference."""
+    """The recipe name for these samples: forced, else POLAR for a POLAR model or data whose first
+    sample has a reference, else the chat template."""
     if recipe is not None:
         if recipe not in RECIPES:
             raise ConfigurationError(f"unknown recipe {recipe!r}; choose one of {RECIPES}")
         return recipe
-    if is_polar_model(path, config) or has_reference(samples):
+    # The data decides by its first sample; validation then names the first sample that differs
+    # ([ORM, ORM, POLAR] on a chat model: sample 2's reference, not sample 0).
+    if is_polar_model(path, config) or has_reference(samples[:1]):
         return "polar"
     return "chat_template"
