@@ -10,8 +10,11 @@ is already running (Jupyter, Ray actors).
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
+import math
 import threading
+import time
 import weakref
 from typing import Any, AsyncIterator, Dict, Iterator, List, Optional, Sequence, Union
 
@@ -19,7 +22,7 @@ from rmclient.adapters import ADAPTERS
 
 from .data import as_list
 from .dispatch import ON_ERROR, Chunk, RetryPolicy, score_chunks, split_by_tokens
-from .errors import ConfigurationError
+from .errors import ClientClosedError, ConfigurationError
 from .modelinfo import context_length, load_config
 from .pool import EndpointPool, parse_addresses
 from .recipes import ChatTemplateRecipe, Encoded, PolarRecipe, adds_bos, is_polar_model, select_recipe
@@ -59,6 +62,7 @@ class _ClientBase:
         dtype: Optional[str] = None,
         batch_size: Optional[int] = None,
         max_tokens_per_batch: int = 16384,
+        batch_invariant: Optional[bool] = False,
         max_tokens_per_request: Optional[int] = 65536,
         max_in_flight: int = 8,
         api_key: Optional[str] = None,
@@ -102,7 +106,7 @@ class _ClientBase:
         self.retry_policy = RetryPolicy(attempts=max_attempts, deadline=deadline, budget=retry_budget)
         self._local_options = dict(
             device=device, dtype=dtype, trust_remote_code=trust_remote_code,
-            batch_size=batch_size or 32, max_tokens=max_tokens_per_batch,
+            batch_size=batch_size or 32, max_tokens=max_tokens_per_batch, batch_invariant=batch_invariant,
         )
         self._pool_options = dict(
             max_in_flight=max_in_flight, api_key=api_key, connect_timeout=connect_timeout,
@@ -231,10 +235,14 @@ class _ClientBase:
 
     # -- the async core -------------------------------------------------------------
 
-    async def _aconnect(self) -> None:
+    def _deadline_at(self) -> float:
+        deadline = self.retry_policy.deadline
+        return time.monotonic() + (deadline if deadline is not None else math.inf)
+
+    async def _aconnect(self, deadline_at: Optional[float] = None) -> None:
         if self.server_type != "transformers":
             pool = self._pool(self.server_type)
-            await pool.start()  # first contact: versions, model name, longest input
+            await pool.start(deadline_at)  # first contact: versions, model name, longest input
             self._server_max_len = pool.max_model_len
             if self._server_max_len is None and self.model_max_len:
                 logger.info(
@@ -248,7 +256,8 @@ class _ClientBase:
             ids = [e.ids for e in self._recipe(samples).encode(samples)]
             rewards = await asyncio.to_thread(self.local_backend.score, ids)
         else:
-            await self._aconnect()
+            deadline_at = self._deadline_at()  # the whole call, discovery included
+            await self._aconnect(deadline_at)
             pool = self._pool(self.server_type)
             recipe = self._recipe(samples)
             valid = recipe.validate(samples)  # bad input fails before anything is sent
@@ -256,7 +265,7 @@ class _ClientBase:
                 pool,
                 self._encoded_chunks(recipe, valid, self._request_size(len(valid), pool), len(pool.endpoints), pool),
                 len(samples),
-                policy=self.retry_policy, on_error=self.on_error,
+                policy=self.retry_policy, on_error=self.on_error, deadline_at=deadline_at,
             )
         return rewards[0] if single else rewards
 
@@ -357,7 +366,8 @@ class _ClientBase:
             return []
         inputs = [encoded] if isinstance(encoded, str) or _is_ids(encoded) else list(encoded)
         pool = self._pool(server_type)
-        await pool.start()
+        deadline_at = self._deadline_at()
+        await pool.start(deadline_at)
 
         async def chunks() -> AsyncIterator[Chunk]:
             for chunk in self._request_chunks(
@@ -365,7 +375,9 @@ class _ClientBase:
             ):
                 yield chunk
 
-        return await score_chunks(pool, chunks(), len(inputs), policy=self.retry_policy, on_error=self.on_error)
+        return await score_chunks(
+            pool, chunks(), len(inputs), policy=self.retry_policy, on_error=self.on_error, deadline_at=deadline_at
+        )
 
     async def _aclose(self) -> None:
         loop = asyncio.get_running_loop()
@@ -395,6 +407,8 @@ _DOC_ARGS = """
         batch_size: samples per forward pass in-process (default 32), or the most per request to a
             server (default 256; smaller when a call has too few samples for two per server).
         max_tokens_per_batch: in-process padded-token budget per forward pass.
+        batch_invariant: in-process, one sequence per forward pass: a reward then does not depend
+            on which samples are scored with it (free on CPU, slow on a GPU; ``None``: CPU only).
         max_tokens_per_request: token budget of one request to a server.
         max_in_flight: requests in flight per server (lowered where the engine needs it).
         api_key: bearer token for the servers.
@@ -471,13 +485,17 @@ class _LoopThread:
         future = asyncio.run_coroutine_threadsafe(coro, self.loop)
         try:
             return future.result()
+        except concurrent.futures.CancelledError:  # the loop was stopped under the call: close()
+            raise ClientClosedError({}, []) from None
         except BaseException:
             future.cancel()  # Ctrl-C: stop the work in the background too
             raise
 
-    def stop(self) -> None:
+    def stop(self, grace: float = 2.0) -> None:
         async def _cancel_all() -> None:
             tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            if tasks:  # calls on closed pools end by themselves (ClientClosedError): give them a moment
+                await asyncio.wait(tasks, timeout=grace)
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)

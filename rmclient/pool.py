@@ -6,37 +6,66 @@ counting requests would hand the long ones to whichever came next), a per-endpoi
 in-flight limit (the smaller of the user's and the engine's, e.g. 1 for
 lmdeploy 0.9.1-0.11), and health checks: an endpoint that fails at the
 connection level or with a 5xx is taken out and probed on its health route
-until it answers again. When every endpoint is out, requests still go to them
-(each attempt is then a probe), so a lone server that is down fails after the
-retry policy's attempts instead of waiting forever.
+until it answers again; one that keeps answering slower than its hedges is
+taken out for a while (a growing quarantine) even though its health route
+answers. When every endpoint is out, requests still go to them (each attempt
+is then a probe), so a lone server that is down fails after the retry policy's
+attempts instead of waiting forever. An endpoint that answers 401/403/404/405
+is misconfigured (a wrong key, route or engine type): it is disabled for good.
+
+Discovery (version, model, longest input) runs per endpoint, in parallel, each
+request bounded by ``discovery_timeout``: the first endpoint that answers starts
+the work; the others join when they answer.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+import time
+from collections import deque
+from typing import Any, Deque, Dict, List, Optional, Sequence, Tuple
 
 from rmclient.adapters import ADAPTERS, get_adapter
 from rmclient.adapters.base import Adapter, Request, ServerInfo
 
-from .errors import ResponseError, ServerError
+from .errors import ClientClosedError, ResponseError, ServerError
 from .transport import Transport
 
 logger = logging.getLogger(__name__)
+
+#: Recent successful requests kept to estimate how long a request of a given size takes.
+LATENCY_WINDOW = 64
+#: Hedges an endpoint may lose in a row before it is quarantined; the first quarantine (s).
+SLOW_STRIKES = 1
+QUARANTINE = 5.0
+
+
+class CallFailed(Exception):
+    """The whole call cannot succeed (every endpoint misconfigured, or the client closed): ``error`` says why."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
 class Endpoint:
     """One server: its transport, adapter (after discovery), load and health."""
 
-    def __init__(self, server_type: str, address: str, transport: Transport, limit: int) -> None:
+    def __init__(self, server_type: str, address: str, transport: Transport, limit: int, read_timeout: float) -> None:
         self.server_type = server_type
         self.address = address
         self.transport = transport
         self.limit = limit
+        self.read_timeout = read_timeout
         self.in_flight = 0
         self.outstanding = 0  # tokens (or samples) of the requests in flight
         self.healthy = True
+        self.discovering = False
+        #: Set when the endpoint answered 401/403/404/405: never used again.
+        self.disabled: Optional[ServerError] = None
+        self.slow_strikes = 0
+        self.quarantine = QUARANTINE
         self.adapter: Optional[Adapter] = None
         #: What the server said about itself at first contact.
         self.info = ServerInfo()
@@ -46,11 +75,14 @@ class Endpoint:
     def url(self) -> str:
         return self.transport.base_url
 
-    async def _get(self, path: Optional[str]) -> Any:
-        if path is None:
-            return None
+    @property
+    def max_model_len(self) -> Optional[int]:
+        """The longest input this server scores, as it reported it (``None``: unknown)."""
+        return self.info.max_input_len
+
+    async def _get(self, path: str, timeout: float) -> Any:
         try:
-            return await self.transport.send(Request("GET", path))
+            return await self.transport.send(Request("GET", path), timeout=timeout)
         except ServerError as exc:
             if exc.retryable:
                 raise
@@ -59,20 +91,20 @@ class Endpoint:
             logger.info("%s answers %s with no JSON: %s", self.url, path, exc)
         return None
 
-    @property
-    def max_model_len(self) -> Optional[int]:
-        """The longest input this server scores, as it reported it (``None``: unknown)."""
-        return self.info.max_input_len
-
     async def discover(
-        self, version: Optional[str], model: Optional[str], architecture: Optional[str], options: Dict[str, Any]
+        self,
+        version: Optional[str],
+        model: Optional[str],
+        architecture: Optional[str],
+        options: Dict[str, Any],
+        timeout: float = 10.0,
     ) -> None:
         """Ask the server about itself (its adapter's info routes) and pick the adapter for its version."""
         cls = ADAPTERS[self.server_type]
         bodies: Dict[str, Any] = {}
         for alternatives in cls.info_routes:
             for path in alternatives:
-                body = await self._get(path)
+                body = await self._get(path, timeout)
                 if body is not None:
                     bodies[path] = body
                     break
@@ -95,7 +127,10 @@ def _load(endpoint: Endpoint) -> Tuple[int, float]:
 
 
 class EndpointPool:
-    """The servers of one ``server_type`` for one event loop."""
+    """The servers of one ``server_type`` for one event loop.
+
+    ``stats`` counts the requests sent, those hedged and the hedges that won.
+    """
 
     def __init__(
         self,
@@ -106,6 +141,7 @@ class EndpointPool:
         api_key: Optional[str] = None,
         connect_timeout: float = 5.0,
         read_timeout: float = 300.0,
+        discovery_timeout: float = 10.0,
         engine_version: Optional[str] = None,
         served_model: Optional[str] = None,
         architecture: Optional[str] = None,
@@ -121,6 +157,7 @@ class EndpointPool:
                 a,
                 Transport(a, api_key=api_key, connect_timeout=connect_timeout, read_timeout=read_timeout),
                 max_in_flight,
+                read_timeout,
             )
             for a in addresses
         ]
@@ -129,31 +166,49 @@ class EndpointPool:
         self.architecture = architecture
         self.adapter_options = adapter_options or {}
         self.health_interval = health_interval
+        self.discovery_timeout = min(discovery_timeout, read_timeout)
+        self.closed = False
+        self.stats = {"requests": 0, "hedged": 0, "hedges_won": 0}
+        self._latency: Deque[Tuple[float, int]] = deque(maxlen=LATENCY_WINDOW)
         self._changed = asyncio.Condition()
-        self._started: Optional["asyncio.Task[None]"] = None
+        self._discovery: Dict[Endpoint, "asyncio.Task[None]"] = {}
 
     # -- discovery ------------------------------------------------------------
 
-    async def start(self) -> None:
-        """Discover every endpoint once (concurrently). Unreachable ones start out of rotation."""
-        if self._started is None:
-            self._started = asyncio.ensure_future(self._discover_all())
-        await asyncio.shield(self._started)
+    async def start(self, deadline_at: Optional[float] = None) -> None:
+        """Discover every endpoint (concurrently), returning once one is ready, all have answered,
+        or ``deadline_at`` (``time.monotonic()``) has passed. The rest join when they answer;
+        unreachable ones start out of rotation. A bad configuration (an engine version that
+        cannot serve the model) is raised here."""
+        if not self._discovery:
+            for endpoint in self.endpoints:
+                self._discovery[endpoint] = asyncio.ensure_future(self._discover(endpoint))
+        tasks = list(self._discovery.values())
+        while not any(e.adapter is not None for e in self.endpoints):
+            pending = [t for t in tasks if not t.done()]
+            left = None if deadline_at is None else deadline_at - time.monotonic()
+            if not pending or (left is not None and left <= 0):
+                break
+            await asyncio.wait(pending, timeout=left, return_when=asyncio.FIRST_COMPLETED)
+        for task in tasks:
+            if task.done() and not task.cancelled() and task.exception() is not None:
+                raise task.exception()  # type: ignore[misc]
 
-    async def _discover_all(self) -> None:
-        results = await asyncio.gather(
-            *(self._discover(e) for e in self.endpoints),
-            return_exceptions=True,
-        )
-        for endpoint, result in zip(self.endpoints, results):
-            if isinstance(result, BaseException):
-                if not isinstance(result, ServerError):
-                    raise result
-                logger.warning("%s is unreachable at start: %s", endpoint.url, result)
+    async def _discover(self, endpoint: Endpoint) -> None:
+        endpoint.discovering = True
+        try:
+            await endpoint.discover(
+                self.engine_version, self.served_model, self.architecture, self.adapter_options,
+                self.discovery_timeout,
+            )
+        except ServerError as exc:
+            logger.warning("%s is unreachable at start: %s", endpoint.url, exc)
+            async with self._changed:
                 self._take_out(endpoint)
-
-    def _discover(self, endpoint: Endpoint) -> Any:
-        return endpoint.discover(self.engine_version, self.served_model, self.architecture, self.adapter_options)
+        finally:
+            endpoint.discovering = False
+            async with self._changed:
+                self._changed.notify_all()
 
     @property
     def max_model_len(self) -> Optional[int]:
@@ -172,36 +227,53 @@ class EndpointPool:
     async def adapter_for(self, endpoint: Endpoint) -> Adapter:
         """The endpoint's adapter, discovering it first if it was unreachable at start."""
         if endpoint.adapter is None:
-            await self._discover(endpoint)
+            await endpoint.discover(
+                self.engine_version, self.served_model, self.architecture, self.adapter_options,
+                self.discovery_timeout,
+            )
         assert endpoint.adapter is not None
         return endpoint.adapter
 
     # -- routing --------------------------------------------------------------
 
+    def usable(self) -> bool:
+        """Whether any endpoint is not disabled."""
+        return any(e.disabled is None for e in self.endpoints)
+
     async def acquire(self, avoid: Sequence[Endpoint] = (), work: int = 1) -> Endpoint:
         """The least loaded endpoint with room, preferring healthy ones not in ``avoid``; waits for room.
 
         ``work`` (the request's tokens) counts toward the endpoint's load until ``release``.
+        Every endpoint disabled: :class:`CallFailed` with the first one's error.
         """
         async with self._changed:
             while True:
+                if self.closed:
+                    raise CallFailed(ClientClosedError({}, []))
+                if not self.usable():
+                    raise CallFailed(next(e.disabled for e in self.endpoints if e.disabled is not None))
                 endpoint = self._pick(avoid)
                 if endpoint is not None:
-                    endpoint.in_flight += 1
-                    endpoint.outstanding += work
+                    self._take(endpoint, work)
                     return endpoint
                 await self._changed.wait()
 
+    def _take(self, endpoint: Endpoint, work: int) -> None:
+        endpoint.in_flight += 1
+        endpoint.outstanding += work
+        self.stats["requests"] += 1
+
     def _pick(self, avoid: Sequence[Endpoint]) -> Optional[Endpoint]:
-        open_ = [e for e in self.endpoints if e.in_flight < e.limit]
+        live = [e for e in self.endpoints if e.disabled is None and not e.discovering]
+        open_ = [e for e in live if e.in_flight < e.limit]
         for group in (
             [e for e in open_ if e.healthy and e not in avoid],
             [e for e in open_ if e.healthy],
         ):
             if group:
                 return min(group, key=_load)
-        if any(e.healthy for e in self.endpoints):
-            return None  # healthy ones are busy: wait for them rather than hit a failing one
+        if any(e.healthy for e in live) or any(e.discovering for e in self.endpoints):
+            return None  # healthy (or soon known) ones are busy: wait for them rather than hit a failing one
         return min(open_, key=_load) if open_ else None
 
     async def release(self, endpoint: Endpoint, error: Optional[BaseException] = None, work: int = 1) -> None:
@@ -217,24 +289,78 @@ class EndpointPool:
             if isinstance(error, ServerError) and (error.status is None or error.status >= 500):
                 self._take_out(endpoint)
             elif error is None:
+                endpoint.slow_strikes = 0
+                endpoint.quarantine = QUARANTINE
                 self._bring_back(endpoint)
             self._changed.notify_all()
 
-    def _take_out(self, endpoint: Endpoint) -> None:
+    def disable(self, endpoint: Endpoint, error: ServerError) -> None:
+        """Never use ``endpoint`` again: it answered with a misconfiguration status."""
+        if endpoint.disabled is None:
+            logger.error("%s is not usable: %s", endpoint.url, error)
+            endpoint.disabled = error
+
+    # -- hedging ----------------------------------------------------------------
+
+    def record_latency(self, seconds: float, work: int) -> None:
+        """A successful request of ``work`` tokens took ``seconds``."""
+        self._latency.append((seconds, max(work, 1)))
+
+    def hedge_delay(self, work: int, policy: Any) -> Optional[float]:
+        """How long a request of ``work`` tokens may stay unanswered before it is hedged: ``hedge_after``
+        times the slowest of the recent requests scaled to its size (``None``: no data yet, or off)."""
+        if policy.hedge_after is None or not self._latency or len(self.endpoints) < 2:
+            return None
+        scaled = sorted(s * max(work, 1) / w for s, w in self._latency)
+        p90 = scaled[min(len(scaled) - 1, int(0.9 * len(scaled)))]
+        return max(policy.hedge_min_delay, policy.hedge_after * p90)
+
+    def try_hedge(self, primary: Endpoint, avoid: Sequence[Endpoint], work: int, policy: Any) -> Optional[Endpoint]:
+        """A healthy endpoint outside ``avoid`` with room right now, or ``None``: within the hedge budget,
+        unless ``primary`` (where the request waits) is already out of rotation."""
+        if primary.healthy and self.stats["hedged"] >= max(2, policy.hedge_fraction * self.stats["requests"]):
+            return None
+        candidates = [
+            e for e in self.endpoints
+            if e.disabled is None and e.healthy and not e.discovering and e not in avoid and e.in_flight < e.limit
+        ]
+        if not candidates:
+            return None
+        endpoint = min(candidates, key=_load)
+        self._take(endpoint, work)
+        self.stats["hedged"] += 1
+        return endpoint
+
+    def note_slow(self, endpoint: Endpoint) -> None:
+        """``endpoint`` lost a hedge: after ``SLOW_STRIKES`` in a row it is quarantined (its health route
+        may well answer: a server that takes requests and never answers them)."""
+        self.stats["hedges_won"] += 1
+        endpoint.slow_strikes += 1
+        if endpoint.slow_strikes >= SLOW_STRIKES and endpoint.healthy:
+            logger.warning("%s lost %d hedges in a row: out of rotation for %.0f s", endpoint.url,
+                           endpoint.slow_strikes, endpoint.quarantine)
+            self._take_out(endpoint, quarantine=endpoint.quarantine)
+            endpoint.quarantine = min(endpoint.quarantine * 2, 300.0)
+
+    # -- health -----------------------------------------------------------------
+
+    def _take_out(self, endpoint: Endpoint, quarantine: float = 0.0) -> None:
         if endpoint.healthy:
             logger.warning("taking %s out of rotation", endpoint.url)
         endpoint.healthy = False
         if endpoint._probe is None or endpoint._probe.done():
-            endpoint._probe = asyncio.ensure_future(self._probe_until_healthy(endpoint))
+            endpoint._probe = asyncio.ensure_future(self._probe_until_healthy(endpoint, quarantine))
 
     def _bring_back(self, endpoint: Endpoint) -> None:
         if not endpoint.healthy:
             logger.warning("%s is back in rotation", endpoint.url)
         endpoint.healthy = True
 
-    async def _probe_until_healthy(self, endpoint: Endpoint) -> None:
+    async def _probe_until_healthy(self, endpoint: Endpoint, quarantine: float = 0.0) -> None:
         path = ADAPTERS[self.server_type].health_path
         delay = self.health_interval
+        if quarantine:
+            await asyncio.sleep(quarantine)
         while not endpoint.healthy:
             await asyncio.sleep(delay)
             try:
@@ -250,7 +376,12 @@ class EndpointPool:
                 self._changed.notify_all()
 
     async def aclose(self) -> None:
-        """Stop probes and close connections."""
+        """Stop probes and discovery, close connections; calls in flight end with ``ClientClosedError``."""
+        self.closed = True
+        async with self._changed:
+            self._changed.notify_all()
+        for task in self._discovery.values():
+            task.cancel()
         for e in self.endpoints:
             if e._probe is not None:
                 e._probe.cancel()
@@ -263,4 +394,3 @@ def parse_addresses(server_address: Any) -> List[str]:
         return []
     items = server_address.split(",") if isinstance(server_address, str) else list(server_address)
     return [a.strip() for a in items if a and a.strip()]
-

@@ -8,14 +8,21 @@ Nothing is ever returned in place of a response: failures raise
 
 from __future__ import annotations
 
-import json
+import asyncio
 from typing import Any, Optional
 
 import httpx
 
 from rmclient.adapters.base import Request
 
+from . import jsonsafe
 from .errors import ConfigurationError, ResponseError, ServerError
+
+#: The most an answer may weigh unless the caller says otherwise (an error answer: 64 KiB).
+MAX_RESPONSE_BYTES = 64 * 2**20
+_MAX_ERROR_BYTES = 64 * 2**10
+#: Bodies larger than this are parsed in a worker thread, off the event loop.
+_PARSE_OFF_LOOP = 2**20
 
 
 def normalize_url(address: str) -> str:
@@ -24,10 +31,10 @@ def normalize_url(address: str) -> str:
     return address if "://" in address else f"http://{address}"
 
 
-def _server_message(response: httpx.Response) -> str:
-    text = response.text
+def _server_message(raw: bytes) -> str:
+    text = raw.decode("utf-8", "replace")
     try:
-        body = response.json()
+        body = jsonsafe.loads(raw)
     except ValueError:
         return text[:500]
     if isinstance(body, dict):
@@ -63,31 +70,54 @@ class Transport:
             limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
         )
 
-    async def send(self, request: Request, *, timeout: Optional[float] = None) -> Any:
+    async def send(
+        self, request: Request, *, timeout: Optional[float] = None, max_bytes: int = MAX_RESPONSE_BYTES
+    ) -> Any:
         """Send ``request`` once and return its JSON body.
 
-        Raises :class:`ServerError` (``retryable`` for connection errors,
-        timeouts, 5xx and 429) or :class:`ResponseError` for a 2xx body that is
-        not JSON.
+        ``timeout`` bounds the whole exchange (connecting, sending, every byte of the answer).
+        Raises :class:`ServerError` (``retryable`` for connection errors, timeouts, 5xx and 429)
+        or :class:`ResponseError` for a 2xx body that is not JSON, is nested too deep to parse,
+        or is larger than ``max_bytes`` (read no further).
         """
         endpoint = f"{request.method} {self.base_url}{request.path}"
         kwargs: Any = {"json": request.json} if request.json is not None else {}
         if timeout is not None:
             kwargs["timeout"] = timeout
         try:
-            response = await self._client.request(request.method, request.path, **kwargs)
+            exchange = self._exchange(request, endpoint, max_bytes, kwargs)
+            status, raw = await (exchange if timeout is None else asyncio.wait_for(exchange, timeout))
         except httpx.UnsupportedProtocol as exc:
             raise ConfigurationError(f"{endpoint}: not an http(s) address ({exc})") from exc
-        except httpx.TimeoutException as exc:
+        except (httpx.TimeoutException, asyncio.TimeoutError) as exc:
             raise ServerError(endpoint, None, f"timed out ({type(exc).__name__})") from exc
         except httpx.TransportError as exc:
             raise ServerError(endpoint, None, f"{type(exc).__name__}: {exc}") from exc
-        if response.status_code >= 400:
-            raise ServerError(endpoint, response.status_code, _server_message(response))
+        if status >= 400:
+            raise ServerError(endpoint, status, _server_message(raw))
         try:
-            return response.json()
-        except (ValueError, json.JSONDecodeError):
-            raise ResponseError(endpoint, "the body is not JSON", response.text[:300]) from None
+            if len(raw) > _PARSE_OFF_LOOP:
+                return await asyncio.to_thread(jsonsafe.loads, raw)
+            return jsonsafe.loads(raw)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise ResponseError(endpoint, f"the body is not JSON ({exc})", raw[:300].decode("utf-8", "replace")) from None
+
+    async def _exchange(self, request: Request, endpoint: str, max_bytes: int, kwargs: Any) -> "tuple[int, bytes]":
+        """``(status, body)``, reading at most ``max_bytes`` (64 KiB of an error answer)."""
+        async with self._client.stream(request.method, request.path, **kwargs) as response:
+            limit = max_bytes if response.status_code < 400 else _MAX_ERROR_BYTES
+            declared = response.headers.get("content-length")
+            if response.status_code < 400 and declared and declared.isdigit() and int(declared) > limit:
+                raise ResponseError(endpoint, f"the answer declares {declared} bytes, over the limit of {limit}")
+            chunks, size = [], 0
+            async for chunk in response.aiter_bytes():
+                size += len(chunk)
+                if size > limit:
+                    if response.status_code >= 400:
+                        break  # enough of an error message
+                    raise ResponseError(endpoint, f"the answer is over the limit of {limit} bytes; not read further")
+                chunks.append(chunk)
+            return response.status_code, b"".join(chunks)
 
     async def aclose(self) -> None:
         """Close the pooled connections."""

@@ -3,8 +3,9 @@
 The reward of a sample is derived from its input (``reward_of``), so a reward
 attached to the wrong sample is caught. ``script`` queues what the scoring
 route does next (an HTTP status, ``"stall"``, ``"garbage"``, ``"nan"``,
-``"inf"``, ``"short"``, ``"reorder"``, ``"duplicate"``); when it is empty the
-route answers correctly after ``delay`` seconds. ``max_concurrent`` records the
+``"inf"``, ``"short"``, ``"reorder"``, ``"duplicate"``, ``"deep"``, ``"huge"``,
+``"truncated"``, ``"types"``); when it is empty it does ``always`` (default: answer
+correctly after ``delay`` seconds). ``max_concurrent`` records the
 most scoring requests it ever had in flight at once.
 
 Length rules, as the engines have them: vLLM answers 400 to token ids longer than
@@ -48,6 +49,8 @@ class FakeEngine:
         delay: float = 0.0,
         poison: Any = None,
         kv_pool_tokens: int = 1 << 20,
+        always: Any = None,
+        poison_status: int = 400,
     ) -> None:
         self.engine = engine
         self.version = version
@@ -58,6 +61,8 @@ class FakeEngine:
         self.delay = delay
         self.poison = poison  # a predicate: a request holding an input it accepts gets a 400
         self.kv_pool_tokens = kv_pool_tokens
+        self.always = always  # an action for every scoring request (after the script)
+        self.poison_status = poison_status
         self.longest = 0
         self.in_flight = 0
         self.max_concurrent = 0
@@ -130,7 +135,7 @@ class FakeEngine:
 
     def post(self, path: str, body: Dict[str, Any]):
         self.requests.append({"path": path, "body": body})
-        action = self.script.pop(0) if self.script else None
+        action = self.script.pop(0) if self.script else self.always
         if isinstance(action, int):
             return action, {"message": f"scripted {action}"}
         if action == "stall":
@@ -139,9 +144,17 @@ class FakeEngine:
             time.sleep(self.delay)
         if action == "garbage":
             return 200, "not json at all"
+        if action == "deep":  # well-formed JSON nested far past any parser's recursion
+            return 200, "[" * 100_000 + "]" * 100_000
+        if action == "huge":  # ~24 MB of valid JSON
+            return 200, '{"data": [' + ", ".join(['{"index": 0, "data": [0.5]}'] * 900_000) + "]}"
+        if action == "truncated":
+            return 200, '{"object": "list", "data": [{"index": 0, "data": [1.'
+        if action == "types":
+            return 200, {"data": "x", "rewards": {"a": 1}, "embedding": None}
         items = body.get("input_ids") or body.get("text") or body.get("input") or []
         if self.poison is not None and any(self.poison(x) for x in items):
-            return 400, {"message": "poisoned input"}
+            return self.poison_status, {"message": "poisoned input"}
         if self.engine == "openrlhf" and path == "/get_reward":
             values = [reward_of(q) for q in body["query"]]
             if self.version == "old":  # OpenRLHF before scores/extra_logs
@@ -228,3 +241,64 @@ class FakeEngine:
                     pass
 
         return Handler
+
+
+class BlackHole:
+    """A loopback server that accepts connections, reads what comes and never answers.
+
+    ``with BlackHole() as hole: hole.url``; ``connections`` counts what it accepted; ``stop``
+    closes every socket (the client then sees its connection reset).
+    """
+
+    def __init__(self) -> None:
+        import socket
+
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._sock.bind(("127.0.0.1", 0))
+        self._sock.listen(128)
+        self._sock.settimeout(0.2)
+        self._conns: List[Any] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._sock.getsockname()[1]}"
+
+    @property
+    def connections(self) -> int:
+        return len(self._conns)
+
+    def _serve(self) -> None:
+        import socket
+
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._sock.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            conn.setblocking(False)
+            self._conns.append(conn)
+            for c in list(self._conns):  # drain what arrived, answer nothing
+                try:
+                    while c.recv(65536):
+                        pass
+                except (BlockingIOError, OSError):
+                    pass
+
+    def __enter__(self) -> "BlackHole":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        for c in self._conns:
+            c.close()
+        self._sock.close()
