@@ -60,6 +60,7 @@ class BatchStats:
     max_requests_per_batch: int = 0
     max_samples_per_batch: int = 0
     failed_requests: int = 0
+    abandoned_requests: int = 0  # dropped unscored: their caller went away (a client disconnected)
     model_seconds: float = 0.0  # time spent in ``score_fn``
 
     def as_dict(self) -> Dict[str, Any]:
@@ -180,6 +181,7 @@ class DynamicBatcher:
             else:
                 item = self._queue.get_nowait()
             if item.future.done():  # its caller went away
+                self.stats.abandoned_requests += 1
                 continue
             if not self._fits(rows, longest, item):
                 self._carry = item  # first in the next batch
@@ -189,6 +191,8 @@ class DynamicBatcher:
             longest = max(longest, item.longest)
             if rows >= self.max_batch_size:
                 break
+        gone = [p for p in batch if p.future.done()]
+        self.stats.abandoned_requests += len(gone)
         batch[:] = [p for p in batch if not p.future.done()]
         if batch:
             self._running = batch

@@ -58,7 +58,6 @@ import concurrent.futures
 import contextlib
 import hmac
 import ipaddress
-import json
 import logging
 import os
 import threading
@@ -66,7 +65,9 @@ import time
 import uuid
 from typing import Any, Awaitable, Callable, Dict, List, Optional, Sequence, Tuple
 
+from . import jsonsafe
 from .batcher import BatcherClosed, DynamicBatcher
+from .data import check_text
 from .errors import ConfigurationError, InvalidSampleError, ResponseError, RMClientError
 
 logger = logging.getLogger("rmclient.serve")  # not __name__: "__main__" under python -m
@@ -87,8 +88,13 @@ API_KEY_ENV = "RMCLIENT_API_KEY"
 DEFAULT_PORT = 8000
 DEFAULT_MAX_BODY_MB = 32.0
 DEFAULT_MAX_SAMPLES = 1024
-#: Bodies larger than this are parsed in the tokenizer thread, not on the event loop.
-_PARSE_OFF_LOOP = 256 * 1024
+#: Requests with bodies larger than this are parsed and tokenized in a lane of their own (a
+#: thread apart from the small requests'), so one huge request never stalls the others.
+_BIG_BODY = 256 * 1024
+#: A connection that has not sent a whole request head in this long is closed; a body must
+#: arrive within ``DEFAULT_BODY_TIMEOUT`` of its head.
+DEFAULT_HEADER_TIMEOUT = 30.0
+DEFAULT_BODY_TIMEOUT = 60.0
 #: Routes that need no API key (liveness probes, the supervisor's readiness check).
 _OPEN_ROUTES = frozenset({"/health"})
 
@@ -156,6 +162,9 @@ class RewardServer:
             no cut on GPUs, where wide batches pay). Set on the client's backend.
         max_samples: most inputs per request (413 over it).
         max_body_bytes: largest request body (413 over it).
+        header_timeout: a connection that has not sent a whole request head in this many seconds
+            is closed (stalled or idle connections hold no file descriptor for long).
+        body_timeout: seconds for a request's body to arrive once its head has (408 after).
         client: a ready in-process (``server_type="transformers"``)
             :class:`~rmclient.RewardModelClient` to serve instead of building one; its
             recipe, when ``None``, is fixed to the server's, and its backend's
@@ -183,6 +192,8 @@ class RewardServer:
         max_padding: Optional[float] = None,
         max_samples: int = DEFAULT_MAX_SAMPLES,
         max_body_bytes: int = int(DEFAULT_MAX_BODY_MB * 2**20),
+        header_timeout: float = DEFAULT_HEADER_TIMEOUT,
+        body_timeout: float = DEFAULT_BODY_TIMEOUT,
         client: Any = None,
     ) -> None:
         from .client import RewardModelClient
@@ -233,6 +244,12 @@ class RewardServer:
         self.max_padding = max_padding
         self._model_pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="rmclient-model")
         self._token_pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="rmclient-tokenize")
+        self._big_pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="rmclient-big-requests")
+        self.header_timeout = header_timeout
+        self.body_timeout = body_timeout
+        #: No token is longer than this many characters: a text longer than ``max_model_len`` times
+        #: it is certainly over the limit, known without tokenizing it.
+        self.max_token_chars = max((len(t) for t in self.tokenizer.get_vocab()), default=1) or 1
         self.batcher = DynamicBatcher(
             self.backend.score,
             max_tokens=max_batch_tokens,
@@ -261,6 +278,16 @@ class RewardServer:
         await self.batcher.close()
         self._model_pool.shutdown(wait=False)
         self._token_pool.shutdown(wait=False)
+        self._big_pool.shutdown(wait=False)
+
+    def runner(self, **kwargs: Any) -> Any:
+        """An ``aiohttp.web.AppRunner`` for :meth:`build_app`: a handler whose client disconnected is
+        cancelled (its samples are dropped unscored); connections silent past ``header_timeout`` close."""
+        from aiohttp import web
+
+        return web.AppRunner(
+            self.build_app(), handler_cancellation=True, keepalive_timeout=self.header_timeout, **kwargs
+        )
 
     def build_app(self) -> Any:
         """The ``aiohttp.web.Application`` (loads the model on startup, before the port is bound)."""
@@ -311,6 +338,9 @@ class RewardServer:
                 return self._error(RequestError(exc.status, exc.reason or "error", kind="http_error"))
             except asyncio.CancelledError:
                 raise
+            except ConnectionError:  # the client hung up while its request was read: nobody to answer
+                return self._error(RequestError(400, "the client disconnected before its request arrived",
+                                                kind="disconnected"))
             except Exception:  # noqa: BLE001 - one request's failure never stops the server
                 logger.exception("%s %s failed", request.method, request.path)
                 return self._error(RequestError(500, "internal error (see the server log)", kind="internal"))
@@ -336,6 +366,10 @@ class RewardServer:
         if not given or not hmac.compare_digest(given.encode(), self.api_key.encode()):
             raise RequestError(401, "missing or wrong API key (send 'Authorization: Bearer KEY')", kind="unauthorized")
 
+    def _lane(self, request: Any) -> concurrent.futures.Executor:
+        """Where a request's parsing and tokenizing run: big bodies apart from small ones."""
+        return self._big_pool if (request.content_length or 0) > _BIG_BODY else self._token_pool
+
     async def _json(self, request: Any) -> Dict[str, Any]:
         length = request.content_length
         if length is not None and length > self.max_body_bytes:
@@ -343,12 +377,15 @@ class RewardServer:
                 413, f"the body ({length} bytes) exceeds the server's limit of {self.max_body_bytes} bytes",
                 kind="too_large",
             )
-        raw = await request.read()
         try:
-            if len(raw) > _PARSE_OFF_LOOP:
-                body = await asyncio.get_running_loop().run_in_executor(self._token_pool, json.loads, raw)
+            raw = await asyncio.wait_for(request.read(), self.body_timeout)
+        except asyncio.TimeoutError:
+            raise RequestError(408, f"the body did not arrive within {self.body_timeout:g} s", kind="timeout") from None
+        try:
+            if len(raw) > _BIG_BODY:
+                body = await asyncio.get_running_loop().run_in_executor(self._lane(request), jsonsafe.loads, raw)
             else:
-                body = json.loads(raw)
+                body = jsonsafe.loads(raw)
         except (ValueError, UnicodeDecodeError) as exc:
             raise RequestError(400, f"malformed JSON: {exc}", kind="invalid_json") from None
         if not isinstance(body, dict):
@@ -371,22 +408,27 @@ class RewardServer:
             if len(x) > self.max_model_len:
                 raise _invalid(i, field, f"{len(x)} tokens exceed the server's max_model_len of {self.max_model_len}")
 
-    async def _tokenize(self, texts: List[str], special: bool) -> List[List[int]]:
+    async def _tokenize(self, request: Any, texts: List[str], special: bool) -> List[List[int]]:
         def run() -> List[List[int]]:
             return [list(x) for x in self.tokenizer(texts, add_special_tokens=special)["input_ids"]]
 
-        return await asyncio.get_running_loop().run_in_executor(self._token_pool, run)
+        return await asyncio.get_running_loop().run_in_executor(self._lane(request), run)
 
     def _texts(self, value: Any, field: str) -> Tuple[List[str], bool]:
         if isinstance(value, str):
-            return [value], True
+            return self._texts([value], field)[0], True
         if not isinstance(value, list):
             raise RequestError(400, f"{field!r} must be a string or a list of strings, got {type(value).__name__}",
                                field=field)
         self._check_count(len(value))
+        longest = self.max_model_len * self.max_token_chars
         for i, t in enumerate(value):
             if not isinstance(t, str):
                 raise _invalid(i, field, f"expected a string, got {type(t).__name__}")
+            check_text(i, field, t)
+            if len(t) > longest:  # certainly over max_model_len tokens: refused before tokenizing
+                raise _invalid(i, field, f"{len(t)} characters are certainly more than the server's "
+                                         f"max_model_len of {self.max_model_len} tokens")
         return value, False
 
     def _ids(self, value: Any, field: str) -> Tuple[List[List[int]], bool]:
@@ -422,11 +464,11 @@ class RewardServer:
             raise RequestError(400, "Either text or input_ids should be provided.", field="text")
         if has_text:
             texts, single = self._texts(body["text"], "text")
-            ids, field = await self._tokenize(texts, True), "text"
+            ids, field = await self._tokenize(request, texts, True), "text"
         else:
-            if (request.content_length or 0) > _PARSE_OFF_LOOP:  # a big body: check it off the loop
+            if (request.content_length or 0) > _BIG_BODY:  # a big body: check it off the loop
                 ids, single = await asyncio.get_running_loop().run_in_executor(
-                    self._token_pool, self._ids, body["input_ids"], "input_ids"
+                    self._lane(request), self._ids, body["input_ids"], "input_ids"
                 )
             else:
                 ids, single = self._ids(body["input_ids"], "input_ids")
@@ -448,7 +490,7 @@ class RewardServer:
         if body.get("query") is None:
             raise RequestError(400, "missing 'query': a list of the whole texts to score", field="query")
         texts, _ = self._texts(body["query"], "query")
-        ids = await self._tokenize(texts, False)
+        ids = await self._tokenize(request, texts, False)
         self._check_ids(ids, "query")
         rewards = await self._score(ids)
         return web.json_response({"rewards": rewards, "scores": rewards})
@@ -471,7 +513,7 @@ class RewardServer:
         def encode() -> List[Any]:
             return client.encode_samples(samples)
 
-        encoded = await asyncio.get_running_loop().run_in_executor(self._token_pool, encode)
+        encoded = await asyncio.get_running_loop().run_in_executor(self._lane(request), encode)
         ids = [e.ids for e in encoded]
         self._check_ids(ids, "<sample>")
         rewards = await self._score(ids)
@@ -573,7 +615,7 @@ class ServerThread:
         from aiohttp import web
 
         async def up() -> None:
-            self._runner = web.AppRunner(self.server.build_app(), access_log=None)
+            self._runner = self.server.runner(access_log=None)
             await self._runner.setup()
             site = web.TCPSite(self._runner, self.host, self.port)
             await site.start()
@@ -621,6 +663,11 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
                      help="largest request body in MiB; larger ones get 413 (default: %(default)s)")
     net.add_argument("--max-samples", type=int, default=DEFAULT_MAX_SAMPLES,
                      help="most inputs per request; more get 413 (default: %(default)s)")
+    net.add_argument("--header-timeout", type=float, default=DEFAULT_HEADER_TIMEOUT,
+                     help="close a connection that sends no whole request head for this many seconds "
+                          "(default: %(default)s)")
+    net.add_argument("--body-timeout", type=float, default=DEFAULT_BODY_TIMEOUT,
+                     help="seconds for a request body to arrive, then 408 (default: %(default)s)")
     model = parser.add_argument_group("model")
     model.add_argument("--served-model-name", default=None, help="name in /v1/models (default: MODEL)")
     model.add_argument("--trust-remote-code", action="store_true", help="allow the checkpoint's own code (POLAR)")
@@ -701,6 +748,8 @@ def run_serve(args: argparse.Namespace) -> int:
             max_padding=args.max_padding,
             max_samples=args.max_samples,
             max_body_bytes=int(args.max_body_mb * 2**20),
+            header_timeout=args.header_timeout,
+            body_timeout=args.body_timeout,
         )
     except (RMClientError, OSError, ValueError) as exc:
         logger.error("cannot serve %s: %s", args.model, exc)
@@ -727,7 +776,7 @@ async def _serve(server: RewardServer, host: str, port: int, access_log: Optiona
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):  # not the main thread
             loop.add_signal_handler(sig, stop.set)
-    runner = web.AppRunner(server.build_app(), access_log=access_log, handle_signals=False)
+    runner = server.runner(access_log=access_log, handle_signals=False)
     await runner.setup()  # runs on_startup: the model loads before the port is bound
     try:
         site = web.TCPSite(runner, host, port)
