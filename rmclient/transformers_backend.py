@@ -59,8 +59,12 @@ class TransformersBackend:
 
     ``max_padding``: cut batches whose padding would exceed this fraction of
     their padded size (see :func:`plan_batches`; ``1.0``: no cut; ``None``:
-    0.1 on CPU, no cut elsewhere). A reward that is not finite (NaN, inf)
-    raises :class:`~rmclient.errors.ResponseError` naming the samples.
+    0.1 on CPU, no cut elsewhere). ``batch_invariant``: one sequence per forward
+    pass, so that a reward does not depend on which other samples are scored with
+    it (padding and even the batch size move float32 results by ~1e-5); on a CPU
+    that costs next to nothing, on a GPU it is slow (``None``: on CPU only). A reward
+    that is not finite (NaN, inf) raises :class:`~rmclient.errors.ResponseError`
+    naming the samples.
     """
 
     def __init__(
@@ -76,6 +80,7 @@ class TransformersBackend:
         padding_side: str = "right",
         pad_token_id: int = 0,
         max_padding: Optional[float] = 1.0,
+        batch_invariant: Optional[bool] = False,
     ) -> None:
         if padding_side not in ("right", "left"):
             raise ConfigurationError(f"padding_side must be 'right' or 'left', got {padding_side!r}")
@@ -89,6 +94,7 @@ class TransformersBackend:
         self.padding_side = padding_side
         self.pad_token_id = pad_token_id
         self.max_padding = max_padding
+        self.batch_invariant = batch_invariant
         self.forward_passes = 0  # forward passes run (batches of plan_batches)
         self._device: Optional[str] = None
         self._model: Any = None
@@ -154,7 +160,10 @@ class TransformersBackend:
         rewards: List[float] = [0.0] * len(ids)
         with self._lock:
             self.model  # noqa: B018 - load first: the padding limit depends on the device
-            batches = plan_batches(lengths, self.max_tokens, self.batch_size, self._padding_limit())
+            if self._invariant():
+                batches = [[i] for i in sorted(range(len(ids)), key=lambda i: -lengths[i])]
+            else:
+                batches = plan_batches(lengths, self.max_tokens, self.batch_size, self._padding_limit())
             for batch in batches:
                 self.forward_passes += 1
                 for i, r in zip(batch, self._forward([ids[i] for i in batch])):
@@ -167,6 +176,11 @@ class TransformersBackend:
                 [rewards[i] for i in bad],
             )
         return rewards
+
+    def _invariant(self) -> bool:
+        if self.batch_invariant is not None:
+            return self.batch_invariant
+        return str(self._device or "cpu").startswith("cpu")
 
     def _padding_limit(self) -> float:
         if self.max_padding is not None:

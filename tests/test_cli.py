@@ -588,3 +588,84 @@ def test_kendall_tau_5000_is_fast():
     start = time.monotonic()
     assert kendall_tau(x, x) == pytest.approx(1.0)
     assert time.monotonic() - start < 10
+
+
+# --- hostile lines and inputs that changed between runs ---------------------------------------------
+
+
+def test_a_deeply_nested_line_exits_2_naming_it_and_keeps_the_lines_before(tmp_path, polar_path, capsys):
+    rows = polar_rows(5)
+    lines = [json.dumps(r) for r in rows]
+    data, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    data.write_text("\n".join(lines[:3] + ["[" * 100_000 + "]" * 100_000] + lines[3:]) + "\n")
+    assert main(["score", str(data), "-o", str(out), "--model", polar_path, "--chunk-size", "2"] + QUIET) == 2
+    err = capsys.readouterr().err
+    assert f"{data} line 4: not valid JSON: JSON nested too deeply" in err and "Traceback" not in err
+    assert [r["id"] for r in read_jsonl(out)] == [0, 1, 2]
+
+
+def test_a_line_with_unencodable_text_exits_2_naming_line_and_field(tmp_path, polar_path, capsys):
+    rows = polar_rows(4)
+    lines = [json.dumps(r) for r in rows]
+    lines[2] = lines[2].replace('"reference": "4"', '"reference": "4\\ud800"')
+    assert "ud800" in lines[2]
+    data, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    data.write_text("\n".join(lines) + "\n")
+    assert main(["score", str(data), "-o", str(out), "--model", polar_path] + QUIET) == 2
+    err = capsys.readouterr().err
+    assert "line 3, field 'reference': not valid Unicode text" in err and "Traceback" not in err
+    assert [r["id"] for r in read_jsonl(out)] == [0, 1]
+
+
+def test_a_lone_surrogate_in_a_copied_field_is_written_as_valid_json(tmp_path, polar_path):
+    rows = polar_rows(2)
+    lines = [json.dumps(r) for r in rows]
+    lines[1] = lines[1][:-1] + ', "note": "x\\udc80y"}'
+    data, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    data.write_text("\n".join(lines) + "\n")
+    assert main(["score", str(data), "-o", str(out), "--model", polar_path] + QUIET) == 0
+    raw = out.read_bytes()
+    raw.decode("utf-8")  # valid UTF-8 ...
+    assert read_jsonl(out)[1]["note"] == "x\udc80y"  # ... and the same string back
+
+
+def test_resume_refuses_an_input_that_changed_since(tmp_path, polar_path, capsys):
+    rows = polar_rows(10)
+    data, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    write_jsonl(data, rows[:6])
+    argv = ["score", str(data), "-o", str(out), "--model", polar_path, "--chunk-size", "4"] + QUIET
+    assert main(argv) == 0
+    before = out.read_bytes()
+    edited = [dict(r) for r in rows]
+    edited[4]["output"] = "an edited answer"
+    write_jsonl(data, edited)
+    assert main(argv + ["--resume"]) == 2
+    err = capsys.readouterr().err
+    assert f"--resume: {data} line 5 is not the sample kept as line 5" in err
+    assert out.read_bytes() == before  # nothing kept was touched
+    write_jsonl(data, rows)  # the same first lines, more after them: resumes
+    assert main(argv + ["--resume"]) == 0
+    assert [r["id"] for r in read_jsonl(out)] == list(range(10))
+
+
+def test_chunk_size_and_resume_after_a_bad_line_give_byte_identical_output(tmp_path, polar_path):
+    """In-process on CPU each sample has a forward pass of its own: its reward does not depend on its chunk."""
+    rows = polar_rows(23)
+    for i, r in enumerate(rows):
+        r["prompt"] = r["prompt"] + " Think." * (i % 6)  # mixed lengths: padding would move the rewards
+    lines = [json.dumps(r) for r in rows]
+    data = write_jsonl(tmp_path / "in.jsonl", rows)
+    outputs = []
+    for size in (1, 5, 64):
+        out = tmp_path / f"out-{size}.jsonl"
+        assert main(["score", str(data), "-o", str(out), "--model", polar_path, "--chunk-size", str(size)] + QUIET) == 0
+        outputs.append(out.read_bytes())
+    assert outputs[0] == outputs[1] == outputs[2]
+    # a malformed line stops a run mid-chunk; once it is fixed, --resume finishes it byte for byte
+    broken, resumed = tmp_path / "broken.jsonl", tmp_path / "resumed.jsonl"
+    broken.write_text("\n".join(lines[:9] + ['{"prompt": '] + lines[10:]) + "\n")
+    argv = ["score", str(broken), "-o", str(resumed), "--model", polar_path, "--chunk-size", "4"] + QUIET
+    assert main(argv) == 2
+    broken.write_text("\n".join(lines) + "\n")
+    assert main(argv + ["--resume"]) == 0
+    assert resumed.read_bytes() == outputs[0]

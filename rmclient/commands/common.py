@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass
 from typing import IO, Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
+from rmclient import jsonsafe
 from rmclient.client import SERVER_TYPES
 from rmclient.errors import ConfigurationError, InvalidSampleError, RMClientError, ScoringError
 
@@ -150,6 +151,9 @@ def make_client(args: argparse.Namespace, backend: Backend, *, on_error: str = "
             server_address=list(backend.addresses) or None,
             trust_remote_code=args.trust_remote_code,
             on_error=on_error,
+            # in-process on CPU, one sample per forward pass: a reward never depends on the other lines of
+            # its chunk, so --chunk-size and --resume give byte-identical output
+            batch_invariant=None,
             **options,
         )
     except ConfigurationError as exc:
@@ -271,7 +275,7 @@ def iter_records(path: str, *, skip: int = 0) -> Iterator[Record]:
                 skipped += 1
                 continue
             try:
-                data = json.loads(raw, parse_constant=_reject_constant, parse_float=_finite_float)
+                data = jsonsafe.loads(raw, parse_constant=_reject_constant, parse_float=_finite_float)
             except _NonFinite as exc:
                 raise InputError(f"{_name(path)} line {line_no}: {exc}") from None
             except (UnicodeDecodeError, ValueError) as exc:
@@ -331,7 +335,13 @@ def _name(path: str) -> str:
 
 
 def dumps(data: Dict[str, Any]) -> bytes:
-    return (json.dumps(data, ensure_ascii=False, allow_nan=False) + "\n").encode("utf-8")
+    """One JSONL line, UTF-8; a line holding text no UTF-8 can carry (a lone surrogate copied from the
+    input) is written with ``\\u`` escapes instead, so that it is still valid JSON."""
+    text = json.dumps(data, ensure_ascii=False, allow_nan=False)
+    try:
+        return (text + "\n").encode("utf-8")
+    except UnicodeEncodeError:
+        return (json.dumps(data, ensure_ascii=True, allow_nan=False) + "\n").encode("ascii")
 
 
 def json_float(x: Optional[float]) -> Optional[float]:
@@ -625,6 +635,13 @@ def stream(args: argparse.Namespace, *, desc: str, samples_of: SamplesOf, write:
         client.close()
         raise
     if done:
+        try:
+            check_resume(args.input, output, done)
+        except BaseException:
+            client.close()
+            if out is not None:
+                out.close()
+            raise
         print(f"resuming: {output} already holds {done:,} scored lines", file=sys.stderr)
     started = time.monotonic()
     lines = 0
@@ -669,6 +686,27 @@ def stream(args: argparse.Namespace, *, desc: str, samples_of: SamplesOf, write:
         client.close()
     destination = "" if not output else "stdout" if output == "-" else output
     return Streamed(lines, done, time.monotonic() - started, destination)
+
+
+def check_resume(input_path: str, output_path: str, kept: int) -> None:
+    """The ``kept`` lines of the output carry the input lines they were made from (every input field,
+    plus what the command added): an :class:`InputError` naming the first input line that is not the
+    one kept, so that ``--resume`` never keeps scores of samples that have since changed."""
+    with open(output_path, "rb") as out:
+        for k, (record, raw) in enumerate(zip(iter_records(input_path), out), 1):
+            if k > kept:
+                return
+            try:
+                kept_row = jsonsafe.loads(raw)
+            except ValueError:
+                kept_row = None
+            if not isinstance(kept_row, dict) or any(
+                key not in kept_row or kept_row[key] != value for key, value in record.data.items()
+            ):
+                raise InputError(
+                    f"--resume: {_name(input_path)} line {record.line} is not the sample kept as line {k} of "
+                    f"{output_path}: the input changed since that run. Rerun without --resume to score it again"
+                )
 
 
 def write_lines(out: Optional[IO[bytes]], rows: Sequence[Dict[str, Any]]) -> None:
