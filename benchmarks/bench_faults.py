@@ -11,7 +11,8 @@ engines; every loop is bounded in count and time. Prints one table per part:
 2. huge beside small: three ~10 MB ``/v1/rewards`` requests in flight and small requests
    meanwhile: the small ones' p50/p99 (goal: p99 < 1 s);
 3. hedging: 3000 samples over three fake vLLM servers, healthy, then with one that takes
-   requests and never answers them: time to finish and the extra requests sent;
+   requests and never answers them (first in the list, so it gets the first request): time to
+   finish and the extra requests sent;
 4. faults: time until each fault is survived (rewards right) or reported (the right error).
 """
 
@@ -127,7 +128,8 @@ def bench_huge(model: str) -> Dict[str, Any]:
 def bench_hedging(model: str) -> List[Tuple[str, float, int, int]]:
     data = samples(3000, seed=3)
     rows = []
-    for name, delays in (("3 healthy", (0.0, 0.0, 0.0)), ("2 healthy + 1 black hole", (0.0, 0.0, 120.0))):
+    # the black hole first in the list: it gets the first request (with idle servers, ties go in order)
+    for name, delays in (("3 healthy", (0.0, 0.0, 0.0)), ("1 black hole + 2 healthy", (120.0, 0.0, 0.0))):
         engines = [FakeEngine("vllm", "0.32.0", delay=d).__enter__() for d in delays]
         try:
             client = RewardModelClient(model, server_type="vllm", server_address=[e.url for e in engines], deadline=60)
@@ -178,7 +180,7 @@ def bench_faults(model: str) -> List[Tuple[str, str, float]]:
     with FakeEngine("vllm", "0.32.0") as a, FakeEngine("vllm", "0.32.0") as b, BlackHole() as hole:
         out.append(("black hole at discovery (1 of 3)", *_timed(lambda: survived([hole.url, a.url, b.url]))))
     with FakeEngine("vllm", "0.32.0") as a, FakeEngine("vllm", "0.32.0", delay=120) as hung:
-        out.append(("scoring requests never answered (1 of 2)", *_timed(lambda: survived([a.url, hung.url]))))
+        out.append(("scoring requests never answered (1 of 2)", *_timed(lambda: survived([hung.url, a.url]))))
     with FakeEngine("vllm", "0.32.0") as a, FakeEngine("vllm", "0.32.0") as b:
         b.script = [500] * 3 + [503, 429]
         out.append(("5xx/429 bursts", *_timed(lambda: survived([a.url, b.url]))))

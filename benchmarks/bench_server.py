@@ -131,6 +131,17 @@ def main(argv=None) -> int:
     print(f"max |server - offline| reward: {diff:.2e}")
     ratio = srv_rate / off_rate
     print(f"ratio server/offline: {ratio:.3f}  (goal >= 0.8: {'met' if ratio >= 0.8 else 'NOT met'})")
+    # what batch invariance (one sequence per forward pass, rmclient score's CPU default) costs on this CPU
+    invariant = RewardModelClient(path, batch_invariant=True)
+    invariant(samples[:32])
+    inv_times = []
+    for _ in range(args.repeats):
+        t0 = time.perf_counter()
+        same = invariant(samples)
+        inv_times.append(time.perf_counter() - t0)
+    inv_rate = len(samples) / min(inv_times)
+    print(f"in-process, one sequence per forward pass (batch_invariant): {inv_rate:8.1f} samples/s = "
+          f"{inv_rate / off_rate:.2f}x batched; max |difference| {max(abs(a - b) for a, b in zip(same, expected)):.1e}")
     tmp.cleanup()
     return 0 if diff < 1e-3 else 1
 

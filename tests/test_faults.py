@@ -97,6 +97,16 @@ def _pool_stats(client):
     return stats
 
 
+def test_a_slow_but_alive_endpoint_costs_little_and_loses_nothing(polar_path):
+    with FakeEngine("vllm", "0.32.0") as a, FakeEngine("vllm", "0.32.0") as b, \
+            FakeEngine("vllm", "0.32.0", delay=1.5) as slow:
+        client = client_for(polar_path, [a.url, b.url, slow.url], deadline=30)
+        t0 = time.monotonic()
+        assert client(SAMPLES) == expected(client)
+        assert time.monotonic() - t0 < 6
+        client.close()
+
+
 def test_no_hedge_without_a_slow_request(polar_path):
     with FakeEngine("vllm", "0.32.0") as a, FakeEngine("vllm", "0.32.0") as b:
         client = client_for(polar_path, [a.url, b.url])
