@@ -38,7 +38,7 @@ VERSION_TABLE: Tuple[ServeFlags, ...] = (
     ServeFlags(min_version="0.0.1", max_version=None, note="python -m rmclient.serve MODEL --host H --port P"),
 )
 
-NEWEST_KNOWN = "0.1.0"
+NEWEST_KNOWN = "0.2.0"
 DISTRIBUTIONS = ("reward-model-client",)
 #: The model is loaded before the port is bound: /health answers only once it can score.
 READY_ROUTES = ("/health",)

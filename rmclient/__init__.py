@@ -1,5 +1,9 @@
 """rmclient: score language-model outputs with reward models on any backend."""
 
+import logging as _logging
+
+_logging.getLogger(__name__).addHandler(_logging.NullHandler())  # a library logs; the application shows
+
 from .client import AsyncRewardModelClient, RewardModelClient
 from .errors import (
     ConfigurationError,
@@ -12,7 +16,12 @@ from .errors import (
 )
 from .recipes import Encoded
 
-__version__ = "0.1.0"
+try:  # the one place the version is written is pyproject.toml
+    from importlib.metadata import PackageNotFoundError, version as _version
+
+    __version__ = _version("reward-model-client")
+except PackageNotFoundError:  # pragma: no cover - a source tree that was never installed
+    __version__ = "0+unknown"
 __all__ = [
     "RewardModelClient",
     "AsyncRewardModelClient",

@@ -5,9 +5,10 @@ from __future__ import annotations
 import logging
 import math
 import threading
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from .errors import ConfigurationError, InvalidSampleError, ResponseError
+from .extras import require
 from .modelinfo import context_length
 
 logger = logging.getLogger(__name__)
@@ -109,7 +110,7 @@ class TransformersBackend:
         return self._model
 
     def _load(self) -> Any:
-        import torch
+        torch = require("torch", "transformers", "in-process scoring (server_type='transformers')")
         import transformers
 
         device = self.device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -143,8 +144,8 @@ class TransformersBackend:
         logger.info("loaded %s on %s (%s)", type(model).__name__, device, dtype)
         return model
 
-    def score(self, ids: Sequence[Sequence[int]]) -> List[float]:
-        """Raw rewards for each id sequence, in input order."""
+    def score(self, ids: Sequence[Sequence[int]], on_progress: Optional[Callable[[int], None]] = None) -> List[float]:
+        """Raw rewards for each id sequence, in input order; ``on_progress(n)`` after each forward pass."""
         if not ids:
             return []
         vocab = self.config.get("vocab_size")
@@ -168,6 +169,8 @@ class TransformersBackend:
                 self.forward_passes += 1
                 for i, r in zip(batch, self._forward([ids[i] for i in batch])):
                     rewards[i] = r
+                if on_progress is not None:
+                    on_progress(len(batch))
         bad = [i for i, r in enumerate(rewards) if not math.isfinite(r)]
         if bad:
             shown = ", ".join(f"{i} ({rewards[i]})" for i in bad)

