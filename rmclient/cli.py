@@ -9,9 +9,11 @@ reward server (``rmclient.serve``, registered when present).
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from typing import List, Optional
+
+from .commands.common import guarded
+from .logs import LEVELS, configure, level_of
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -61,6 +63,21 @@ exit codes (score, eval, best-of-n, parity):
        malformed line or field: its line number and field are printed)
   130  interrupted"""
 
+DEMO_DESCRIPTION = """\
+Score the two samples of the POLAR README ("Beijing." and "Shanghai." against the
+reference "Beijing.") and two more, and print them ranked. Without hub access a tiny
+random stand-in model is built and said to be meaningless."""
+
+DEMO_EPILOG = """\
+examples:
+  rmclient demo                                      # in-process, internlm/POLAR-7B
+  rmclient demo --model /models/POLAR-7B
+  rmclient demo --server-type vllm --server-address 127.0.0.1:8000
+
+exit codes: 0 success; 1 a server unreachable or erroring; 2 a bad option or model"""
+
+SERVER_CHOICES = ("transformers", "sglang", "vllm", "lmdeploy", "openrlhf")
+
 #: The file subcommands: they take no arguments after ``--`` (launch passes them to the engine).
 _FILE_COMMANDS = ("score", "eval", "best-of-n", "parity")
 
@@ -87,9 +104,9 @@ def _add_serve(sub: "argparse._SubParsersAction") -> None:
 
         stub.set_defaults(func=unavailable)
         return
-    doc = (getattr(serve, "__doc__", None) or "").strip()
     parser = sub.add_parser(
-        "serve", help=help_, description=doc or help_ + ".", formatter_class=argparse.RawDescriptionHelpFormatter
+        "serve", help=help_, description=serve.DESCRIPTION, epilog=serve.EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_arguments(parser)
     parser.set_defaults(func=run)
@@ -102,20 +119,37 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="rmclient", description=DESCRIPTION, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    from rmclient import __version__
+
+    parser.add_argument("--version", action="version", version=f"rmclient {__version__}",
+                        help="print the version and exit")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="log at INFO level (anywhere on the line, after the command too)")
+    parser.add_argument("--log-level", choices=LEVELS, default=None, type=str.lower,
+                        help="debug, info, warning (default), error, critical; anywhere on the line "
+                             "(default: $RMCLIENT_LOG_LEVEL or warning)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     register_all(sub)
 
-    demo = sub.add_parser("demo", help="score the POLAR README's examples and print them ranked")
+    demo = sub.add_parser(
+        "demo", help="score the POLAR README's examples and print them ranked", description=DEMO_DESCRIPTION,
+        epilog=DEMO_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     demo.add_argument("--model", default="internlm/POLAR-7B", help="model folder or hub id (default: %(default)s)")
-    demo.add_argument("--server-type", default="transformers", help="transformers | sglang | vllm | lmdeploy")
-    demo.add_argument("--server-address", default=None, help="host:port of the engine server")
-    demo.set_defaults(func=_demo)
+    demo.add_argument("--server-type", default="transformers", choices=SERVER_CHOICES,
+                      help="where to score: in-process (default) or a server")
+    demo.add_argument("--server-address", default=None, help="host:port of the server (with --server-type)")
+    demo.set_defaults(func=guarded(_demo))
 
+    from rmclient.launchers.cli import DESCRIPTION as LAUNCH_DESCRIPTION
+    from rmclient.launchers.cli import EPILOG as LAUNCH_EPILOG
     from rmclient.launchers.cli import add_launch_arguments, run_launch
 
-    launch = sub.add_parser("launch", help="start an engine with the right reward-model flags and wait until ready")
+    launch = sub.add_parser(
+        "launch", help="start an engine with the right reward-model flags and wait until ready",
+        description=LAUNCH_DESCRIPTION, epilog=LAUNCH_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     add_launch_arguments(launch)
     launch.set_defaults(func=run_launch)
 
@@ -129,22 +163,45 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     argv = list(sys.argv[1:] if argv is None else argv)
     head, extra = split_engine_args(argv)  # `rmclient launch ... -- --engine-flag`
+    head, verbose, level_name = _logging_options(head)
     parser = build_parser()
     args = parser.parse_args(head)
     if extra and args.command in _FILE_COMMANDS:
         parser.error(f"{args.command} takes no arguments after --: {' '.join(extra)}")
     if extra:
         args.extra_args = list(getattr(args, "extra_args", None) or []) + extra
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
-    )
     try:
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.disable_progress_bar()
-    except ImportError:  # pragma: no cover
-        pass
+        level = level_of(level_name or getattr(args, "log_level", None), "info" if verbose else "warning")
+    except ValueError as exc:
+        parser.error(str(exc))
+    configure(level)
     return args.func(args)
+
+
+def _logging_options(argv: List[str]) -> "tuple[List[str], bool, Optional[str]]":
+    """``-v``/``--verbose`` and ``--log-level L`` taken out of ``argv`` wherever they stand (before or after
+    the command); ``serve`` keeps its own ``--log-level``, which it reads too."""
+    command = next((a for a in argv if not a.startswith("-")), "")
+    out: List[str] = []
+    verbose, level = False, None
+    i = 0
+    while i < len(argv):
+        a = argv[i]
+        if a in ("-v", "--verbose"):
+            verbose = True
+        elif a == "--log-level" and i + 1 < len(argv):
+            level = argv[i + 1]
+            if command == "serve":
+                out += argv[i : i + 2]
+            i += 1
+        elif a.startswith("--log-level="):
+            level = a.split("=", 1)[1]
+            if command == "serve":
+                out.append(a)
+        else:
+            out.append(a)
+        i += 1
+    return out, verbose, level
 
 
 if __name__ == "__main__":

@@ -13,10 +13,12 @@ import asyncio
 import concurrent.futures
 import logging
 import math
+import os
 import threading
 import time
 import weakref
-from typing import Any, AsyncIterator, Dict, Iterator, List, Optional, Sequence, Union
+from dataclasses import dataclass
+from typing import Any, AsyncIterator, Callable, Dict, Iterator, List, Optional, Sequence, Union
 
 from rmclient.adapters import ADAPTERS
 
@@ -30,6 +32,8 @@ from .recipes import ChatTemplateRecipe, Encoded, PolarRecipe, adds_bos, is_pola
 logger = logging.getLogger(__name__)
 
 SERVER_TYPES = ("transformers", "sglang", "vllm", "lmdeploy", "openrlhf")
+#: Read for the servers' API key when ``api_key`` is not given (as the CLI and the trainer hooks do).
+API_KEY_ENV = "RMCLIENT_API_KEY"
 Sample = Dict[str, Any]
 Data = Union[Sample, Sequence[Sample]]
 Rewards = Union[float, List[float]]
@@ -39,6 +43,47 @@ ENCODE_BLOCK = 256
 FIRST_BLOCK = 64
 #: Requests per server a call is cut into when it has fewer samples than ``batch_size`` allows.
 REQUESTS_PER_ENDPOINT = 2
+
+
+#: ``progress=``: ``True`` for a bar on stderr (tqdm), or ``callback(scored, total)`` after each request.
+Progress = Union[bool, Callable[[int, int], None], None]
+
+
+@dataclass(frozen=True)
+class Scored:
+    """One sample's reward with what it was scored from (``score_details``)."""
+
+    reward: float
+    #: The token ids scored (BOS and reward token included).
+    num_tokens: int
+    #: Whether the sample was cut to fit the longest encoding.
+    truncated: bool
+
+
+class _Tracker:
+    """A call's progress: a tqdm bar, a callback, or nothing. ``update`` may come from a worker thread."""
+
+    def __init__(self, progress: Progress, total: int) -> None:
+        self.total, self.done = total, 0
+        self.callback = progress if callable(progress) else None
+        self.bar = None
+        self._lock = threading.Lock()
+        if progress is True:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=total, desc="scoring", unit="samples", dynamic_ncols=True)
+
+    def update(self, n: int) -> None:
+        with self._lock:
+            self.done += n
+            if self.bar is not None:
+                self.bar.update(n)
+            if self.callback is not None:
+                self.callback(self.done, self.total)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
 
 
 class _ClientBase:
@@ -109,7 +154,8 @@ class _ClientBase:
             batch_size=batch_size or 32, max_tokens=max_tokens_per_batch, batch_invariant=batch_invariant,
         )
         self._pool_options = dict(
-            max_in_flight=max_in_flight, api_key=api_key, connect_timeout=connect_timeout,
+            max_in_flight=max_in_flight, api_key=api_key or os.environ.get(API_KEY_ENV) or None,
+            connect_timeout=connect_timeout,
             read_timeout=read_timeout, served_model=served_model,
         )
         self.engine_version = engine_version
@@ -121,6 +167,11 @@ class _ClientBase:
         )
         self._server_max_len: Optional[int] = None
         self._lowered: Any = None
+
+    def __repr__(self) -> str:
+        where = "in-process" if self.server_type == "transformers" else ", ".join(self.addresses)
+        return (f"{type(self).__name__}({self.path!r}, server_type={self.server_type!r}, at={where!r}, "
+                f"recipe={self.recipe or 'auto'!r}, max_length={self.max_length})")
 
     def __getstate__(self) -> Dict[str, Any]:
         """Pickled as its constructor arguments (Ray, cloudpickle): the copy loads its own
@@ -250,24 +301,41 @@ class _ClientBase:
                     "max_length= if the server was launched with a smaller one)", self.server_type, self.model_max_len,
                 )
 
-    async def _ascore(self, data: Data) -> Rewards:
+    async def _ascore(self, data: Data, progress: Progress = None, details: bool = False) -> Any:
+        """Rewards in input order (one float for one sample); ``details``: :class:`Scored` per sample."""
         samples, single = as_list(data)
-        if self.server_type == "transformers":
-            ids = [e.ids for e in self._recipe(samples).encode(samples)]
-            rewards = await asyncio.to_thread(self.local_backend.score, ids)
-        else:
-            deadline_at = self._deadline_at()  # the whole call, discovery included
-            await self._aconnect(deadline_at)
-            pool = self._pool(self.server_type)
-            recipe = self._recipe(samples)
-            valid = recipe.validate(samples)  # bad input fails before anything is sent
-            rewards = await score_chunks(
-                pool,
-                self._encoded_chunks(recipe, valid, self._request_size(len(valid), pool), len(pool.endpoints), pool),
-                len(samples),
-                policy=self.retry_policy, on_error=self.on_error, deadline_at=deadline_at,
-            )
+        meta: List[Any] = [None] * len(samples)  # (num_tokens, truncated) of each sample, once encoded
+        tracker = _Tracker(progress, len(samples))
+        try:
+            if self.server_type == "transformers":
+                encoded = self._recipe(samples).encode(samples)
+                meta = [(len(e.ids), e.truncated) for e in encoded]
+                rewards = await asyncio.to_thread(self.local_backend.score, [e.ids for e in encoded], tracker.update)
+            else:
+                deadline_at = self._deadline_at()  # the whole call, discovery included
+                await self._aconnect(deadline_at)
+                pool = self._pool(self.server_type)
+                recipe = self._recipe(samples)
+                valid = recipe.validate(samples)  # bad input fails before anything is sent
+                size = self._request_size(len(valid), pool)
+                rewards = await score_chunks(
+                    pool, self._encoded_chunks(recipe, valid, size, len(pool.endpoints), pool, meta), len(samples),
+                    policy=self.retry_policy, on_error=self.on_error, deadline_at=deadline_at, on_scored=tracker.update,
+                )
+        finally:
+            tracker.close()
+        self._report_truncated(meta)
+        if details:
+            return [Scored(r, *(m or (0, False))) for r, m in zip(rewards, meta)]
         return rewards[0] if single else rewards
+
+    def _report_truncated(self, meta: Sequence[Any]) -> None:
+        cut = sum(1 for m in meta if m is not None and m[1])
+        if cut:
+            logger.warning(
+                "%d of %d samples were cut to fit (the longest encoding is %d tokens: the smallest of max_length, "
+                "the model's context and the servers' limit)", cut, len(meta), self.effective_max_length(),
+            )
 
     def _request_size(self, n: int, pool: EndpointPool) -> int:
         """Samples per request: up to ``batch_size`` (default 256), fewer when that keeps every server busy.
@@ -279,15 +347,17 @@ class _ClientBase:
         return min(self.batch_size or 256, max(8, -(-n // slots)))
 
     async def _encoded_chunks(
-        self, recipe: Any, valid: Sequence[Any], size: int, servers: int, pool: EndpointPool
+        self, recipe: Any, valid: Sequence[Any], size: int, servers: int, pool: EndpointPool, meta: List[Any]
     ) -> AsyncIterator[Chunk]:
         """Request-sized chunks, encoding the next block while earlier chunks are in flight.
 
         The first ``servers`` blocks are small (``FIRST_BLOCK``) so that every server has work
-        soon; the rest are encoded in larger blocks behind them.
+        soon; the rest are encoded in larger blocks behind them. ``meta[i]`` gets sample ``i``'s
+        ``(num_tokens, truncated)``.
         """
         def chunks_of(lo: int, block: Sequence[Any]) -> List[Chunk]:
             encoded = recipe.encode_valid(block)
+            meta[lo : lo + len(encoded)] = [(len(e.ids), e.truncated) for e in encoded]
             return list(self._request_chunks(list(range(lo, lo + len(encoded))), [e.ids for e in encoded], size, pool))
 
         lo = blocks = 0
@@ -411,7 +481,7 @@ _DOC_ARGS = """
             on which samples are scored with it (free on CPU, slow on a GPU; ``None``: CPU only).
         max_tokens_per_request: token budget of one request to a server.
         max_in_flight: requests in flight per server (lowered where the engine needs it).
-        api_key: bearer token for the servers.
+        api_key: bearer token for the servers (default: ``$RMCLIENT_API_KEY``).
         connect_timeout, read_timeout: seconds to open a connection / to wait for an answer.
         max_attempts: attempts per request, retried with backoff on other servers.
         deadline: seconds for one whole call.
@@ -432,11 +502,18 @@ class AsyncRewardModelClient(_ClientBase):
 
     __doc__ = (__doc__ or "") + _DOC_ARGS
 
-    async def __call__(self, data: Data) -> Rewards:
-        """Raw reward of one sample (a float) or of a list of samples (a list, in input order)."""
-        return await self._ascore(data)
+    async def __call__(self, data: Data, *, progress: Progress = None) -> Rewards:
+        """Raw reward of one sample (a float) or of a list of samples (a list, in input order).
+
+        ``progress=True`` shows a bar on stderr; a callable gets ``(scored, total)`` as requests finish.
+        """
+        return await self._ascore(data, progress)
 
     score = __call__
+
+    async def score_details(self, data: Data, *, progress: Progress = None) -> List[Scored]:
+        """Every sample's :class:`Scored`: its reward, how many tokens it was scored from, whether it was cut."""
+        return await self._ascore(data, progress, details=True)
 
     async def score_ids(self, ids: Sequence[Sequence[int]]) -> List[float]:
         """Raw rewards for already encoded token ids, in input order."""
@@ -545,11 +622,18 @@ class RewardModelClient(_ClientBase):
                 weakref.finalize(self, self._thread.stop)
         return self._thread.run(coro)
 
-    def __call__(self, data: Data) -> Rewards:
-        """Raw reward of one sample (a float) or of a list of samples (a list, in input order)."""
-        return self._run(self._ascore(data))
+    def __call__(self, data: Data, *, progress: Progress = None) -> Rewards:
+        """Raw reward of one sample (a float) or of a list of samples (a list, in input order).
+
+        ``progress=True`` shows a bar on stderr; a callable gets ``(scored, total)`` as requests finish.
+        """
+        return self._run(self._ascore(data, progress))
 
     score = __call__
+
+    def score_details(self, data: Data, *, progress: Progress = None) -> List[Scored]:
+        """Every sample's :class:`Scored`: its reward, how many tokens it was scored from, whether it was cut."""
+        return self._run(self._ascore(data, progress, details=True))
 
     def score_ids(self, ids: Sequence[Sequence[int]]) -> List[float]:
         """Raw rewards for already encoded token ids, in input order."""

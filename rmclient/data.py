@@ -106,9 +106,18 @@ def _check_mapping(index: int, sample: Any) -> Mapping[str, Any]:
     return sample
 
 
+#: Keys other datasets use for a field: named in the error when the field is missing.
+_ALIASES = {
+    "output": ("response", "completion", "answer", "generation"),
+    "prompt": ("question", "query", "instruction", "input"),
+    "reference": ("ground_truth", "label", "gold", "target"),
+}
+
+
 def _require(index: int, sample: Mapping[str, Any], field: str, why: str = "missing") -> Any:
     if field not in sample or sample[field] is None:
-        raise InvalidSampleError(index, field, why)
+        alias = next((a for a in _ALIASES.get(field, ()) if a in sample), None)
+        raise InvalidSampleError(index, field, why + (f" (the sample has {alias!r}: did you mean {field!r}?)" if alias else ""))
     return sample[field]
 
 

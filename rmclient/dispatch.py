@@ -17,7 +17,7 @@ import logging
 import math
 import time
 from dataclasses import dataclass, field
-from typing import AsyncIterator, Dict, Iterable, List, Optional, Sequence
+from typing import AsyncIterator, Callable, Dict, Iterable, List, Optional, Sequence
 
 from tenacity import (
     AsyncRetrying,
@@ -30,7 +30,7 @@ from tenacity import (
 
 from rmclient.adapters.base import EncodedInput
 
-from .errors import ClientClosedError, ResponseError, RMClientError, ScoringError, ServerError
+from .errors import ClientClosedError, ResponseError, RMClientError, ScoringError, ServerError, ServersUnreachable
 from .pool import CallFailed, Endpoint, EndpointPool
 
 #: How often an attempt without latency data yet looks again whether it should be hedged.
@@ -87,6 +87,12 @@ class _Call:
     results: List[Optional[float]]
     failures: Dict[int, str] = field(default_factory=dict)
     retries_left: int = 0
+    #: Told how many samples were settled (scored or failed) as each request ends.
+    on_scored: Optional[Callable[[int], None]] = None
+
+    def settled(self, n: int) -> None:
+        if self.on_scored is not None and n:
+            self.on_scored(n)
 
 
 def split_by_tokens(chunk: Chunk, max_tokens: Optional[int]) -> List[Chunk]:
@@ -253,9 +259,11 @@ async def _send(pool: EndpointPool, chunk: Chunk, call: _Call, policy: RetryPoli
             return
         for i in chunk.indices:
             call.failures[i] = str(exc)
+        call.settled(len(chunk.indices))
         return
     for i, v in zip(chunk.indices, values):
         call.results[i] = v
+    call.settled(len(chunk.indices))
 
 
 async def score_chunks(
@@ -266,12 +274,13 @@ async def score_chunks(
     policy: RetryPolicy = RetryPolicy(),
     on_error: str = "raise",
     deadline_at: Optional[float] = None,
+    on_scored: Optional[Callable[[int], None]] = None,
 ) -> List[float]:
     """Score ``n`` samples arriving as ``chunks`` (encoded while earlier ones are in flight).
 
     Returns the rewards in input order. Samples that could not be scored raise
     :class:`ScoringError` (with every reward obtained on it), or become NaN when
-    ``on_error="nan"``. ``deadline_at`` (``time.monotonic()``): when the call started
+    ``on_error="nan"``. ``on_scored(n)``: ``n`` more samples settled. ``deadline_at`` (``time.monotonic()``): when the call started
     earlier (discovery), its deadline; default ``policy.deadline`` from now. A call no
     endpoint can serve (all answer 401/403/404/405) stops at once with that
     :class:`ServerError` (``.rewards``: what was scored); a closed client gives
@@ -279,11 +288,12 @@ async def score_chunks(
     """
     if deadline_at is None:
         deadline_at = time.monotonic() + (policy.deadline if policy.deadline is not None else math.inf)
-    call = _Call(results=[None] * n, retries_left=policy.budget or 0)
+    call = _Call(results=[None] * n, retries_left=policy.budget or 0, on_scored=on_scored)
     tasks: List["asyncio.Task[None]"] = []
     try:
         async for chunk in chunks:
             call.failures.update(chunk.failures)
+            call.settled(len(chunk.failures))
             _raise_first_error(tasks)
             if not chunk.inputs:
                 continue
@@ -318,6 +328,8 @@ async def score_chunks(
     for i, r in enumerate(call.results):
         if r is None and i not in call.failures:
             call.failures[i] = f"not scored within the deadline of {policy.deadline} s"
+    if call.failures and on_error != "nan" and pool.unreachable() and all(r is None for r in call.results):
+        raise ServersUnreachable([e.url for e in pool.endpoints], call.failures, list(call.results))
     return apply_policy(call.results, call.failures, on_error)
 
 

@@ -84,7 +84,7 @@ class ScoringError(RMClientError):
         left = sum(len(indices) for _, indices in list(by_reason.items())[3:])
         if left:
             parts.append(f"and {left} more for {len(by_reason) - 3} other reason(s)")
-        super().__init__(f"{len(self.failures)} of {len(rewards)} samples failed: " + "; ".join(parts))
+        RMClientError.__init__(self, f"{len(self.failures)} of {len(rewards)} samples failed: " + "; ".join(parts))
 
 
 def _samples(indices: List[int]) -> str:
@@ -99,6 +99,24 @@ def _samples(indices: List[int]) -> str:
     if len(ranges) > 4:
         text += f" and {sum(b - a + 1 for a, b in ranges[4:])} more"
     return ("sample " if len(indices) == 1 else "samples ") + text
+
+
+class ServersUnreachable(ScoringError, ServerError):
+    """No server of the call answered at all (connections refused or timed out): a
+    :class:`ScoringError` (``failures``, ``rewards``) that is also a :class:`ServerError`
+    naming every address."""
+
+    def __init__(self, addresses: List[str], failures: Dict[int, str], rewards: List[Optional[float]]) -> None:
+        ScoringError.__init__(self, failures, rewards)
+        last = next(reversed(self.failures.values()), "no answer")
+        self.endpoint = ", ".join(addresses)
+        self.status = None
+        self.server_message = last
+        self.attempts = 1
+        self.args = (
+            f"no server could be reached ({self.endpoint}): {len(self.failures)} of {len(rewards)} samples "
+            f"not scored; the last error: {last}",
+        )
 
 
 class ClientClosedError(ScoringError):

@@ -21,10 +21,25 @@ _TEXT_CONFIGS = ("text_config", "llm_config", "language_config")
 
 
 def load_config(path: str) -> Dict[str, Any]:
-    """The model's raw config.json as a dict (no remote code is run)."""
+    """The model's raw config.json as a dict (no remote code is run).
+
+    A folder that does not exist, or a hub id that cannot be fetched, is a
+    :class:`~rmclient.errors.ConfigurationError` saying so.
+    """
+    import os
+
     from transformers import PretrainedConfig
 
-    config, _ = PretrainedConfig.get_config_dict(path)
+    from .errors import ConfigurationError
+
+    try:
+        config, _ = PretrainedConfig.get_config_dict(path)
+    except OSError as exc:
+        if os.path.isdir(path):
+            raise ConfigurationError(f"cannot load the model: {path} has no readable config.json ({exc})") from None
+        looks_local = os.sep in str(path) and (str(path).startswith((".", os.sep, "~")) or str(path).count("/") > 1)
+        why = "no such folder" if looks_local else "no such folder or hub id (or the hub is unreachable)"
+        raise ConfigurationError(f"cannot load the model: {why}: {path}") from None
     return config
 
 

@@ -66,6 +66,8 @@ class Endpoint:
         self.disabled: Optional[ServerError] = None
         self.slow_strikes = 0
         self.quarantine = QUARANTINE
+        #: The server answered something (anything HTTP) at least once.
+        self.answered = False
         self.adapter: Optional[Adapter] = None
         #: What the server said about itself at first contact.
         self.info = ServerInfo()
@@ -236,6 +238,10 @@ class EndpointPool:
 
     # -- routing --------------------------------------------------------------
 
+    def unreachable(self) -> bool:
+        """Whether no endpoint ever answered anything (every connection refused or timed out)."""
+        return not any(e.answered or e.adapter is not None for e in self.endpoints)
+
     def usable(self) -> bool:
         """Whether any endpoint is not disabled."""
         return any(e.disabled is None for e in self.endpoints)
@@ -286,6 +292,8 @@ class EndpointPool:
         async with self._changed:
             endpoint.in_flight -= 1
             endpoint.outstanding -= work
+            if error is None or isinstance(error, ResponseError) or (isinstance(error, ServerError) and error.status):
+                endpoint.answered = True
             if isinstance(error, ServerError) and (error.status is None or error.status >= 500):
                 self._take_out(endpoint)
             elif error is None:

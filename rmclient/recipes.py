@@ -38,6 +38,8 @@ class Encoded:
 
     text: str
     ids: List[int]
+    #: Whether the sample was cut to fit the budgets (``max_length``, POLAR's ``max_response_length``).
+    truncated: bool = False
 
 
 def adds_bos(tokenizer: Any) -> bool:
@@ -154,9 +156,14 @@ class PolarRecipe:
         halves = self._halves(polar, cut)
         ids = self._final_ids(halves)
         texts = [a + POLAR_SEPARATOR + b for a, b in halves]
+        truncated = [
+            (len(c[0]), len(c[1]), len(c[2])) != (len(p), len(r), len(o))
+            for c, p, r, o in zip(cut, prompts, refs, outs)
+        ]
         for i in [i for i, x in enumerate(ids) if len(x) > self.max_length]:
             texts[i], ids[i] = self._fit(polar[i], prompts[i], refs[i], outs[i], cut[i])
-        return [Encoded(t + self.reward_token, x) for t, x in zip(texts, ids)]
+            truncated[i] = True
+        return [Encoded(t + self.reward_token, x, cut) for t, x, cut in zip(texts, ids, truncated)]
 
     def _cut_pieces(self, p: List[int], r: List[int], o: List[int], budget: int, resp: int):
         r = _cut(r, resp, self.cut_side)
@@ -256,9 +263,10 @@ class ChatTemplateRecipe:
         out = []
         for chat, ids in zip(chats, self._tok.encode([c.text for c in chats], False)):
             text, ids = self._finish(chat.text, ids)
-            if len(ids) > self.max_length:
+            over = len(ids) > self.max_length
+            if over:
                 text, ids = self._fit(chat)
-            out.append(Encoded(text, ids))
+            out.append(Encoded(text, ids, over))
         return out
 
     def _render(self, index: int, messages: List[Dict[str, str]]) -> str:

@@ -60,6 +60,7 @@ import hmac
 import ipaddress
 import logging
 import os
+import sys
 import threading
 import time
 import uuid
@@ -83,6 +84,26 @@ __all__ = [
     "API_KEY_ENV",
 ]
 
+DESCRIPTION = """\
+Serve a reward model over HTTP with transformers, no inference engine needed. Concurrent
+requests are merged into shared forward passes (dynamic batching). Routes:
+
+  POST /classify     sglang's: {"text": [...]} or {"input_ids": [[...]]} -> [{"embedding": [r]}]
+  POST /get_reward   OpenRLHF's: {"query": [whole texts]} -> {"rewards": [...]}
+  POST /v1/rewards   native: {"samples": [POLAR or outcome-RM samples]} -> {"rewards": [...]}
+  GET  /health, /v1/models, /server_info, /metrics (Prometheus), /stats (JSON)
+
+It binds 127.0.0.1 by default; another address needs --api-key (or RMCLIENT_API_KEY)
+unless forced with --insecure. Bad requests get a 4xx naming the sample and field."""
+
+EPILOG = """\
+examples:
+  rmclient serve /models/POLAR-7B --trust-remote-code --port 8000
+  rmclient serve /models/rm --host 0.0.0.0 --api-key "$KEY" --max-batch-size 64
+  RMCLIENT_API_KEY=secret rmclient serve /models/rm --host 0.0.0.0
+
+exit codes: 0 stopped cleanly; 1 it could not bind; 2 a bad option or model, or an unsafe bind"""
+
 #: Environment variable read for the API key when ``--api-key`` is not given.
 API_KEY_ENV = "RMCLIENT_API_KEY"
 DEFAULT_PORT = 8000
@@ -96,7 +117,7 @@ _BIG_BODY = 256 * 1024
 DEFAULT_HEADER_TIMEOUT = 30.0
 DEFAULT_BODY_TIMEOUT = 60.0
 #: Routes that need no API key (liveness probes, the supervisor's readiness check).
-_OPEN_ROUTES = frozenset({"/health"})
+_OPEN_ROUTES = frozenset({"/health", "/metrics"})
 
 
 class RequestError(RMClientError):
@@ -197,8 +218,11 @@ class RewardServer:
         client: Any = None,
     ) -> None:
         from .client import RewardModelClient
+        from .extras import require
         from .modelinfo import context_length, load_config
         from .recipes import select_recipe
+
+        require("aiohttp", "serve", "rmclient serve")
 
         if max_samples < 1 or max_body_bytes < 1:
             raise ConfigurationError("max_samples and max_body_bytes must be >= 1")
@@ -250,12 +274,16 @@ class RewardServer:
         #: No token is longer than this many characters: a text longer than ``max_model_len`` times
         #: it is certainly over the limit, known without tokenizing it.
         self.max_token_chars = max((len(t) for t in self.tokenizer.get_vocab()), default=1) or 1
+        from .metrics import ServerMetrics
+
+        self.metrics = ServerMetrics(self.stats)
         self.batcher = DynamicBatcher(
             self.backend.score,
             max_tokens=max_batch_tokens,
             max_batch_size=max_batch_size,
             max_wait=max_wait_ms / 1000.0,
             executor=self._model_pool,
+            on_batch=self.metrics.batch_size.observe,
         )
         self.started = time.time()
         self.http_requests = 0
@@ -298,7 +326,8 @@ class RewardServer:
         app.router.add_post("/get_reward", self.get_reward)
         app.router.add_post("/v1/rewards", self.rewards)
         app.router.add_get("/health", self.health)
-        app.router.add_get("/metrics", self.metrics)
+        app.router.add_get("/metrics", self.prometheus)
+        app.router.add_get("/stats", self.stats_route)
         app.router.add_get("/v1/models", self.models)
         app.router.add_get("/get_server_info", self.server_info)
         app.router.add_get("/server_info", self.server_info)
@@ -314,6 +343,15 @@ class RewardServer:
 
         @web.middleware
         async def middleware(request: Any, handler: Callable[[Any], Awaitable[Any]]) -> Any:
+            started = time.perf_counter()
+            response = await answer(request, handler)
+            resource = getattr(request.match_info.route, "resource", None)
+            route = resource.canonical if resource is not None else "unmatched"
+            self.metrics.requests.labels(route, str(response.status)).inc()
+            self.metrics.latency.labels(route).observe(time.perf_counter() - started)
+            return response
+
+        async def answer(request: Any, handler: Callable[[Any], Awaitable[Any]]) -> Any:
             self.http_requests += 1
             try:
                 if self.api_key and request.path not in _OPEN_ROUTES:
@@ -448,8 +486,10 @@ class RewardServer:
                     raise _invalid(i, field, f"token id {t} is outside the vocabulary [0, {vocab})")
         return seqs, single
 
-    async def _score(self, ids: List[List[int]]) -> List[float]:
-        return await self.batcher.score(ids)
+    async def _score(self, ids: List[List[int]], route: str) -> List[float]:
+        rewards = await self.batcher.score(ids)
+        self.metrics.samples.labels(route).inc(len(ids))
+        return rewards
 
     # -- scoring routes -------------------------------------------------------------
 
@@ -474,7 +514,7 @@ class RewardServer:
                 ids, single = self._ids(body["input_ids"], "input_ids")
             field = "input_ids"
         self._check_ids(ids, field)
-        rewards = await self._score(ids)
+        rewards = await self._score(ids, "/classify")
         latency = round(time.perf_counter() - t0, 6)
         results = [
             {"embedding": [r], "meta_info": {"id": uuid.uuid4().hex, "prompt_tokens": len(x), "e2e_latency": latency}}
@@ -492,7 +532,7 @@ class RewardServer:
         texts, _ = self._texts(body["query"], "query")
         ids = await self._tokenize(request, texts, False)
         self._check_ids(ids, "query")
-        rewards = await self._score(ids)
+        rewards = await self._score(ids, "/get_reward")
         return web.json_response({"rewards": rewards, "scores": rewards})
 
     async def rewards(self, request: Any) -> Any:
@@ -516,7 +556,7 @@ class RewardServer:
         encoded = await asyncio.get_running_loop().run_in_executor(self._lane(request), encode)
         ids = [e.ids for e in encoded]
         self._check_ids(ids, "<sample>")
-        rewards = await self._score(ids)
+        rewards = await self._score(ids, "/v1/rewards")
         out: Dict[str, Any] = {
             "model": self.served_model_name,
             "rewards": rewards,
@@ -544,7 +584,16 @@ class RewardServer:
 
         return web.json_response({"status": "ok", "model": self.served_model_name, **self.stats()})
 
-    async def metrics(self, request: Any) -> Any:
+    async def prometheus(self, request: Any) -> Any:
+        """``GET /metrics``: the Prometheus text format."""
+        from aiohttp import web
+
+        from .metrics import CONTENT_TYPE
+
+        return web.Response(body=self.metrics.render(), headers={"Content-Type": CONTENT_TYPE})
+
+    async def stats_route(self, request: Any) -> Any:
+        """``GET /stats``: the same counters as JSON."""
         from aiohttp import web
 
         return web.json_response(self.stats())
@@ -681,7 +730,8 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     enc.add_argument("--system-prompt", default=None, help="system turn for the chat-template recipe")
     enc.add_argument("--max-length", type=int, default=None, help="default: min(16384, max_model_len)")
     enc.add_argument("--max-response-length", type=int, default=4096, help="POLAR's response budget")
-    enc.add_argument("--response-cut-side", choices=("right", "left"), default="right")
+    enc.add_argument("--response-cut-side", choices=("right", "left"), default="right",
+                     help="POLAR: over --max-response-length, right keeps the head (training), left the tail")
     bat = parser.add_argument_group("dynamic batching")
     bat.add_argument("--max-batch-size", type=int, default=32, help="sequences per forward pass (default: %(default)s)")
     bat.add_argument("--max-batch-tokens", type=int, default=16384,
@@ -691,29 +741,21 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     bat.add_argument("--max-padding", type=float, default=None,
                      help="cut a merged batch, sorted by length, into forward passes padded by at most this "
                      "fraction (default: 0.1 on CPU, no cut on GPU)")
-    parser.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+    parser.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"),
+                        help="the server's log level (default: %(default)s)")
     parser.add_argument("--access-log", action="store_true", help="log every request")
     return parser
 
 
-def _configure_logging() -> None:
-    """The root handler and no progress bars, for ``python -m rmclient.serve`` only.
-
-    ``rmclient serve`` gets them from ``rmclient``'s own entry point (``rmclient.cli.main``);
-    :func:`run_serve` sets only its loggers' levels (``--log-level``).
-    """
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.disable_progress_bar()
-    except ImportError:  # pragma: no cover
-        pass
-
-
 def run_serve(args: argparse.Namespace) -> int:
     """Serve until SIGINT/SIGTERM. Returns the exit code (2 for an unsafe or invalid configuration)."""
-    from aiohttp import web
+    from .extras import MissingDependency, require
+
+    try:
+        require("aiohttp", "serve", "rmclient serve")
+    except MissingDependency as exc:
+        print(f"rmclient serve: error: {exc}", file=sys.stderr)
+        return 2
 
     level = getattr(logging, str(getattr(args, "log_level", "info")).upper())
     for name in ("rmclient", "aiohttp.access"):
@@ -797,13 +839,14 @@ async def _serve(server: RewardServer, host: str, port: int, access_log: Optiona
 def main(argv: Optional[List[str]] = None) -> int:
     """``python -m rmclient.serve MODEL [...]``."""
     parser = argparse.ArgumentParser(
-        prog="python -m rmclient.serve",
-        description="Serve a reward model over HTTP (sglang /classify, OpenRLHF /get_reward, native /v1/rewards) "
-        "with dynamic batching.",
+        prog="python -m rmclient.serve", description=DESCRIPTION, epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_serve_arguments(parser)
     args = parser.parse_args(argv)
-    _configure_logging()
+    from .logs import configure, level_of
+
+    configure(level_of(None))
     return run_serve(args)
 
 

@@ -385,8 +385,8 @@ def test_cli_main_dry_run_each_engine(qwen2, capsys):
     assert cli_main([qwen2, "--dry-run", "--engine-version", "0.13.0", "--trust-remote-code"], engine="lmdeploy") == 0
     out = capsys.readouterr().out
     assert "--server-port 23333" in out and out.strip().endswith("--trust-remote-code")
-    # an engine error is a clean exit code 1, not a traceback
-    assert cli_main(["lmdeploy", qwen2, "--dry-run", "--engine-version", "0.13.0", "--dp", "2"]) == 1
+    # a combination that cannot work is a usage error: exit code 2, not a traceback
+    assert cli_main(["lmdeploy", qwen2, "--dry-run", "--engine-version", "0.13.0", "--dp", "2"]) == 2
     assert "MoE" in capsys.readouterr().err
     # rmclient serve takes its key from the environment: the printed command sets it there
     assert cli_main(["transformers", qwen2, "--dry-run", "--api-key", "s3 cret"]) == 0

@@ -235,7 +235,7 @@ def test_32_concurrent_clients_each_get_their_own_reward(polar_server, polar_cli
     expected = polar_client(samples)
     ids = polar_client.encode_ids(samples)
     assert len({round(e, 3) for e in expected}) > n // 2  # the rewards tell the clients apart
-    before = httpx.get(polar_server.url + "/metrics").json()
+    before = httpx.get(polar_server.url + "/stats").json()
     barrier = threading.Barrier(n)
     got: dict = {}
     errors: list = []
@@ -264,7 +264,7 @@ def test_32_concurrent_clients_each_get_their_own_reward(polar_server, polar_cli
     for i in range(n):
         for route in ("/v1/rewards", "/classify"):
             assert got[(i, route)] == pytest.approx(expected[i], abs=ABS), (i, route)
-    after = httpx.get(polar_server.url + "/metrics").json()
+    after = httpx.get(polar_server.url + "/stats").json()
     assert after["requests"] - before["requests"] == 2 * n
     assert after["merged_batches"] > before["merged_batches"]  # forward passes were shared
     assert after["max_requests_per_batch"] > 1
@@ -314,11 +314,11 @@ def test_merged_batches_are_cut_by_padding_in_the_backend(chat_server, chat_clie
     assert server.batcher.score_fn == server.backend.score  # no second batch planner in the server
     assert server.backend.max_padding is None and server.backend._padding_limit() == 0.1  # CPU default
     seqs = [[7] * 200, [8] * 12, [9] * 11, [10] * 10]
-    before = httpx.get(chat_server.url + "/metrics").json()["forward_passes"]
+    before = httpx.get(chat_server.url + "/stats").json()["forward_passes"]
     r = post(chat_server, "/classify", {"input_ids": seqs})
     assert r.status_code == 200, r.text
     assert [x["embedding"][0] for x in r.json()] == pytest.approx(chat_client.score_ids(seqs), abs=ABS)
-    assert httpx.get(chat_server.url + "/metrics").json()["forward_passes"] - before == 2  # [200], [12, 11, 10]
+    assert httpx.get(chat_server.url + "/stats").json()["forward_passes"] - before == 2  # [200], [12, 11, 10]
 
 
 def test_batcher_survives_an_unexpected_error_in_its_collector():
@@ -537,3 +537,25 @@ def test_our_openrlhf_client_works_against_get_reward(request, which):
     samples = POLAR[:4] if which == "polar" else [{"prompt": "q", "output": o} for o in ("a", "bb", "ccc")]
     remote = RewardModelClient(local.path, server_type="openrlhf", server_address=server.url)
     assert remote(samples) == pytest.approx(local(samples), abs=1e-5)
+
+
+def test_metrics_are_prometheus_text_and_the_json_moved_to_stats(polar_server, polar_client):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    for _ in range(3):
+        assert post(polar_server, "/v1/rewards", {"samples": POLAR[:2]}).status_code == 200
+    assert post(polar_server, "/v1/rewards", {"samples": "nope"}).status_code == 400
+    r = httpx.get(polar_server.url + "/metrics", timeout=10)
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
+    samples = {}
+    for family in text_string_to_metric_families(r.text):
+        for s in family.samples:
+            samples[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    assert samples[("rmclient_requests_total", (("route", "/v1/rewards"), ("status", "200")))] >= 3
+    assert samples[("rmclient_requests_total", (("route", "/v1/rewards"), ("status", "400")))] >= 1
+    assert samples[("rmclient_samples_total", (("route", "/v1/rewards"),))] >= 6
+    assert samples[("rmclient_request_seconds_count", (("route", "/v1/rewards"),))] >= 4
+    assert samples[("rmclient_batch_sequences_count", ())] >= 1
+    assert samples[("rmclient_tokens_total", ())] > 0 and ("rmclient_queued_requests", ()) in samples
+    stats = httpx.get(polar_server.url + "/stats", timeout=10).json()
+    assert stats["batches"] >= 1 and stats["tokens"] == samples[("rmclient_tokens_total", ())]

@@ -86,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _write(out: Any, records: List[Record], rewards: List[float]) -> None:
+def _write(out: Any, records: List[Record], rewards: List[float], scored: List[Any]) -> None:
     rows = []
     pos = 0
     for record in records:

@@ -9,7 +9,7 @@ import math
 import os
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import IO, Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from rmclient import jsonsafe
@@ -43,6 +43,10 @@ class InputError(Exception):
 
 class Failure(Exception):
     """A runtime failure: exit code 1."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C during a resumable run: the message says how to continue (exit code 130)."""
 
 
 # -- backend selection ---------------------------------------------------------------
@@ -185,8 +189,8 @@ def guarded(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Nam
         except RMClientError as exc:  # servers unreachable or erroring, bad responses
             print(f"{prog}: failed: {type(exc).__name__}: {exc}", file=sys.stderr)
             return EXIT_FAILURE
-        except KeyboardInterrupt:
-            print(f"{prog}: interrupted", file=sys.stderr)
+        except KeyboardInterrupt as exc:
+            print(f"{prog}: interrupted" + (f": {exc}" if str(exc) else ""), file=sys.stderr)
             return EXIT_INTERRUPTED
         except BrokenPipeError:  # `rmclient score ... -o - | head`
             try:
@@ -402,91 +406,57 @@ def add_progress_arguments(parser: argparse.ArgumentParser) -> None:
                    help="no progress bar (default: shown when stderr is a terminal)")
 
 
-def _clock(seconds: float) -> str:
-    if not math.isfinite(seconds):
-        return "--:--"
-    seconds = int(seconds + 0.5)
-    h, rest = divmod(seconds, 3600)
-    m, s = divmod(rest, 60)
-    return f"{h}:{m:02d}:{s:02d}" if h else f"{m:02d}:{s:02d}"
-
-
 class Progress:
-    """A small progress bar on stderr: count, percentage, rate and ETA.
+    """A progress bar on stderr (tqdm): count, percentage, rate and ETA.
 
-    Redrawn in place on a terminal (at most 10 times a second); elsewhere (when
-    forced with ``--progress``) one line every few seconds.
+    Shown when stderr is a terminal, redrawn in place at most 10 times a second; forced
+    elsewhere with ``--progress`` (then redrawn every 5 s). Thread-safe: the client's
+    per-request callback moves it from its own thread.
     """
 
     def __init__(self, total: Optional[int], *, desc: str, unit: str = "lines", enabled: Optional[bool] = None,
                  initial: int = 0, stream: Optional[IO[str]] = None) -> None:
+        from tqdm import tqdm
+
         self.stream = stream or sys.stderr
         tty = bool(getattr(self.stream, "isatty", lambda: False)())
         self.enabled = tty if enabled is None else enabled
-        self.tty = tty
-        self.total = total
-        self.desc = desc
-        self.unit = unit
-        self.initial = self.n = initial
-        self.start = time.monotonic()
-        self._last = 0.0
-        self._width = 0
-        if self.enabled:
-            self._draw(force=True)
+        counted = "{n_fmt}/{total_fmt} " + unit if total else "{n_fmt} " + unit
+        head = "{desc}: {percentage:3.0f}% [{bar:24}] " if total else "{desc}: "
+        self._bar = tqdm(
+            total=total or None, initial=initial, desc=desc, unit=f" {unit}", file=self.stream,
+            disable=not self.enabled, ascii=" #", mininterval=0.1 if tty else 5.0, dynamic_ncols=tty,
+            bar_format=head + counted + "  {rate_fmt}  elapsed {elapsed}" + ("  ETA {remaining}" if total else ""),
+        )
+        self.n = initial
 
     def update(self, k: int) -> None:
-        self.n += k
-        if self.enabled:
-            self._draw()
+        self.set(self.n + k)
 
-    def line(self) -> str:
-        elapsed = time.monotonic() - self.start
-        rate = (self.n - self.initial) / elapsed if elapsed > 0 else 0.0
-        rate_s = f"{rate:,.1f} {self.unit}/s"
-        if self.total:
-            frac = min(1.0, self.n / self.total)
-            filled = int(frac * 24)
-            bar = "#" * filled + "-" * (24 - filled)
-            left = (self.total - self.n) / rate if rate > 0 else float("inf")
-            return (f"{self.desc}: {frac:4.0%} [{bar}] {self.n:,}/{self.total:,} {self.unit}  {rate_s}  "
-                    f"elapsed {_clock(elapsed)}  ETA {_clock(max(left, 0.0))}")
-        return f"{self.desc}: {self.n:,} {self.unit}  {rate_s}  elapsed {_clock(elapsed)}"
-
-    def _draw(self, force: bool = False) -> None:
-        now = time.monotonic()
-        if not force and now - self._last < (0.1 if self.tty else 5.0):
-            return
-        self._last = now
-        text = self.line()
-        if self.tty:
-            pad = " " * max(0, self._width - len(text))
-            self._width = len(text)
-            self.stream.write("\r" + text + pad)
-        else:
-            self.stream.write(text + "\n")
-        self.stream.flush()
+    def set(self, n: int) -> None:
+        """Move the count to ``n`` (never back)."""
+        if n > self.n:
+            self._bar.update(n - self.n)
+            self.n = n
 
     def finish(self) -> None:
         """The input is exhausted: the count is the total (the pre-count also counted blank lines)."""
-        self.total = self.n
+        self._bar.total = self.n
+        self._bar.refresh()
 
     def close(self) -> None:
-        if self.enabled:
-            self._draw(force=True)
-            if self.tty:
-                self.stream.write("\n")
-            self.stream.flush()
+        self._bar.close()
 
 
 # -- scoring in chunks -------------------------------------------------------------------------
 
 
 class PartialScore(Exception):
-    """Scoring stopped: the first ``len(rewards)`` samples were scored, then ``error`` (InputError or Failure)."""
+    """Scoring stopped: the first ``len(scored)`` samples were scored, then ``error`` (InputError or Failure)."""
 
-    def __init__(self, rewards: List[float], error: Exception) -> None:
+    def __init__(self, scored: List[Any], error: Exception) -> None:
         super().__init__(str(error))
-        self.rewards = rewards
+        self.scored = scored
         self.error = error
 
 
@@ -494,17 +464,22 @@ class PartialScore(Exception):
 Where = Callable[[int, str], Tuple[int, str]]
 
 
-def score_samples(client: Any, samples: Sequence[Dict[str, Any]], where: Where, *, hint: str = "") -> List[float]:
-    """Rewards of ``samples`` in order, or :class:`PartialScore` with the rewards of the samples before the fault.
+def score_samples(
+    client: Any, samples: Sequence[Dict[str, Any]], where: Where, *, hint: str = "", progress: Any = None
+) -> List[Any]:
+    """Each sample's :class:`~rmclient.client.Scored` (reward, tokens, cut) in order, or :class:`PartialScore`
+    with those of the samples before the fault. ``progress(scored, total)``: as requests finish.
 
     A malformed sample becomes an :class:`InputError` naming its line and field;
     samples that could not be scored become a :class:`Failure` listing their
     lines and reasons (then ``hint``).
     """
+    from rmclient.client import Scored
+
     if not samples:
         return []
     try:
-        rewards = client(list(samples))
+        return client.score_details(list(samples), progress=progress)
     except InvalidSampleError as exc:
         line, field = where(exc.index, exc.field)
         error = InputError(f"line {line}, field {field!r}: {exc.reason}")
@@ -513,8 +488,9 @@ def score_samples(client: Any, samples: Sequence[Dict[str, Any]], where: Where, 
     except ScoringError as exc:
         first = min(exc.failures)
         message = describe_failures(exc.failures, where) + (f". {hint}" if hint else "")
-        raise PartialScore([float(r) for r in exc.rewards[:first]], Failure(message)) from None
-    return [float(r) for r in rewards]
+        encoded = client.encode_samples(list(samples[:first])) if first else []
+        prefix = [Scored(float(r), len(e.ids), e.truncated) for r, e in zip(exc.rewards[:first], encoded)]
+        raise PartialScore(prefix, Failure(message)) from None
 
 
 def describe_failures(failures: Dict[int, str], where: Where) -> str:
@@ -592,9 +568,9 @@ def renamed(field_name: str, new: str, prefixes: Sequence[str] = ("output",)) ->
 SamplesOf = Callable[[Record], List[Dict[str, Any]]]
 #: ``field_of(record, j, field)``: the input field behind ``field`` of the ``j``-th sample of ``record``.
 FieldOf = Callable[[Record, int, str], str]
-#: ``write(out, records, rewards)``: whole records, in input order, with the rewards of their samples
-#: (``out`` is ``None`` when the command writes no file).
-Write = Callable[[Optional[IO[bytes]], List[Record], List[float]], None]
+#: ``write(out, records, rewards, scored)``: whole records, in input order, with the rewards of their
+#: samples and their :class:`~rmclient.client.Scored` (``out`` is ``None`` when the command writes no file).
+Write = Callable[[Optional[IO[bytes]], List[Record], List[float], List[Any]], None]
 
 
 @dataclass
@@ -603,6 +579,7 @@ class Streamed:
     kept: int  # complete lines the output held from before (--resume)
     seconds: float
     destination: str  # "stdout", the output path, or "" without an output
+    cut_lines: List[int] = field(default_factory=list)  # lines with a sample cut to fit (truncated)
 
 
 def stream(args: argparse.Namespace, *, desc: str, samples_of: SamplesOf, write: Write, nan_effect: str,
@@ -645,6 +622,7 @@ def stream(args: argparse.Namespace, *, desc: str, samples_of: SamplesOf, write:
         print(f"resuming: {output} already holds {done:,} scored lines", file=sys.stderr)
     started = time.monotonic()
     lines = 0
+    cut_lines: List[int] = []
     progress = Progress(count_records(args.input), desc=desc, unit=unit, enabled=args.progress, initial=done)
     try:
         for chunk, bad_line in iter_chunks(iter_records(args.input, skip=done), args.chunk_size):
@@ -665,27 +643,45 @@ def stream(args: argparse.Namespace, *, desc: str, samples_of: SamplesOf, write:
                 k, j = owner[i]
                 return chunk[k].line, field_of(chunk[k], j, f)
 
+            base = progress.n
+
+            def per_request(scored: int, total: int, base: int = base, n: int = len(chunk)) -> None:
+                progress.set(base + n * scored // max(total, 1))  # lines, as requests finish
+
             try:
-                rewards = score_samples(client, samples, where, hint=hint)
+                scored = score_samples(client, samples, where, hint=hint, progress=per_request)
             except PartialScore as partial:
-                complete = sum(1 for end in ends if end <= len(partial.rewards))
+                complete = sum(1 for end in ends if end <= len(partial.scored))
                 if complete:
-                    write(out, chunk[:complete], partial.rewards[: ends[complete - 1]])
+                    kept = partial.scored[: ends[complete - 1]]
+                    write(out, chunk[:complete], [s.reward for s in kept], kept)
+                    cut_lines += sorted({chunk[owner[i][0]].line for i, s in enumerate(kept) if s.truncated})
                 raise partial.error from None
             if chunk:
-                write(out, chunk, rewards)
+                write(out, chunk, [s.reward for s in scored], scored)
+                cut_lines += sorted({chunk[owner[i][0]].line for i, s in enumerate(scored) if s.truncated})
             lines += len(chunk)
-            progress.update(len(chunk))
+            progress.set(base + len(chunk))
             if bad_line is not None:
                 raise bad_line
         progress.finish()
+    except KeyboardInterrupt:
+        if output and output != "-" and resumable:
+            raise Interrupted(f"{done + lines:,} lines are written to {output}: rerun the same command with "
+                              "--resume to continue") from None
+        raise
     finally:
         progress.close()
         if out is not None and out is not sys.stdout.buffer:
             out.close()
         client.close()
+    if cut_lines:
+        shown = _ranges(cut_lines)
+        print(f"warning: {len(cut_lines)} lines had samples longer than {client.effective_max_length()} tokens "
+              f"(the smallest of --max-length, the model's context and the server's limit), cut by the recipe's "
+              f"rule: lines {shown}", file=sys.stderr)
     destination = "" if not output else "stdout" if output == "-" else output
-    return Streamed(lines, done, time.monotonic() - started, destination)
+    return Streamed(lines, done, time.monotonic() - started, destination, cut_lines)
 
 
 def check_resume(input_path: str, output_path: str, kept: int) -> None:

@@ -106,7 +106,8 @@ def register(sub: "argparse._SubParsersAction") -> argparse.ArgumentParser:
     p.add_argument("input", metavar="PAIRS.jsonl", help="preference pairs, one JSON object per line ('-' for stdin)")
     p.add_argument("--json", action="store_true", help="print the results as one JSON object instead of a table")
     p.add_argument("--plot", default=None, metavar="FILE.png",
-                   help="save histograms of the chosen and rejected rewards (needs matplotlib)")
+                   help="save a PNG: the margin distribution around zero and the accuracy per subset "
+                        "(needs matplotlib: the 'plot' extra)")
     p.add_argument("-o", "--output", default=None, metavar="OUT.jsonl",
                    help="also write every pair with its chosen_reward and rejected_reward")
     return add_stream_arguments(
@@ -140,10 +141,9 @@ def _field(record: Record, j: int, field_name: str) -> str:
 
 
 def check_plot_support() -> None:
-    try:
-        import matplotlib  # noqa: F401
-    except ImportError:
-        raise InputError("--plot needs matplotlib, which is not installed: pip install matplotlib") from None
+    from rmclient.extras import require
+
+    require("matplotlib", "plot", "--plot")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -155,7 +155,7 @@ def run(args: argparse.Namespace) -> int:
     chosen_all: List[float] = []
     rejected_all: List[float] = []
 
-    def write(out: Any, records: List[Record], rewards: List[float]) -> None:
+    def write(out: Any, records: List[Record], rewards: List[float], scored: List[Any]) -> None:
         rows = []
         for k, record in enumerate(records):
             c, r = rewards[2 * k], rewards[2 * k + 1]
@@ -180,7 +180,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"warning: {results.overall.failed} pairs had a sample that could not be scored; counted as wrong",
               file=sys.stderr)
     if args.plot:
-        plot(chosen_all, rejected_all, args.plot, summary)
+        plot(chosen_all, rejected_all, args.plot, results, model=args.model, data=args.input)
         print(f"plot saved to {args.plot}", file=sys.stderr)
     return EXIT_OK
 
@@ -203,31 +203,54 @@ def format_table(results: Results) -> str:
     return "\n".join(lines)
 
 
-def plot(chosen: List[float], rejected: List[float], path: str, summary: Dict[str, Any]) -> None:
+#: Okabe-Ito colours (readable with every kind of colour blindness).
+_BLUE, _VERMILLION, _GREY = "#0072B2", "#D55E00", "#999999"
+
+
+def plot(chosen: List[float], rejected: List[float], path: str, results: "Results", *, model: str, data: str) -> None:
+    """What a reward-model evaluation is read from: the margin (chosen - rejected) of every pair around
+    zero, and the accuracy of every subset with its count; the model and the data in the title."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    chosen = [x for x in chosen if not math.isnan(x)]
-    rejected = [x for x in rejected if not math.isnan(x)]
-    values = chosen + rejected
-    lo, hi = (min(values), max(values)) if values else (0.0, 1.0)
-    if lo == hi:
-        lo, hi = lo - 0.5, hi + 0.5
-    bins = [lo + (hi - lo) * i / 40 for i in range(41)]
-    fig, ax = plt.subplots(figsize=(7, 4))
-    ax.hist(chosen, bins=bins, alpha=0.6, label=f"chosen (n={len(chosen)})", color="tab:green")
-    ax.hist(rejected, bins=bins, alpha=0.6, label=f"rejected (n={len(rejected)})", color="tab:red")
-    ax.set_xlabel("reward")
-    ax.set_ylabel("pairs")
-    margin = summary["mean_margin"]
-    ax.set_title(f"accuracy {summary['accuracy']:.4f}, mean margin "
-                 + ("n/a" if margin is None else f"{margin:.4f}") + f" ({summary['pairs']} pairs)")
-    ax.legend()
+    margins = [c - r for c, r in zip(chosen, rejected) if not (math.isnan(c) or math.isnan(r))]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2), gridspec_kw={"width_ratios": [3, 2]})
+    if margins:
+        lo, hi = min(margins + [0.0]), max(margins + [0.0])
+        width = (hi - lo) / 40 or 0.05
+        first = math.floor(lo / width)  # zero is a bin edge: no bin holds both colours
+        bins = [width * k for k in range(first, math.ceil(hi / width) + 2)]
+        left.hist([m for m in margins if m > 0], bins=bins, color=_BLUE, label="chosen wins (margin > 0)")
+        left.hist([m for m in margins if m <= 0], bins=bins, color=_VERMILLION, label="rejected wins or tie")
+    left.axvline(0.0, color="black", linestyle="--", linewidth=1)
+    left.set_xlabel("margin = reward(chosen) - reward(rejected)")
+    left.set_ylabel("pairs")
+    wins = sum(m > 0 for m in margins)
+    left.set_title(f"{wins} of {len(margins)} pairs right of zero")
+    left.legend(loc="upper left", fontsize=8, frameon=False)
+
+    rows = [(name, t) for name, t in sorted(results.subsets.items())] if results.has_subsets else []
+    rows.append(("overall", results.overall))
+    names = [name for name, _ in rows]
+    accuracies = [t.as_dict()["accuracy"] or 0.0 for _, t in rows]
+    colours = [_BLUE] * (len(rows) - 1) + [_GREY if len(rows) > 1 else _BLUE]
+    bars = right.barh(names, accuracies, color=colours)
+    for bar, (_, t) in zip(bars, rows):
+        d = t.as_dict()
+        right.text(min(bar.get_width() + 0.01, 0.86), bar.get_y() + bar.get_height() / 2,
+                   f"{d['accuracy'] or 0:.2f}  (n={d['pairs']})", va="center", fontsize=8)
+    right.axvline(0.5, color="black", linestyle=":", linewidth=1)
+    right.set_xlim(0, 1)
+    right.invert_yaxis()
+    right.set_xlabel("accuracy (ties count as wrong)")
+    right.set_title("accuracy per subset" if len(rows) > 1 else "accuracy")
+    fig.suptitle(f"{model} on {data}: accuracy {results.as_dict()['accuracy'] or 0:.4f} "
+                 f"({results.overall.pairs} pairs)", fontsize=11)
     fig.tight_layout()
     try:
-        fig.savefig(path, dpi=100)
+        fig.savefig(path, dpi=110)
     except OSError as exc:
         raise InputError(f"cannot write the plot to {path}: {exc.strerror or exc}") from exc
     finally:

@@ -203,22 +203,37 @@ def compare(a: Sequence[float], b: Sequence[float], lines: Sequence[int]) -> Dic
     }
 
 
-def _score_all(args: argparse.Namespace, backend: Backend, records: List[Record], label: str) -> List[float]:
-    client = make_client(args, backend)
+def _score_all(args: argparse.Namespace, client: Any, backend: Backend, records: List[Record], label: str
+               ) -> "tuple[List[float], List[int]]":
+    """The rewards of ``records`` on ``client``, and the lines whose sample was cut to fit."""
     progress = Progress(len(records), desc=f"parity {label}={backend}", unit="samples", enabled=args.progress)
     rewards: List[float] = []
+    cut: List[int] = []
     try:
         for lo in range(0, len(records), CHUNK_LINES):
             chunk = records[lo : lo + CHUNK_LINES]
             try:
-                rewards += score_samples(client, [r.data for r in chunk], lambda i, f: (chunk[i].line, f))
+                scored = score_samples(client, [r.data for r in chunk], lambda i, f: (chunk[i].line, f))
             except PartialScore as partial:
                 raise type(partial.error)(f"backend {label} ({backend}): {partial.error}") from None
+            rewards += [s.reward for s in scored]
+            cut += [r.line for r, s in zip(chunk, scored) if s.truncated]
             progress.update(len(chunk))
     finally:
         progress.close()
-        client.close()
-    return rewards
+    return rewards, cut
+
+
+def _same_length(clients: Sequence[Any]) -> int:
+    """Both clients encode to the same longest length (the smaller of theirs), so that a difference is the
+    backends', not their truncation: in-process at 16384 and a server at 512 would score different ids."""
+    for client in clients:
+        if client.server_type != "transformers":
+            client.connect()
+    longest = min(c.effective_max_length() for c in clients)
+    for client in clients:
+        client.max_length = longest
+    return longest
 
 
 def run(args: argparse.Namespace) -> int:
@@ -240,10 +255,22 @@ def run(args: argparse.Namespace) -> int:
             break
     if not records:
         raise InputError(f"{args.input}: no samples")
-    a = _score_all(args, args.a, records, "a")
-    b = _score_all(args, args.b, records, "b")
+    clients = [make_client(args, args.a), make_client(args, args.b)]
+    try:
+        longest = _same_length(clients)
+        a, cut_a = _score_all(args, clients[0], args.a, records, "a")
+        b, cut_b = _score_all(args, clients[1], args.b, records, "b")
+    finally:
+        for client in clients:
+            client.close()
+    cut = sorted(set(cut_a) | set(cut_b))
+    if cut:
+        print(f"note: both backends encode at most {longest} tokens (the smaller limit of the two); "
+              f"{len(cut)} samples were cut to fit: lines {', '.join(map(str, cut[:20]))}{', ...' if len(cut) > 20 else ''}",
+              file=sys.stderr)
     result = compare(a, b, [r.line for r in records])
-    result.update(a=str(args.a), b=str(args.b), tolerance=args.tolerance, min_tau=args.min_tau)
+    result.update(a=str(args.a), b=str(args.b), tolerance=args.tolerance, min_tau=args.min_tau,
+                  max_length=longest, cut_lines=cut)
     problems: List[str] = []
     one_sided = result["nan_one_sided_lines"]
     if one_sided:

@@ -56,6 +56,9 @@ def register(sub: "argparse._SubParsersAction") -> argparse.ArgumentParser:
                         "and score only the lines after them")
     p.add_argument("--reward-field", default="reward", metavar="NAME",
                    help="name of the field added to each line (default: %(default)s)")
+    p.add_argument("--with-tokens", action="store_true",
+                   help="also add num_tokens (the token ids scored) and truncated (whether the sample was cut "
+                        "to fit) to each line")
     return add_stream_arguments(
         p, run, on_error="write null as the reward of a sample that could not be scored, warn and exit 0")
 
@@ -65,12 +68,16 @@ def run(args: argparse.Namespace) -> int:
     failed = 0  # samples that could not be scored (--on-error nan)
     failed_lines: List[int] = []  # the first 20
 
-    def write(out: Any, records: List[Record], rewards: List[float]) -> None:
+    def write(out: Any, records: List[Record], rewards: List[float], scored: List[Any]) -> None:
         nonlocal failed
         nan_lines = [r.line for r, x in zip(records, rewards) if math.isnan(x)]
         failed += len(nan_lines)
         failed_lines.extend(nan_lines[: max(0, 20 - len(failed_lines))])
-        write_lines(out, [{**r.data, field: json_float(x)} for r, x in zip(records, rewards)])
+        rows = [{**r.data, field: json_float(x)} for r, x in zip(records, rewards)]
+        if args.with_tokens:
+            for row, s in zip(rows, scored):
+                row.update(num_tokens=s.num_tokens, truncated=s.truncated)
+        write_lines(out, rows)
 
     done = stream(args, desc="score", samples_of=_samples, write=write, nan_effect="write null for them")
     print(f"scored {done.lines:,} lines in {done.seconds:.1f}s -> {done.destination}"
