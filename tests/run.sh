@@ -32,6 +32,15 @@ if [ "$(cat .venv/ms-swift/.pins 2>/dev/null)" != "$SWIFT_PINS" ]; then
     echo "$SWIFT_PINS" > .venv/ms-swift/.pins
 fi
 
+# OpenRLHF's reward-calling code (SingleTurnAgentExecutor; tests/test_examples.py), --no-deps likewise:
+# it needs only aiohttp, torch and transformers of what it declares, and pylatexenc at import.
+OPENRLHF_PINS="openrlhf==0.11.2 pylatexenc==2.11"
+if [ "$(cat .venv/openrlhf/.pins 2>/dev/null)" != "$OPENRLHF_PINS" ]; then
+    rm -rf .venv/openrlhf
+    .venv/bin/pip install -q --no-deps --target .venv/openrlhf $OPENRLHF_PINS
+    echo "$OPENRLHF_PINS" > .venv/openrlhf/.pins
+fi
+
 bash .ci/engine-schemas.sh
 bash .ci/vllm-env.sh
 # Older vLLMs: the rows before 0.11.1 (0.8.x raw only by the launch flag, 0.10.0 no raw seq-cls, 0.10.1 -

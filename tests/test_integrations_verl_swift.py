@@ -57,12 +57,17 @@ def expected_polar(client, strip=True):
 # -- verl's calling code, reproduced from verl 0.9.1 ----------------------------------------
 
 
-def verl_load_extern_object(module_path: str, object_name: str):
-    """verl.utils.import_utils.load_module + load_extern_object for a file path."""
+def verl_load_module(module_path):
+    """verl.utils.import_utils.load_module for a file path."""
     spec = importlib.util.spec_from_file_location(f"custom_module_{hash(os.path.abspath(module_path))}", module_path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return getattr(module, object_name)
+    return module
+
+
+def verl_load_extern_object(module_path: str, object_name: str):
+    """verl.utils.import_utils.load_extern_object for a file path."""
+    return getattr(verl_load_module(module_path), object_name)
 
 
 def _call_with_kwargs(raw_fn, extra_kwargs, *args, **kwargs):
