@@ -192,3 +192,29 @@ def test_launch_failure_quotes_the_first_error_of_the_log(tmp_path):
     text = str(err.value)
     assert "first error in the log: ValueError: Available memory on node 0" in text
     assert "exited with code 3" in text
+
+
+def test_each_optional_import_is_in_the_extra_its_message_names():
+    """`require("mod", "extra", ...)` promises `pip install 'reward-model-client[extra]'` brings mod."""
+    import re
+    from importlib.metadata import requires
+
+    from packaging.requirements import Requirement
+
+    by_extra: dict = {}
+    for line in requires("reward-model-client") or []:
+        req = Requirement(line)
+        for extra in ("transformers", "serve", "plot", "all"):
+            if req.marker is not None and req.marker.evaluate({"extra": extra}):
+                by_extra.setdefault(extra, set()).add(req.name.replace("-", "_").lower())
+    root = Path(__file__).resolve().parent.parent
+    calls = set()
+    for path in list((root / "rmclient").rglob("*.py")) + list((root / "launchers").rglob("*.py")):
+        calls |= set(re.findall(r"""\brequire\(\s*["']([\w.]+)["']\s*,\s*["'](\w+)["']""", path.read_text()))
+    assert {m for m, _ in calls} == {"torch", "aiohttp", "prometheus_client", "matplotlib"}
+    for module, extra in calls:
+        assert module.split(".")[0] in by_extra[extra], (module, extra)
+        assert module.split(".")[0] in by_extra["all"], module
+    assert {"torch", "aiohttp", "prometheus_client"} <= by_extra["serve"]  # `rmclient serve` needs all three
+    base = {Requirement(r).name for r in requires("reward-model-client") if "extra ==" not in r}
+    assert "torch" not in base and "transformers" in base
