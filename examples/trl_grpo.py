@@ -44,7 +44,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from rmclient import RewardModelClient
 
     addresses = args.server_address.split(",") if args.server_address else None
-    with RewardModelClient(args.reward_model, server_type=args.server_type, server_address=addresses) as client:
+    with RewardModelClient(args.reward_model, server_type=args.server_type, server_address=addresses,
+                           trust_remote_code=True) as client:
         config = GRPOConfig(
             output_dir=args.output_dir,
             per_device_train_batch_size=2,

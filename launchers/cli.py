@@ -12,7 +12,6 @@ tail in ``args.extra_args``.
 from __future__ import annotations
 
 import argparse
-import logging
 import shlex
 import signal
 import sys
@@ -177,7 +176,7 @@ def main(argv: Optional[Sequence[str]] = None, *, engine: Optional[str] = None) 
     args.extra_args = extra
     from rmclient.logs import configure, level_of
 
-    configure(level_of(None, "info" if args.verbose else "warning"))
+    configure(level_of("info" if args.verbose else None, "warning"))  # -v beats $RMCLIENT_LOG_LEVEL
     return run_launch(args, engine=engine)
 
 

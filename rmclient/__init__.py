@@ -4,8 +4,9 @@ import logging as _logging
 
 _logging.getLogger(__name__).addHandler(_logging.NullHandler())  # a library logs; the application shows
 
-from .client import AsyncRewardModelClient, RewardModelClient
+from .client import AsyncRewardModelClient, RewardModelClient, Scored
 from .errors import (
+    ClientClosedError,
     ConfigurationError,
     InvalidSampleError,
     LaunchError,
@@ -13,7 +14,9 @@ from .errors import (
     RMClientError,
     ScoringError,
     ServerError,
+    ServersUnreachable,
 )
+from .extras import MissingDependency
 from .recipes import Encoded
 
 try:  # the one place the version is written is pyproject.toml
@@ -26,6 +29,10 @@ __all__ = [
     "RewardModelClient",
     "AsyncRewardModelClient",
     "ScoringError",
+    "ServersUnreachable",
+    "ClientClosedError",
+    "MissingDependency",
+    "Scored",
     "Encoded",
     "RMClientError",
     "InvalidSampleError",

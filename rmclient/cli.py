@@ -9,6 +9,7 @@ reward server (``rmclient.serve``, registered when present).
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from typing import List, Optional
 
@@ -170,18 +171,20 @@ def main(argv: Optional[List[str]] = None) -> int:
         parser.error(f"{args.command} takes no arguments after --: {' '.join(extra)}")
     if extra:
         args.extra_args = list(getattr(args, "extra_args", None) or []) + extra
+    explicit = level_name or ("info" if verbose else None)  # an option beats $RMCLIENT_LOG_LEVEL
     try:
-        level = level_of(level_name or getattr(args, "log_level", None), "info" if verbose else "warning")
+        level = level_of(explicit, "info" if args.command == "serve" else "warning")
     except ValueError as exc:
         parser.error(str(exc))
+    if args.command == "serve":
+        args.log_level = logging.getLevelName(level).lower()
     configure(level)
     return args.func(args)
 
 
 def _logging_options(argv: List[str]) -> "tuple[List[str], bool, Optional[str]]":
     """``-v``/``--verbose`` and ``--log-level L`` taken out of ``argv`` wherever they stand (before or after
-    the command); ``serve`` keeps its own ``--log-level``, which it reads too."""
-    command = next((a for a in argv if not a.startswith("-")), "")
+    the command; ``serve``'s own ``--log-level`` is the same option)."""
     out: List[str] = []
     verbose, level = False, None
     i = 0
@@ -191,13 +194,9 @@ def _logging_options(argv: List[str]) -> "tuple[List[str], bool, Optional[str]]"
             verbose = True
         elif a == "--log-level" and i + 1 < len(argv):
             level = argv[i + 1]
-            if command == "serve":
-                out += argv[i : i + 2]
             i += 1
         elif a.startswith("--log-level="):
             level = a.split("=", 1)[1]
-            if command == "serve":
-                out.append(a)
         else:
             out.append(a)
         i += 1

@@ -133,6 +133,7 @@ class _ClientBase:
         self.path = str(path)
         self.max_length = max_length
         self.max_response_length = max_response_length
+        self._recipe_used: Optional[str] = None  # the recipe of the last call (for truncation_limits)
         self.response_cut_side = response_cut_side
         self.server_type = server_type
         self.server_address = server_address
@@ -308,7 +309,8 @@ class _ClientBase:
         tracker = _Tracker(progress, len(samples))
         try:
             if self.server_type == "transformers":
-                encoded = self._recipe(samples).encode(samples)
+                recipe = self._recipe(samples)
+                encoded = recipe.encode(samples)
                 meta = [(len(e.ids), e.truncated) for e in encoded]
                 rewards = await asyncio.to_thread(self.local_backend.score, [e.ids for e in encoded], tracker.update)
             else:
@@ -324,18 +326,21 @@ class _ClientBase:
                 )
         finally:
             tracker.close()
-        self._report_truncated(meta)
-        if details:
-            return [Scored(r, *(m or (0, False))) for r, m in zip(rewards, meta)]
+        self._recipe_used = recipe.name
+        if details:  # each Scored says whether it was cut: no warning
+            return [Scored(r, *m) for r, m in zip(rewards, meta)]
+        cut = sum(1 for m in meta if m[1])
+        if cut:
+            logger.warning("%d of %d samples were cut to fit: %s", cut, len(meta), self.truncation_limits())
         return rewards[0] if single else rewards
 
-    def _report_truncated(self, meta: Sequence[Any]) -> None:
-        cut = sum(1 for m in meta if m is not None and m[1])
-        if cut:
-            logger.warning(
-                "%d of %d samples were cut to fit (the longest encoding is %d tokens: the smallest of max_length, "
-                "the model's context and the servers' limit)", cut, len(meta), self.effective_max_length(),
-            )
+    def truncation_limits(self) -> str:
+        """What the last call cut samples to, in words: the length and, for POLAR, the response budget."""
+        text = (f"at most {self.effective_max_length()} tokens (the smallest of max_length, the model's context "
+                f"and the servers' limit)")
+        if self._recipe_used == "polar":
+            text += f", and at most {self.max_response_length} tokens of the reference and of the output (POLAR)"
+        return text
 
     def _request_size(self, n: int, pool: EndpointPool) -> int:
         """Samples per request: up to ``batch_size`` (default 256), fewer when that keeps every server busy.
@@ -505,7 +510,7 @@ class AsyncRewardModelClient(_ClientBase):
     async def __call__(self, data: Data, *, progress: Progress = None) -> Rewards:
         """Raw reward of one sample (a float) or of a list of samples (a list, in input order).
 
-        ``progress=True`` shows a bar on stderr; a callable gets ``(scored, total)`` as requests finish.
+        ``progress=True`` shows a bar on stderr; a callable gets ``(scored, total)`` as requests finish (from a worker thread: keep it quick).
         """
         return await self._ascore(data, progress)
 
@@ -625,7 +630,7 @@ class RewardModelClient(_ClientBase):
     def __call__(self, data: Data, *, progress: Progress = None) -> Rewards:
         """Raw reward of one sample (a float) or of a list of samples (a list, in input order).
 
-        ``progress=True`` shows a bar on stderr; a callable gets ``(scored, total)`` as requests finish.
+        ``progress=True`` shows a bar on stderr; a callable gets ``(scored, total)`` as requests finish (from a worker thread: keep it quick).
         """
         return self._run(self._ascore(data, progress))
 

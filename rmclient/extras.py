@@ -20,7 +20,8 @@ def require(module: str, extra: str, what: str) -> ModuleType:
         return importlib.import_module(module)
     except ImportError as exc:
         top = module.split(".")[0]
-        missing = getattr(exc, "name", None) or top
+        if exc.name not in (module, top):  # installed but broken (a missing library, a bad build): itself
+            raise
         raise MissingDependency(
-            f"{what} needs {missing}, which is not installed: pip install '{DISTRIBUTION}[{extra}]'"
+            f"{what} needs {top}, which is not installed: pip install '{DISTRIBUTION}[{extra}]'"
         ) from None

@@ -7,7 +7,6 @@ forward-pass counters read from the batcher and the backend at scrape time.
 
 from __future__ import annotations
 
-import importlib
 from typing import Any, Callable, Dict, Iterator
 
 from .extras import require
@@ -34,7 +33,7 @@ class ServerMetrics:
             "rmclient_batch_sequences", "sequences per merged batch run by the model", registry=self.registry,
             buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512),
         )
-        self.registry.register(_FromStats(prom, stats))
+        self.registry.register(_FromStats(stats))
 
     def render(self) -> bytes:
         """The Prometheus text exposition."""
@@ -44,25 +43,24 @@ class ServerMetrics:
 class _FromStats:
     """Counters and gauges read from the batcher's and backend's own counters when scraped."""
 
-    COUNTERS = {
-        "batches": "rmclient_batches_total: merged batches run by the model",
-        "forward_passes": "rmclient_forward_passes_total: forward passes the batches were cut into",
-        "tokens": "rmclient_tokens_total: real (unpadded) tokens scored",
-        "model_seconds": "rmclient_model_seconds_total: seconds the model spent scoring",
-        "abandoned_requests": "rmclient_abandoned_requests_total: requests dropped unscored (client gone)",
-        "failed_requests": "rmclient_failed_requests_total: requests the model failed",
-    }
-    GAUGES = {"queued_requests": "rmclient_queued_requests: requests waiting for the model"}
+    COUNTERS = (  # (key in stats(), metric name without _total, help)
+        ("batches", "rmclient_batches", "merged batches run by the model"),
+        ("forward_passes", "rmclient_forward_passes", "forward passes the batches were cut into"),
+        ("tokens", "rmclient_tokens", "real (unpadded) tokens scored"),
+        ("model_seconds", "rmclient_model_seconds", "seconds the model spent scoring"),
+        ("abandoned_requests", "rmclient_abandoned_requests", "requests dropped unscored (client gone)"),
+        ("failed_requests", "rmclient_failed_requests", "requests the model failed"),
+    )
+    GAUGES = (("queued_requests", "rmclient_queued_requests", "requests waiting for the model"),)
 
-    def __init__(self, prom: Any, stats: Callable[[], Dict[str, Any]]) -> None:
-        self._core = importlib.import_module("prometheus_client.core")
+    def __init__(self, stats: Callable[[], Dict[str, Any]]) -> None:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        self._families = ((CounterMetricFamily, self.COUNTERS), (GaugeMetricFamily, self.GAUGES))
         self._stats = stats
 
     def collect(self) -> Iterator[Any]:
         stats = self._stats()
-        for key, text in self.COUNTERS.items():
-            name, doc = text.split(": ", 1)
-            yield self._core.CounterMetricFamily(name[: -len("_total")], doc, value=float(stats.get(key, 0)))
-        for key, text in self.GAUGES.items():
-            name, doc = text.split(": ", 1)
-            yield self._core.GaugeMetricFamily(name, doc, value=float(stats.get(key, 0)))
+        for family, metrics in self._families:
+            for key, name, doc in metrics:
+                yield family(name, doc, value=float(stats.get(key, 0)))

@@ -38,8 +38,12 @@ def load_config(path: str) -> Dict[str, Any]:
         if os.path.isdir(path):
             raise ConfigurationError(f"cannot load the model: {path} has no readable config.json ({exc})") from None
         looks_local = os.sep in str(path) and (str(path).startswith((".", os.sep, "~")) or str(path).count("/") > 1)
-        why = "no such folder" if looks_local else "no such folder or hub id (or the hub is unreachable)"
-        raise ConfigurationError(f"cannot load the model: {why}: {path}") from None
+        if looks_local:
+            raise ConfigurationError(f"cannot load the model: no such folder: {path}") from None
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigurationError(
+            f"cannot load the model: no such folder or hub id (or the hub is unreachable): {path} ({first})"
+        ) from None
     return config
 
 

@@ -70,6 +70,8 @@ from . import jsonsafe
 from .batcher import BatcherClosed, DynamicBatcher
 from .data import check_text
 from .errors import ConfigurationError, InvalidSampleError, ResponseError, RMClientError
+from .logs import ENV as LOG_LEVEL_ENV
+from .logs import LEVELS, configure, level_of
 
 logger = logging.getLogger("rmclient.serve")  # not __name__: "__main__" under python -m
 
@@ -218,11 +220,10 @@ class RewardServer:
         client: Any = None,
     ) -> None:
         from .client import RewardModelClient
-        from .extras import require
         from .modelinfo import context_length, load_config
         from .recipes import select_recipe
 
-        require("aiohttp", "serve", "rmclient serve")
+        require_serve()
 
         if max_samples < 1 or max_body_bytes < 1:
             raise ConfigurationError("max_samples and max_body_bytes must be >= 1")
@@ -741,23 +742,32 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     bat.add_argument("--max-padding", type=float, default=None,
                      help="cut a merged batch, sorted by length, into forward passes padded by at most this "
                      "fraction (default: 0.1 on CPU, no cut on GPU)")
-    parser.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"),
-                        help="the server's log level (default: %(default)s)")
+    parser.add_argument("--log-level", default=None, choices=LEVELS, type=str.lower,
+                        help=f"the server's log level (default: ${LOG_LEVEL_ENV} or info)")
     parser.add_argument("--access-log", action="store_true", help="log every request")
     return parser
 
 
+def require_serve() -> None:
+    """What ``rmclient serve`` imports beyond the base install, or a one-line ``MissingDependency``."""
+    from .extras import require
+
+    require("aiohttp", "serve", "rmclient serve")
+    require("prometheus_client", "serve", "rmclient serve")
+    require("torch", "serve", "rmclient serve")
+
+
 def run_serve(args: argparse.Namespace) -> int:
     """Serve until SIGINT/SIGTERM. Returns the exit code (2 for an unsafe or invalid configuration)."""
-    from .extras import MissingDependency, require
+    from .extras import MissingDependency
 
     try:
-        require("aiohttp", "serve", "rmclient serve")
+        require_serve()
     except MissingDependency as exc:
         print(f"rmclient serve: error: {exc}", file=sys.stderr)
         return 2
 
-    level = getattr(logging, str(getattr(args, "log_level", "info")).upper())
+    level = level_of(args.log_level, "info")
     for name in ("rmclient", "aiohttp.access"):
         logging.getLogger(name).setLevel(level)
     api_key = args.api_key or os.environ.get(API_KEY_ENV) or None
@@ -844,9 +854,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     )
     add_serve_arguments(parser)
     args = parser.parse_args(argv)
-    from .logs import configure, level_of
-
-    configure(level_of(None))
+    configure(level_of(args.log_level, "info"))
     return run_serve(args)
 
 

@@ -165,12 +165,14 @@ class TransformersBackend:
                 batches = [[i] for i in sorted(range(len(ids)), key=lambda i: -lengths[i])]
             else:
                 batches = plan_batches(lengths, self.max_tokens, self.batch_size, self._padding_limit())
-            for batch in batches:
+        for batch in batches:
+            with self._lock:  # one forward pass at a time; concurrent calls take turns between passes
                 self.forward_passes += 1
-                for i, r in zip(batch, self._forward([ids[i] for i in batch])):
-                    rewards[i] = r
-                if on_progress is not None:
-                    on_progress(len(batch))
+                out = self._forward([ids[i] for i in batch])
+            for i, r in zip(batch, out):
+                rewards[i] = r
+            if on_progress is not None:  # outside the lock: a slow callback holds up no one else
+                on_progress(len(batch))
         bad = [i for i, r in enumerate(rewards) if not math.isfinite(r)]
         if bad:
             shown = ", ".join(f"{i} ({rewards[i]})" for i in bad)

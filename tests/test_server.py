@@ -542,20 +542,31 @@ def test_our_openrlhf_client_works_against_get_reward(request, which):
 def test_metrics_are_prometheus_text_and_the_json_moved_to_stats(polar_server, polar_client):
     from prometheus_client.parser import text_string_to_metric_families
 
+    def scrape():
+        r = httpx.get(polar_server.url + "/metrics", timeout=10)
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
+        return {(s.name, tuple(sorted(s.labels.items()))): s.value
+                for family in text_string_to_metric_families(r.text) for s in family.samples}
+
+    before = scrape()  # the server is shared with other tests: compare deltas
+    tokens = 0
     for _ in range(3):
-        assert post(polar_server, "/v1/rewards", {"samples": POLAR[:2]}).status_code == 200
+        r = post(polar_server, "/v1/rewards", {"samples": POLAR[:2]})
+        assert r.status_code == 200
+        tokens += sum(r.json()["num_tokens"])
     assert post(polar_server, "/v1/rewards", {"samples": "nope"}).status_code == 400
-    r = httpx.get(polar_server.url + "/metrics", timeout=10)
-    assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
-    samples = {}
-    for family in text_string_to_metric_families(r.text):
-        for s in family.samples:
-            samples[(s.name, tuple(sorted(s.labels.items())))] = s.value
-    assert samples[("rmclient_requests_total", (("route", "/v1/rewards"), ("status", "200")))] >= 3
-    assert samples[("rmclient_requests_total", (("route", "/v1/rewards"), ("status", "400")))] >= 1
-    assert samples[("rmclient_samples_total", (("route", "/v1/rewards"),))] >= 6
-    assert samples[("rmclient_request_seconds_count", (("route", "/v1/rewards"),))] >= 4
-    assert samples[("rmclient_batch_sequences_count", ())] >= 1
-    assert samples[("rmclient_tokens_total", ())] > 0 and ("rmclient_queued_requests", ()) in samples
+    after = scrape()
+
+    def delta(name, **labels):
+        key = (name, tuple(sorted(labels.items())))
+        return after[key] - before.get(key, 0.0)
+
+    assert delta("rmclient_requests_total", route="/v1/rewards", status="200") == 3
+    assert delta("rmclient_requests_total", route="/v1/rewards", status="400") == 1
+    assert delta("rmclient_samples_total", route="/v1/rewards") == 6
+    assert delta("rmclient_request_seconds_count", route="/v1/rewards") == 4
+    assert 1 <= delta("rmclient_batch_sequences_count") <= 3 and delta("rmclient_batch_sequences_sum") == 6
+    assert delta("rmclient_tokens_total") == tokens
+    assert after[("rmclient_queued_requests", ())] == 0  # idle
     stats = httpx.get(polar_server.url + "/stats", timeout=10).json()
-    assert stats["batches"] >= 1 and stats["tokens"] == samples[("rmclient_tokens_total", ())]
+    assert stats["tokens"] == after[("rmclient_tokens_total", ())] and stats["batches"] == after[("rmclient_batches_total", ())]

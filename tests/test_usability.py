@@ -75,6 +75,22 @@ def test_log_level_anywhere_on_the_line_and_from_the_environment(tmp_path, polar
             monkeypatch.delenv("RMCLIENT_LOG_LEVEL", raising=False)
         assert main(argv + extra) == 0  # after the command: accepted
         assert logging.getLogger().level == level
+    monkeypatch.setenv("RMCLIENT_LOG_LEVEL", "error")
+    assert main(["-v"] + argv) == 0 and logging.getLogger().level == logging.INFO  # an option beats the env
+
+    import rmclient.serve
+
+    seen = []
+    monkeypatch.setattr(rmclient.serve, "run_serve", lambda args: seen.append(args.log_level) or 0)
+    for argv, env in ([["--log-level", "debug", "serve", polar_path], None], [["serve", polar_path], "error"],
+                      [["serve", polar_path], None], [["-v", "serve", polar_path], "error"],
+                      [["serve", polar_path, "--log-level", "critical"], None]):
+        if env:
+            monkeypatch.setenv("RMCLIENT_LOG_LEVEL", env)
+        else:
+            monkeypatch.delenv("RMCLIENT_LOG_LEVEL", raising=False)
+        assert main(argv) == 0
+    assert seen == ["debug", "error", "info", "info", "critical"]
     proc = subprocess.run([sys.executable, "-m", "rmclient", "-v", "score", str(data), "-o", str(tmp_path / "o2.jsonl"),
                            "--model", polar_path, "--no-progress"], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0
@@ -91,6 +107,18 @@ def test_a_missing_extra_is_one_line_naming_it(polar_path, monkeypatch, capsys, 
     assert main(["serve", polar_path, "--port", "0"]) == 2
     err = capsys.readouterr().err
     assert "pip install 'reward-model-client[serve]'" in err and "Traceback" not in err
+    monkeypatch.delitem(sys.modules, "aiohttp")
+    monkeypatch.setitem(sys.modules, "torch", None)  # aiohttp there, torch not: still one line
+    assert main(["serve", polar_path, "--port", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "rmclient serve needs torch, which is not installed: pip install 'reward-model-client[serve]'" in err
+    assert "Traceback" not in err
+    # installed but broken is not "not installed": the real error
+    (tmp_path / "broken_extra.py").write_text("import no_such_library_below_it\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(ImportError, match="no_such_library_below_it") as info:
+        require("broken_extra", "plot", "--plot")
+    assert not isinstance(info.value, MissingDependency)
     # torch missing for in-process scoring: tests/test_client_venv.py, in a venv without torch
 
 
@@ -136,7 +164,10 @@ def test_progress_in_python_as_a_callback_and_a_bar(polar_path, capsys):
         remote = RewardModelClient(polar_path, server_type="vllm", server_address=fake.url, batch_size=8)
         seen.clear()
         assert remote(samples, progress=lambda d, t: seen.append(d)) == [reward_of(x) for x in remote.encode_ids(samples)]
-        assert seen == sorted(seen) and seen[-1] == 40 and len(seen) >= 5  # one call per request
+        steps = [b - a for a, b in zip([0] + seen, seen)]
+        scoring = [r for r in fake.requests if r["path"] == "/pooling"]
+        assert len(seen) == len(scoring) >= 5 and all(s > 0 for s in steps)  # one call per request
+        assert sorted(steps) == sorted(len(r["body"]["input"]) for r in scoring) and seen[-1] == 40
         remote(samples, progress=True)
         assert "scoring" in capsys.readouterr().err
         remote.close()
@@ -148,8 +179,19 @@ def test_truncation_shows(tmp_path, polar_path, caplog, capsys):
     client = RewardModelClient(polar_path, max_length=512)
     with caplog.at_level(logging.WARNING, logger="rmclient.client"):
         details = client.score_details([short, long])
-    assert [d.truncated for d in details] == [False, True] and details[1].num_tokens <= 512
+        assert caplog.text == ""  # the details say it
+        client([short, long])
+    assert [d.truncated for d in details] == [False, True] and 500 < details[1].num_tokens <= 512
+    assert "1 of 2 samples were cut to fit: at most 512 tokens (the smallest of max_length" in caplog.text
+    # POLAR's response budget cuts too, and says so
+    caplog.clear()
+    budget = RewardModelClient(polar_path, max_length=512, max_response_length=16)
+    wordy = {"prompt": "p", "reference": "r", "output": "word " * 50}
+    with caplog.at_level(logging.WARNING, logger="rmclient.client"):
+        budget([short, wordy])
     assert "1 of 2 samples were cut to fit" in caplog.text
+    assert "at most 16 tokens of the reference and of the output (POLAR)" in caplog.text
+    assert [d.truncated for d in budget.score_details([short, wordy])] == [False, True]
     data = tmp_path / "in.jsonl"
     data.write_text(json.dumps(short) + "\n" + json.dumps(long) + "\n")
     out = tmp_path / "out.jsonl"
@@ -157,7 +199,9 @@ def test_truncation_shows(tmp_path, polar_path, caplog, capsys):
                 + QUIET) == 0
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["truncated"] for r in rows] == [False, True] and rows[1]["num_tokens"] == details[1].num_tokens
-    assert "warning: 1 lines had samples longer than 512 tokens" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "warning: 1 lines had samples cut to fit, by the recipe's rule: at most 512 tokens" in err
+    assert err.count("cut to fit") == 1 and "lines 2" in err
 
 
 def test_parity_encodes_both_sides_at_the_smaller_length(tmp_path, polar_path, capsys):

@@ -8,6 +8,7 @@ import json
 import math
 import os
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import IO, Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
@@ -429,23 +430,31 @@ class Progress:
             bar_format=head + counted + "  {rate_fmt}  elapsed {elapsed}" + ("  ETA {remaining}" if total else ""),
         )
         self.n = initial
+        self._lock = threading.Lock()
 
     def update(self, k: int) -> None:
-        self.set(self.n + k)
+        with self._lock:
+            self._set(self.n + k)
 
     def set(self, n: int) -> None:
         """Move the count to ``n`` (never back)."""
-        if n > self.n:
+        with self._lock:
+            self._set(n)
+
+    def _set(self, n: int) -> None:
+        if n > self.n and not self._bar.disable:
             self._bar.update(n - self.n)
-            self.n = n
+        self.n = max(self.n, n)
 
     def finish(self) -> None:
         """The input is exhausted: the count is the total (the pre-count also counted blank lines)."""
-        self._bar.total = self.n
-        self._bar.refresh()
+        with self._lock:
+            self._bar.total = self.n
+            self._bar.refresh()
 
     def close(self) -> None:
-        self._bar.close()
+        with self._lock:
+            self._bar.close()
 
 
 # -- scoring in chunks -------------------------------------------------------------------------
@@ -506,14 +515,14 @@ def describe_failures(failures: Dict[int, str], where: Where) -> str:
             lines.append(line)
     reasons = list(by_reason.items())
     shown = "; ".join(
-        f"{why} ({'all' if len(reasons) == 1 else 'lines ' + _ranges(lines)})" for why, lines in reasons[:3]
+        f"{why} ({'all' if len(reasons) == 1 else 'lines ' + line_ranges(lines)})" for why, lines in reasons[:3]
     )
     more = f"; and {len(reasons) - 3} other reasons" if len(reasons) > 3 else ""
     n = len(failures)
-    return f"{n} sample{'s' if n != 1 else ''} could not be scored (input lines {_ranges(all_lines)}): {shown}{more}"
+    return f"{n} sample{'s' if n != 1 else ''} could not be scored (input lines {line_ranges(all_lines)}): {shown}{more}"
 
 
-def _ranges(values: List[int]) -> str:
+def line_ranges(values: List[int]) -> str:
     """``[1, 2, 3, 7]`` -> ``"1-3, 7"`` (at most 20 ranges shown)."""
     out: List[str] = []
     i = 0
@@ -676,10 +685,9 @@ def stream(args: argparse.Namespace, *, desc: str, samples_of: SamplesOf, write:
             out.close()
         client.close()
     if cut_lines:
-        shown = _ranges(cut_lines)
-        print(f"warning: {len(cut_lines)} lines had samples longer than {client.effective_max_length()} tokens "
-              f"(the smallest of --max-length, the model's context and the server's limit), cut by the recipe's "
-              f"rule: lines {shown}", file=sys.stderr)
+        shown = line_ranges(cut_lines)
+        print(f"warning: {len(cut_lines)} lines had samples cut to fit, by the recipe's rule: "
+              f"{client.truncation_limits()}: lines {shown}", file=sys.stderr)
     destination = "" if not output else "stdout" if output == "-" else output
     return Streamed(lines, done, time.monotonic() - started, destination, cut_lines)
 

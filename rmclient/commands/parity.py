@@ -19,6 +19,7 @@ from .common import (
     PartialScore,
     Progress,
     Record,
+    line_ranges,
     add_model_arguments,
     add_progress_arguments,
     check_input,
@@ -255,8 +256,9 @@ def run(args: argparse.Namespace) -> int:
             break
     if not records:
         raise InputError(f"{args.input}: no samples")
-    clients = [make_client(args, args.a), make_client(args, args.b)]
+    clients = [make_client(args, args.a)]
     try:
+        clients.append(make_client(args, args.b))
         longest = _same_length(clients)
         a, cut_a = _score_all(args, clients[0], args.a, records, "a")
         b, cut_b = _score_all(args, clients[1], args.b, records, "b")
@@ -266,8 +268,7 @@ def run(args: argparse.Namespace) -> int:
     cut = sorted(set(cut_a) | set(cut_b))
     if cut:
         print(f"note: both backends encode at most {longest} tokens (the smaller limit of the two); "
-              f"{len(cut)} samples were cut to fit: lines {', '.join(map(str, cut[:20]))}{', ...' if len(cut) > 20 else ''}",
-              file=sys.stderr)
+              f"{len(cut)} samples were cut to fit: lines {line_ranges(cut)}", file=sys.stderr)
     result = compare(a, b, [r.line for r in records])
     result.update(a=str(args.a), b=str(args.b), tolerance=args.tolerance, min_tau=args.min_tau,
                   max_length=longest, cut_lines=cut)
