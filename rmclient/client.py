@@ -265,7 +265,7 @@ class _ClientBase:
         """The in-process transformers backend (the model loads on its first forward pass)."""
         with self._local_lock:  # two threads' first calls must not load the model twice
             if self._local is None:
-                from .transformers_backend import TransformersBackend
+                from .local import TransformersBackend
 
                 pad = self.tokenizer.pad_token_id
                 self._local = TransformersBackend(

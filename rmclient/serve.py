@@ -35,7 +35,7 @@ Routes (JSON in, JSON out):
 Concurrent requests are merged into shared forward passes
 (:class:`~rmclient.batcher.DynamicBatcher`): up to a padded-token budget and a
 batch size, waiting at most ``--max-wait-ms`` for company. The backend
-(:func:`~rmclient.transformers_backend.plan_batches`) sorts a merged batch by
+(:func:`~rmclient.local.plan_batches`) sorts a merged batch by
 length and, on CPU, cuts it into forward passes padded by at most
 ``--max-padding`` (a CPU forward costs the same per token at any batch size,
 so padding is pure waste). The model runs in one worker thread and

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from rmclient import RewardModelClient
-from rmclient.transformers_backend import TransformersBackend, plan_batches
+from rmclient.local import TransformersBackend, plan_batches
 
 SAMPLES = [
     {"prompt": "What is the capital of China?", "reference": "Beijing.", "output": "Beijing."},

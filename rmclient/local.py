@@ -1,4 +1,4 @@
-"""In-process scoring with transformers: token ids in, raw rewards out."""
+"""In-process scoring with transformers (the local scorer of the client and of `rmclient serve`): token ids in, raw rewards out."""
 
 from __future__ import annotations
 
