@@ -22,7 +22,7 @@ except ImportError:  # ms-swift 3.x
     from swift.plugin import orms
 
 from rmclient import RewardModelClient
-from rmclient.integrations import Member, RewardComposition
+from rmclient import Member, RewardComposition
 from rmclient.integrations.swift_plugin import make_orm
 
 

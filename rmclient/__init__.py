@@ -5,6 +5,7 @@ import logging as _logging
 _logging.getLogger(__name__).addHandler(_logging.NullHandler())  # a library logs; the application shows
 
 from .client import AsyncRewardModelClient, RewardModelClient, Scored
+from .compose import Member, RewardComposition
 from .errors import (
     ClientClosedError,
     ConfigurationError,
@@ -17,7 +18,9 @@ from .errors import (
     ServersUnreachable,
 )
 from .extras import MissingDependency
+from .model import Encoder
 from .recipes import Encoded
+from .scorer import Scorer
 
 try:  # the one place the version is written is pyproject.toml
     from importlib.metadata import PackageNotFoundError, version as _version
@@ -34,6 +37,10 @@ __all__ = [
     "MissingDependency",
     "Scored",
     "Encoded",
+    "Encoder",
+    "Scorer",
+    "Member",
+    "RewardComposition",
     "RMClientError",
     "InvalidSampleError",
     "ConfigurationError",

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import threading
-from typing import Any, Awaitable, Callable, Optional, TypeVar
+from typing import Awaitable, Callable, Optional, TypeVar
 
 T = TypeVar("T")
 
@@ -24,6 +24,11 @@ class LoopThread:
         self._lock = threading.Lock()
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._thread: Optional[threading.Thread] = None
+
+    @property
+    def started(self) -> bool:
+        """Whether the loop runs (it starts on first use)."""
+        return self._loop is not None
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:

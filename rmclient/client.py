@@ -1,52 +1,50 @@
 """``RewardModelClient`` and ``AsyncRewardModelClient``: encode samples exactly, score them on any backend.
 
-Both classes take the same arguments and have the same methods; the async one
-returns coroutines. One core (``rmclient.dispatch`` over ``rmclient.pool``)
-does the chunking, routing and retries for both: the sync client runs it on an
-event loop of its own, in a background thread, so it also works where a loop
-is already running (Jupyter, Ray actors).
+Both classes take the same arguments and share one implementation; the async
+one's methods are coroutines, the sync one's run them on an event loop of its
+own, in a background thread, so it also works where a loop is already running
+(Jupyter, Ray actors). The client is configuration: an
+:class:`~rmclient.model.Encoder` (the model layer), a backend (in-process or
+an endpoint pool) and, per backend and event loop, a
+:class:`~rmclient.dispatch.Scheduler` that every call goes through, so that
+concurrent calls share requests.
 """
 
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
+import functools
 import logging
 import math
 import os
 import threading
 import time
 import weakref
-from dataclasses import dataclass
-from typing import Any, AsyncIterator, Callable, Dict, Iterator, List, Optional, Sequence, Union
+from dataclasses import dataclass, replace
+from typing import (
+    Any, AsyncIterator, Awaitable, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, TypeVar, Union,
+)
 
-from rmclient.adapters import ADAPTERS
-
+from ._loop import LoopThread
 from .data import as_list
-from .dispatch import ON_ERROR, Chunk, RetryPolicy, score_chunks, split_by_tokens
+from .dispatch import ON_ERROR, LocalSink, RemoteSink, RetryPolicy, Scheduler
+from .engines import SERVER_TYPES  # noqa: F401 - re-exported (it lived here)
+from .engines import server_type as engine_of
 from .errors import ClientClosedError, ConfigurationError
-from .modelinfo import context_length, load_config
+from .model import Encoder
 from .pool import EndpointPool, parse_addresses
-from .recipes import ChatTemplateRecipe, Encoded, PolarRecipe, adds_bos, is_polar_model, select_recipe
+from .recipes import Encoded
 
 logger = logging.getLogger(__name__)
 
-SERVER_TYPES = ("transformers", "sglang", "vllm", "lmdeploy", "openrlhf")
 #: Read for the servers' API key when ``api_key`` is not given (as the CLI and the trainer hooks do).
 API_KEY_ENV = "RMCLIENT_API_KEY"
 Sample = Dict[str, Any]
 Data = Union[Sample, Sequence[Sample]]
 Rewards = Union[float, List[float]]
-#: Samples encoded per step while earlier requests are in flight.
-ENCODE_BLOCK = 256
-#: Samples in each of the first blocks (one per server): every server gets its first request early.
-FIRST_BLOCK = 64
-#: Requests per server a call is cut into when it has fewer samples than ``batch_size`` allows.
-REQUESTS_PER_ENDPOINT = 2
-
-
 #: ``progress=``: ``True`` for a bar on stderr (tqdm), or ``callback(scored, total)`` after each request.
 Progress = Union[bool, Callable[[int, int], None], None]
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -87,7 +85,7 @@ class _Tracker:
 
 
 class _ClientBase:
-    """What both clients share: configuration, tokenizer, recipes, and the async scoring core."""
+    """Configuration, the Encoder, the backends, and the one (async) implementation of every method."""
 
     def __init__(
         self,
@@ -121,34 +119,24 @@ class _ClientBase:
         served_model: Optional[str] = None,
     ) -> None:
         self._init_args = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
-        if server_type not in SERVER_TYPES:
-            raise ConfigurationError(f"unknown server_type {server_type!r}; choose one of {SERVER_TYPES}")
+        engine_of(server_type)  # an unknown one names the valid ones
         if on_error not in ON_ERROR:
             raise ConfigurationError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
         self.addresses = parse_addresses(server_address)
         if server_type != "transformers" and not self.addresses:
             raise ConfigurationError(f"server_type={server_type!r} needs a server_address")
-        from transformers import AutoTokenizer
-
-        self.path = str(path)
-        self.max_length = max_length
-        self.max_response_length = max_response_length
-        self._recipe_used: Optional[str] = None  # the recipe of the last call (for truncation_limits)
-        self.response_cut_side = response_cut_side
+        #: The model layer: config, tokenizer, limits, recipe policy (shared, never changed).
+        self.encoder = Encoder.load(
+            str(path), tokenizer=tokenizer, trust_remote_code=trust_remote_code, reward_token_id=reward_token_id,
+            max_length=max_length, max_response_length=max_response_length, response_cut_side=response_cut_side,
+            recipe=recipe, system_prompt=system_prompt,
+        )
         self.server_type = server_type
         self.server_address = server_address
-        self.recipe = recipe
-        self.system_prompt = system_prompt
         self.batch_size = batch_size
         self.max_tokens_per_request = max_tokens_per_request
         self.on_error = on_error
-        self.config = load_config(self.path)
-        #: The longest input the model itself takes (its config's context length).
-        self.model_max_len = context_length(self.config)
-        archs = self.config.get("architectures") or []
-        self.architecture: Optional[str] = archs[0] if archs else None
-        self.reward_token_id = reward_token_id if reward_token_id is not None else self.config.get("reward_token_id")
-        self.tokenizer = tokenizer or AutoTokenizer.from_pretrained(self.path, trust_remote_code=trust_remote_code)
+        self.engine_version = engine_version
         self.retry_policy = RetryPolicy(attempts=max_attempts, deadline=deadline, budget=retry_budget)
         self._local_options = dict(
             device=device, dtype=dtype, trust_remote_code=trust_remote_code,
@@ -156,18 +144,42 @@ class _ClientBase:
         )
         self._pool_options = dict(
             max_in_flight=max_in_flight, api_key=api_key or os.environ.get(API_KEY_ENV) or None,
-            connect_timeout=connect_timeout,
-            read_timeout=read_timeout, served_model=served_model,
+            connect_timeout=connect_timeout, read_timeout=read_timeout, served_model=served_model,
         )
-        self.engine_version = engine_version
-        self._recipes: Dict[Any, Any] = {}
         self._local: Any = None
         self._local_lock = threading.Lock()
+        #: Per event loop: the endpoint pools and the schedulers, by server type.
         self._pools: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Dict[str, EndpointPool]]" = (
+            weakref.WeakKeyDictionary()
+        )
+        self._schedulers: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Dict[str, Scheduler]]" = (
             weakref.WeakKeyDictionary()
         )
         self._server_max_len: Optional[int] = None
         self._lowered: Any = None
+        self._recipe_used: Optional[str] = None  # the recipe of the last call (for truncation_limits)
+
+    # -- the model layer's facts, as xtuner's client has them --------------------------------
+
+    path = property(lambda self: self.encoder.path)
+    config = property(lambda self: self.encoder.config)
+    tokenizer = property(lambda self: self.encoder.tokenizer)
+    recipe = property(lambda self: self.encoder.recipe)
+    max_response_length = property(lambda self: self.encoder.max_response_length)
+    response_cut_side = property(lambda self: self.encoder.response_cut_side)
+    system_prompt = property(lambda self: self.encoder.system_prompt)
+    reward_token_id = property(lambda self: self.encoder.reward_token_id)
+    model_max_len = property(lambda self: self.encoder.model_max_len, doc="The longest input the model itself takes.")
+    architecture = property(lambda self: self.encoder.architecture)
+
+    @property
+    def max_length(self) -> int:
+        """The most token ids one encoded sample may have (as asked; see :meth:`effective_max_length`)."""
+        return self.encoder.max_length
+
+    @max_length.setter
+    def max_length(self, value: int) -> None:
+        self.encoder = replace(self.encoder, max_length=value, _recipes={})
 
     def __repr__(self) -> str:
         where = "in-process" if self.server_type == "transformers" else ", ".join(self.addresses)
@@ -187,41 +199,14 @@ class _ClientBase:
     def effective_max_length(self) -> int:
         """The longest encoding: the smallest of ``max_length``, the model's own context and, once
         known, the servers' limit. Every backend gets the same ids for the same sample."""
-        limits = {"max_length": self.max_length, "the model's context": self.model_max_len,
-                  "the servers' limit": self._server_max_len}
-        name, limit = min(((k, v) for k, v in limits.items() if v), key=lambda kv: kv[1])
+        name, limit = self.encoder.limit(self._server_max_len)
         if name != "max_length" and (name, limit) != self._lowered:
             self._lowered = (name, limit)
             logger.info("max_length %d lowered to %s: %d tokens", self.max_length, name, limit)
         return limit
 
     def _recipe(self, samples: Sequence[Any]) -> Any:
-        name = select_recipe(self.recipe, self.path, self.config, samples)
-        max_length = self.effective_max_length()
-        key = (name, max_length)
-        if key not in self._recipes:
-            if self.recipe is None and name == "polar" and not is_polar_model(self.path, self.config):
-                logger.warning(
-                    "%s is not named as a POLAR model, but the data has 'reference': using the POLAR recipe "
-                    "(pass recipe='chat_template' to score with the chat template and ignore 'reference')",
-                    self.path,
-                )
-            if name == "polar":
-                self._recipes[key] = PolarRecipe(
-                    self.tokenizer,
-                    max_length=max_length,
-                    max_response_length=self.max_response_length,
-                    response_cut_side=self.response_cut_side,
-                    reward_token_id=self.reward_token_id,
-                )
-            else:
-                self._recipes[key] = ChatTemplateRecipe(
-                    self.tokenizer,
-                    max_length=max_length,
-                    reward_token_id=self.reward_token_id,
-                    system_prompt=self.system_prompt,
-                )
-        return self._recipes[key]
+        return self.encoder.recipe_for(samples, self.effective_max_length())
 
     def _before_encode(self) -> None:
         """Overridden by the sync client to learn the servers' limit first."""
@@ -234,17 +219,20 @@ class _ClientBase:
 
     def encode(self, data: Data) -> Union[str, List[str]]:
         """The text form (xtuner's ``encode``): a string for one sample, a list for a list."""
-        self._before_encode()
-        samples, single = as_list(data)
-        texts = [e.text for e in self._recipe(samples).encode(samples)]
+        _, single = as_list(data)
+        texts = [e.text for e in self.encode_samples(data)]
         return texts[0] if single else texts
 
     def encode_ids(self, data: Data) -> Union[List[int], List[List[int]]]:
         """The exact token ids: one list for one sample, a list of lists for a list."""
-        self._before_encode()
-        samples, single = as_list(data)
-        ids = [e.ids for e in self._recipe(samples).encode(samples)]
+        _, single = as_list(data)
+        ids = [e.ids for e in self.encode_samples(data)]
         return ids[0] if single else ids
+
+    def truncation_limits(self) -> str:
+        """What the last call cut samples to, in words: the length and, for POLAR, the response budget."""
+        self.effective_max_length()
+        return self.encoder.truncation_limits(self._recipe_used, self._server_max_len)
 
     # -- trainer hooks -------------------------------------------------------------
 
@@ -254,7 +242,7 @@ class _ClientBase:
         Options: ``reference_column="reference"``, ``name``, ``strip_think``; see
         :func:`rmclient.integrations.trl.make_reward_func`.
         """
-        from .integrations.trl import make_reward_func
+        from .integrations.trl import make_reward_func  # the hooks sit above the client: imported on use
 
         return make_reward_func(self, **options)
 
@@ -273,8 +261,15 @@ class _ClientBase:
                 )
         return self._local
 
+    def _per_loop(self, table: Any) -> Dict[str, Any]:
+        loop = asyncio.get_running_loop()
+        per_loop = table.get(loop)
+        if per_loop is None:
+            per_loop = table[loop] = {}
+        return per_loop
+
     def _pool(self, server_type: str) -> EndpointPool:
-        pools = self._pools.setdefault(asyncio.get_running_loop(), {})
+        pools = self._per_loop(self._pools)
         if server_type not in pools:
             if not self.addresses:
                 raise ConfigurationError(f"{server_type} requests need a server_address")
@@ -285,15 +280,36 @@ class _ClientBase:
             )
         return pools[server_type]
 
-    # -- the async core -------------------------------------------------------------
+    def _scheduler(self, server_type: str) -> Scheduler:
+        """This event loop's scheduler for ``server_type``: every call to that backend goes through it."""
+        schedulers = self._per_loop(self._schedulers)
+        if server_type not in schedulers:
+            if server_type == "transformers":
+                backend = self.local_backend
+                sink: Any = LocalSink(backend.score, max_rows=8 * backend.batch_size)
+            else:
+                sink = RemoteSink(self._pool(server_type), batch_size=self.batch_size,
+                                  max_tokens_per_request=self.max_tokens_per_request,
+                                  as_text=self.encoder.ids_as_text)
+            schedulers[server_type] = Scheduler(sink, policy=self.retry_policy, on_error=self.on_error)
+        return schedulers[server_type]
+
+    # -- the one implementation (async) ------------------------------------------------
 
     def _deadline_at(self) -> float:
         deadline = self.retry_policy.deadline
         return time.monotonic() + (deadline if deadline is not None else math.inf)
 
-    async def _aconnect(self, deadline_at: Optional[float] = None) -> None:
+    async def _connect(self, deadline_at: Optional[float] = None) -> None:
+        """Contact the servers now (their versions, model name and ``max_model_len``).
+
+        Done by the first call. Call it before :meth:`encode` so that its truncation
+        respects the servers' limit (the sync client's ``encode`` does it itself).
+        """
         if self.server_type != "transformers":
             pool = self._pool(self.server_type)
+            if pool.ready():
+                return
             await pool.start(deadline_at)  # first contact: versions, model name, longest input
             self._server_max_len = pool.max_model_len
             if self._server_max_len is None and self.model_max_len:
@@ -302,160 +318,85 @@ class _ClientBase:
                     "max_length= if the server was launched with a smaller one)", self.server_type, self.model_max_len,
                 )
 
-    async def _ascore(self, data: Data, progress: Progress = None, details: bool = False) -> Any:
-        """Rewards in input order (one float for one sample); ``details``: :class:`Scored` per sample."""
+    async def _prepare(self, data: Data) -> Tuple[List[Any], bool, Any, Scheduler, float]:
+        """Connect, choose the recipe, validate (bad input fails before anything is sent)."""
         samples, single = as_list(data)
-        meta: List[Any] = [None] * len(samples)  # (num_tokens, truncated) of each sample, once encoded
-        tracker = _Tracker(progress, len(samples))
+        local = self.server_type == "transformers"
+        deadline_at = math.inf if local else self._deadline_at()  # the whole call, discovery included
+        if not local:
+            await self._connect(deadline_at)
+        recipe = self._recipe(samples)
+        self._recipe_used = recipe.name
+        return recipe.validate(samples), single, recipe, self._scheduler(self.server_type), deadline_at
+
+    async def _score_all(self, data: Data, progress: Progress = None) -> Tuple[List[float], List[Any], bool]:
+        valid, single, recipe, scheduler, deadline_at = await self._prepare(data)
+        if progress is None:
+            return (*await scheduler.score(valid, recipe=recipe, deadline_at=deadline_at), single)
+        tracker = _Tracker(progress, len(valid))
         try:
-            if self.server_type == "transformers":
-                recipe = self._recipe(samples)
-                encoded = recipe.encode(samples)
-                meta = [(len(e.ids), e.truncated) for e in encoded]
-                rewards = await asyncio.to_thread(self.local_backend.score, [e.ids for e in encoded], tracker.update)
-            else:
-                deadline_at = self._deadline_at()  # the whole call, discovery included
-                await self._aconnect(deadline_at)
-                pool = self._pool(self.server_type)
-                recipe = self._recipe(samples)
-                valid = recipe.validate(samples)  # bad input fails before anything is sent
-                size = self._request_size(len(valid), pool)
-                rewards = await score_chunks(
-                    pool, self._encoded_chunks(recipe, valid, size, len(pool.endpoints), pool, meta), len(samples),
-                    policy=self.retry_policy, on_error=self.on_error, deadline_at=deadline_at, on_scored=tracker.update,
-                )
+            rewards, meta = await scheduler.score(valid, recipe=recipe, deadline_at=deadline_at,
+                                                  on_scored=tracker.update)
         finally:
             tracker.close()
-        self._recipe_used = recipe.name
-        if details:  # each Scored says whether it was cut: no warning
-            return [Scored(r, *m) for r, m in zip(rewards, meta)]
-        cut = sum(1 for m in meta if m[1])
+        return rewards, meta, single
+
+    async def _score(self, data: Data, *, progress: Progress = None) -> Rewards:
+        """Raw reward of one sample (a float) or of a list of samples (a list, in input order).
+
+        ``progress=True`` shows a bar on stderr; a callable gets ``(scored, total)`` as requests
+        finish (from a worker thread: keep it quick). Concurrent calls share requests.
+        """
+        rewards, meta, single = await self._score_all(data, progress)
+        cut = sum(1 for m in meta if m and m[1])
         if cut:
             logger.warning("%d of %d samples were cut to fit: %s", cut, len(meta), self.truncation_limits())
         return rewards[0] if single else rewards
 
-    def truncation_limits(self) -> str:
-        """What the last call cut samples to, in words: the length and, for POLAR, the response budget."""
-        text = (f"at most {self.effective_max_length()} tokens (the smallest of max_length, the model's context "
-                f"and the servers' limit)")
-        if self._recipe_used == "polar":
-            text += f", and at most {self.max_response_length} tokens of the reference and of the output (POLAR)"
-        return text
+    async def _score_details(self, data: Data, *, progress: Progress = None) -> List[Scored]:
+        """Every sample's :class:`Scored`: its reward, how many tokens it was scored from, whether it was cut."""
+        rewards, meta, _ = await self._score_all(data, progress)
+        return [Scored(r, *m) for r, m in zip(rewards, meta)]  # each says whether it was cut: no warning
 
-    def _request_size(self, n: int, pool: EndpointPool) -> int:
-        """Samples per request: up to ``batch_size`` (default 256), fewer when that keeps every server busy.
+    async def _stream(self, data: Data) -> AsyncIterator[Tuple[int, float]]:
+        """``(index, reward)`` as the requests complete (not in input order); failures raise at the end
+        (:class:`~rmclient.errors.ScoringError`) unless ``on_error="nan"``, which yields NaN for them."""
+        valid, _, recipe, scheduler, deadline_at = await self._prepare(data)
+        async for item in scheduler.stream(valid, recipe=recipe, deadline_at=deadline_at):
+            yield item
 
-        Engines batch concurrent requests themselves and pay a cost per request, so the aim is
-        ``REQUESTS_PER_ENDPOINT`` requests per server (one computing, one queued), not one per slot.
-        """
-        slots = sum(min(e.limit, REQUESTS_PER_ENDPOINT) for e in pool.endpoints)
-        return min(self.batch_size or 256, max(8, -(-n // slots)))
-
-    async def _encoded_chunks(
-        self, recipe: Any, valid: Sequence[Any], size: int, servers: int, pool: EndpointPool, meta: List[Any]
-    ) -> AsyncIterator[Chunk]:
-        """Request-sized chunks, encoding the next block while earlier chunks are in flight.
-
-        The first ``servers`` blocks are small (``FIRST_BLOCK``) so that every server has work
-        soon; the rest are encoded in larger blocks behind them. ``meta[i]`` gets sample ``i``'s
-        ``(num_tokens, truncated)``.
-        """
-        def chunks_of(lo: int, block: Sequence[Any]) -> List[Chunk]:
-            encoded = recipe.encode_valid(block)
-            meta[lo : lo + len(encoded)] = [(len(e.ids), e.truncated) for e in encoded]
-            return list(self._request_chunks(list(range(lo, lo + len(encoded))), [e.ids for e in encoded], size, pool))
-
-        lo = blocks = 0
-        while lo < len(valid):
-            block = valid[lo : lo + (min(FIRST_BLOCK, size) if blocks < servers else max(ENCODE_BLOCK, size))]
-            blocks += 1
-            chunks = chunks_of(lo, block) if len(valid) <= size else await asyncio.to_thread(chunks_of, lo, block)
-            for chunk in chunks:
-                yield chunk
-            lo += len(block)
-
-    def _request_chunks(
-        self, indices: List[int], inputs: List[Any], size: int, pool: EndpointPool
-    ) -> Iterator[Chunk]:
-        """``size`` samples a request at most, split further by ``max_tokens_per_request``, in the form
-        the pool's servers take (ids, or text that re-encodes to exactly the ids); the samples that
-        cannot be sent (too long or too short for the server, not exact as text) travel as failures."""
-        failures: Dict[int, str] = {}
-        keep_i: List[int] = []
-        keep_x: List[Any] = []
-        limit, shortest = pool.max_model_len, ADAPTERS[pool.server_type].min_input_len
-        for i, x in zip(indices, inputs):
-            if not isinstance(x, str) and limit and len(x) > limit:
-                failures[i] = f"{len(x)} token ids exceed the server's limit of {limit}; encode after connecting"
-            elif not isinstance(x, str) and len(x) < shortest:
-                failures[i] = f"{len(x)} token id(s): {pool.server_type} needs at least {shortest}"
-            else:
-                keep_i.append(i)
-                keep_x.append(x)
-        if pool.inputs != "ids":
-            keep_i, keep_x = self._as_text(keep_i, keep_x, pool.inputs == "full_text", failures)
-        if failures:
-            yield Chunk([], [], failures)
-        for k in range(0, len(keep_i), size):
-            yield from split_by_tokens(Chunk(keep_i[k : k + size], keep_x[k : k + size]), self.max_tokens_per_request)
-
-    def _as_text(
-        self, indices: List[int], inputs: List[Any], full: bool, failures: Dict[int, str]
-    ) -> "tuple[List[int], List[str]]":
-        """Token ids as the text a text-only server turns back into exactly those ids.
-
-        ``full``: the text carries every special token and the server adds none (OpenRLHF);
-        else the server adds BOS itself, like the tokenizer (vLLM's text-only routes). A sample
-        whose text would not give back its ids is a failure, never sent approximately.
-        """
-        tok = self.tokenizer
-        bos = tok.bos_token_id if not full and adds_bos(tok) else None
-        texts: List[Any] = []
-        for x in inputs:
-            if isinstance(x, str):
-                texts.append(x)
-                continue
-            ids = list(x)
-            if bos is not None and ids[:1] == [bos]:
-                ids = ids[1:]
-            texts.append(tok.decode(ids, skip_special_tokens=False))
-        todo = [k for k, x in enumerate(inputs) if not isinstance(x, str)]
-        back = tok([texts[k] for k in todo], add_special_tokens=not full)["input_ids"] if todo else []
-        for k, ids in zip(todo, back):
-            if list(ids) != list(inputs[k]):
-                failures[indices[k]] = (
-                    f"{self.server_type} at this version takes text only, and this sample's token ids "
-                    "do not come back from their text (a cut inside the text, or ids not from this tokenizer)"
-                )
-        ok = [k for k in range(len(inputs)) if indices[k] not in failures]
-        return [indices[k] for k in ok], [texts[k] for k in ok]
-
-    async def _ascore_ids(self, ids: Sequence[Sequence[int]]) -> List[float]:
+    async def _score_ids(self, ids: Sequence[Sequence[int]]) -> List[float]:
+        """Raw rewards for already encoded token ids, in input order."""
         if self.server_type == "transformers":
-            return await asyncio.to_thread(self.local_backend.score, ids)
-        return await self._arequest(self.server_type, [list(x) for x in ids])
+            scheduler = self._scheduler("transformers")
+            return (await scheduler.score([list(x) for x in ids], deadline_at=math.inf))[0]
+        return await self._request(self.server_type, [list(x) for x in ids])
 
-    async def _arequest(self, server_type: str, encoded: Any) -> List[float]:
+    async def _request(self, server_type: str, encoded: Any) -> List[float]:
         """Score pre-encoded inputs (text or ids, one or a list) on ``server_type`` servers."""
         if isinstance(encoded, (list, tuple)) and not encoded:
             return []
         inputs = [encoded] if isinstance(encoded, str) or _is_ids(encoded) else list(encoded)
-        pool = self._pool(server_type)
         deadline_at = self._deadline_at()
-        await pool.start(deadline_at)
+        await self._pool(server_type).start(deadline_at)
+        return (await self._scheduler(server_type).score(inputs, deadline_at=deadline_at))[0]
 
-        async def chunks() -> AsyncIterator[Chunk]:
-            for chunk in self._request_chunks(
-                list(range(len(inputs))), inputs, self._request_size(len(inputs), pool), pool
-            ):
-                yield chunk
+    async def _sglang_request_reward(self, data: Any, *_xtuner_args: Any, **_xtuner_options: Any) -> List[float]:
+        """Score what :meth:`encode` (text) or :meth:`encode_ids` returned on sglang servers."""
+        return await self._request("sglang", data)
 
-        return await score_chunks(
-            pool, chunks(), len(inputs), policy=self.retry_policy, on_error=self.on_error, deadline_at=deadline_at
-        )
+    async def _vllm_request_reward(self, data: Any, *_xtuner_args: Any, **_xtuner_options: Any) -> List[float]:
+        """Score what :meth:`encode` (text) or :meth:`encode_ids` returned on vLLM servers."""
+        return await self._request("vllm", data)
+
+    async def _lmdeploy_request_reward(self, data: Any, *_xtuner_args: Any, **_xtuner_options: Any) -> List[float]:
+        """Score what :meth:`encode` (text) or :meth:`encode_ids` returned on lmdeploy servers."""
+        return await self._request("lmdeploy", data)
 
     async def _aclose(self) -> None:
         loop = asyncio.get_running_loop()
+        for scheduler in self._schedulers.pop(loop, {}).values():
+            await scheduler.aclose()
         for pool in self._pools.pop(loop, {}).values():
             await pool.aclose()
 
@@ -470,8 +411,9 @@ _DOC_ARGS = """
         max_length: the most token ids one encoded sample may have.
         max_response_length: POLAR's budget for the reference and the output.
         response_cut_side: ``"right"`` keeps a long response's head (training), ``"left"`` its tail.
-        server_type: ``"transformers"`` (in-process), ``"sglang"``, ``"vllm"``, ``"lmdeploy"`` or
-            ``"openrlhf"`` (an OpenRLHF ``serve_rm`` or ``rmclient serve``, via ``/get_reward``).
+        server_type: ``"transformers"`` (in-process), ``"sglang"``, ``"vllm"``, ``"lmdeploy"``,
+            ``"rmclient"`` (our own ``rmclient serve``, exact ids) or ``"openrlhf"`` (OpenRLHF's
+            ``serve_rm``, whole texts via ``/get_reward``; ``rmclient serve`` answers it too).
         server_address: ``host:port`` or URL of the server; a list or a comma-separated string for several.
         recipe: ``"polar"`` or ``"chat_template"``; chosen from the model and data when ``None``.
         system_prompt: a system turn for the chat-template recipe (Qwen2.5-Math-RM needs one).
@@ -497,52 +439,28 @@ _DOC_ARGS = """
         served_model: the served model name (default: read from ``/v1/models``).
 """
 
-
 class AsyncRewardModelClient(_ClientBase):
     """Score samples with a reward model from async code; the twin of :class:`RewardModelClient`.
 
     ``await client(data)`` returns a float for one sample and a list, in input
-    order, for a list. Safe in an event loop that is already running.
+    order, for a list. Safe in an event loop that is already running; concurrent
+    calls share requests (score each rollout as it finishes, lose nothing in throughput).
     """
 
     __doc__ = (__doc__ or "") + _DOC_ARGS
 
-    async def __call__(self, data: Data, *, progress: Progress = None) -> Rewards:
-        """Raw reward of one sample (a float) or of a list of samples (a list, in input order).
+    __call__ = score = _ClientBase._score
+    score_details = _ClientBase._score_details
+    score_ids = _ClientBase._score_ids
+    stream = _ClientBase._stream
+    sglang_request_reward = _ClientBase._sglang_request_reward
+    vllm_request_reward = _ClientBase._vllm_request_reward
+    lmdeploy_request_reward = _ClientBase._lmdeploy_request_reward
+    connect = _ClientBase._connect
 
-        ``progress=True`` shows a bar on stderr; a callable gets ``(scored, total)`` as requests finish (from a worker thread: keep it quick).
-        """
-        return await self._ascore(data, progress)
-
-    score = __call__
-
-    async def score_details(self, data: Data, *, progress: Progress = None) -> List[Scored]:
-        """Every sample's :class:`Scored`: its reward, how many tokens it was scored from, whether it was cut."""
-        return await self._ascore(data, progress, details=True)
-
-    async def score_ids(self, ids: Sequence[Sequence[int]]) -> List[float]:
-        """Raw rewards for already encoded token ids, in input order."""
-        return await self._ascore_ids(ids)
-
-    async def sglang_request_reward(self, data: Any, *_xtuner_args: Any, **_xtuner_options: Any) -> List[float]:
-        """Score what :meth:`encode` (text) or :meth:`encode_ids` returned on sglang servers."""
-        return await self._arequest("sglang", data)
-
-    async def vllm_request_reward(self, data: Any, *_xtuner_args: Any, **_xtuner_options: Any) -> List[float]:
-        """Score what :meth:`encode` (text) or :meth:`encode_ids` returned on vLLM servers."""
-        return await self._arequest("vllm", data)
-
-    async def lmdeploy_request_reward(self, data: Any, *_xtuner_args: Any, **_xtuner_options: Any) -> List[float]:
-        """Score what :meth:`encode` (text) or :meth:`encode_ids` returned on lmdeploy servers."""
-        return await self._arequest("lmdeploy", data)
-
-    async def connect(self) -> None:
-        """Contact the servers now (their versions, model name and ``max_model_len``).
-
-        Done by the first call. Call it before :meth:`encode` (which is sync) so
-        that its truncation respects the servers' limit.
-        """
-        await self._aconnect()
+    async def ascore(self, samples: Sequence[Sample]) -> List[float]:
+        """The :class:`~rmclient.scorer.Scorer` entry point: rewards of a list of samples."""
+        return await self._score(list(samples))  # type: ignore[return-value]
 
     async def aclose(self) -> None:
         """Close this event loop's server connections."""
@@ -555,39 +473,16 @@ class AsyncRewardModelClient(_ClientBase):
         await self.aclose()
 
 
-class _LoopThread:
-    """An event loop running in a daemon thread, for the sync client."""
+def _blocking(method: Callable[..., Awaitable[T]]) -> Callable[..., T]:
+    """The sync twin of one of ``_ClientBase``'s coroutine methods: run on the client's loop thread."""
 
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, name="rmclient-loop", daemon=True)
-        self.thread.start()
+    @functools.wraps(method)
+    def run(self: "RewardModelClient", *args: Any, **kwargs: Any) -> T:
+        return self._run(method(self, *args, **kwargs))
 
-    def run(self, coro: Any) -> Any:
-        future = asyncio.run_coroutine_threadsafe(coro, self.loop)
-        try:
-            return future.result()
-        except concurrent.futures.CancelledError:  # the loop was stopped under the call: close()
-            raise ClientClosedError({}, []) from None
-        except BaseException:
-            future.cancel()  # Ctrl-C: stop the work in the background too
-            raise
-
-    def stop(self, grace: float = 2.0) -> None:
-        async def _cancel_all() -> None:
-            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
-            if tasks:  # calls on closed pools end by themselves (ClientClosedError): give them a moment
-                await asyncio.wait(tasks, timeout=grace)
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            asyncio.get_running_loop().stop()
-
-        if self.loop.is_running():
-            asyncio.run_coroutine_threadsafe(_cancel_all(), self.loop)
-            self.thread.join(timeout=5)
-        if not self.loop.is_running():
-            self.loop.close()
+    run.__name__ = method.__name__.lstrip("_")
+    run.__qualname__ = f"RewardModelClient.{run.__name__}"
+    return run
 
 
 class RewardModelClient(_ClientBase):
@@ -598,74 +493,66 @@ class RewardModelClient(_ClientBase):
     ``"right"``, the training rule). Constructing the client loads only the
     tokenizer; the model, or the connections, open on first use. Any failure
     raises; no reward is ever replaced by ``None`` or a default unless
-    ``on_error="nan"`` asks for NaN.
+    ``on_error="nan"`` asks for NaN. Calls from several threads (or through
+    :meth:`ascore` from an event loop) share requests.
     """
 
     __doc__ = (__doc__ or "") + _DOC_ARGS
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._thread: Optional[_LoopThread] = None
-        self._lock = threading.Lock()
+        self._thread = LoopThread("rmclient-loop", on_cancelled=lambda: ClientClosedError({}, []))
+        weakref.finalize(self, self._thread.stop)
 
-    def connect(self) -> None:
-        """Contact the servers now (their versions, model name and ``max_model_len``).
-
-        Done by the first call; :meth:`encode` does it too, so that its
-        truncation respects the servers' limit.
-        """
-        self._run(self._aconnect())
+    def _run(self, coro: Awaitable[T]) -> T:
+        return self._thread.run(coro)
 
     def _before_encode(self) -> None:
         if self.server_type != "transformers" and self._server_max_len is None:
             self.connect()
 
-    def _run(self, coro: Any) -> Any:
-        with self._lock:
-            if self._thread is None:
-                self._thread = _LoopThread()
-                weakref.finalize(self, self._thread.stop)
-        return self._thread.run(coro)
+    __call__ = score = _blocking(_ClientBase._score)
+    score_details = _blocking(_ClientBase._score_details)
+    score_ids = _blocking(_ClientBase._score_ids)
+    sglang_request_reward = _blocking(_ClientBase._sglang_request_reward)
+    vllm_request_reward = _blocking(_ClientBase._vllm_request_reward)
+    lmdeploy_request_reward = _blocking(_ClientBase._lmdeploy_request_reward)
+    connect = _blocking(_ClientBase._connect)
 
-    def __call__(self, data: Data, *, progress: Progress = None) -> Rewards:
-        """Raw reward of one sample (a float) or of a list of samples (a list, in input order).
+    def stream(self, data: Data) -> Iterator[Tuple[int, float]]:
+        """``(index, reward)`` as the requests complete (see the async client's ``stream``)."""
+        agen = self._stream(data)
+        done = object()
 
-        ``progress=True`` shows a bar on stderr; a callable gets ``(scored, total)`` as requests finish (from a worker thread: keep it quick).
-        """
-        return self._run(self._ascore(data, progress))
+        async def step() -> Any:
+            return await agen.__anext__()
 
-    score = __call__
+        async def next_item() -> Any:
+            try:
+                return await step()
+            except StopAsyncIteration:
+                return done
 
-    def score_details(self, data: Data, *, progress: Progress = None) -> List[Scored]:
-        """Every sample's :class:`Scored`: its reward, how many tokens it was scored from, whether it was cut."""
-        return self._run(self._ascore(data, progress, details=True))
+        try:
+            while (item := self._run(next_item())) is not done:
+                yield item
+        finally:
+            self._run(agen.aclose())
 
-    def score_ids(self, ids: Sequence[Sequence[int]]) -> List[float]:
-        """Raw rewards for already encoded token ids, in input order."""
-        return self._run(self._ascore_ids(ids))
-
-    def sglang_request_reward(self, data: Any, *_xtuner_args: Any, **_xtuner_options: Any) -> List[float]:
-        """Score what :meth:`encode` (text) or :meth:`encode_ids` returned on sglang servers."""
-        return self._run(self._arequest("sglang", data))
-
-    def vllm_request_reward(self, data: Any, *_xtuner_args: Any, **_xtuner_options: Any) -> List[float]:
-        """Score what :meth:`encode` (text) or :meth:`encode_ids` returned on vLLM servers."""
-        return self._run(self._arequest("vllm", data))
-
-    def lmdeploy_request_reward(self, data: Any, *_xtuner_args: Any, **_xtuner_options: Any) -> List[float]:
-        """Score what :meth:`encode` (text) or :meth:`encode_ids` returned on lmdeploy servers."""
-        return self._run(self._arequest("lmdeploy", data))
+    async def ascore(self, samples: Sequence[Sample]) -> List[float]:
+        """The :class:`~rmclient.scorer.Scorer` entry point, from any event loop: the work runs on the
+        client's own loop, so concurrent awaits (verl's per-sample reward loop) share requests."""
+        future = self._thread.submit(self._score(list(samples)))
+        return await asyncio.wrap_future(future)  # type: ignore[return-value]
 
     def close(self) -> None:
         """Close server connections and stop the background loop."""
-        if self._thread is not None:
+        if self._thread.started:
             self._thread.run(self._aclose())
             self._thread.stop()
-            self._thread = None
 
     def __enter__(self) -> "RewardModelClient":
         return self
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
-

@@ -42,10 +42,10 @@ class ChatSample:
 
 def as_list(data: Any) -> Tuple[List[Any], bool]:
     """``(samples, single)``: a dict becomes a one-item list with ``single=True``."""
-    if isinstance(data, Mapping):
-        return [data], True
-    if isinstance(data, (list, tuple)):
+    if isinstance(data, (list, tuple)):  # plain types first: an ABC check costs more than the rest of a call
         return list(data), False
+    if isinstance(data, (dict, Mapping)):
+        return [data], True
     raise InvalidSampleError(0, "<sample>", f"expected a dict or a list of dicts, got {type(data).__name__}")
 
 

@@ -1,269 +1,511 @@
-"""The one scoring core behind the sync and async clients: chunks, routing, retries, failure policy.
+"""The scheduler: how samples become requests, across every call of a client.
 
-Chunks of encoded samples go to the endpoint pool concurrently. A chunk that
-fails with something that may pass (connection error, timeout, 5xx, 429, a
-malformed body) is retried with exponential backoff and jitter on another
-endpoint, within the per-chunk attempts, the per-call retry budget and the
-per-call deadline. A chunk rejected outright (4xx, or a body that stays bad) is
-split in halves to isolate the samples at fault. A reward is only ever stored
-at the index of the sample it was computed for; a sample that cannot be scored
-is reported by index with the reason.
+Each call hands its validated samples (or pre-encoded inputs) to the
+:class:`Scheduler` of its backend and awaits its own results. The scheduler
+encodes them in blocks, shared between calls that use the same recipe, while
+earlier requests are in flight (the first block per server small, so that
+every server has work soon); cuts each call's samples into requests by the
+same size and token rules as a lone call; and sends them as the backend has
+room. Requests waiting for room merge with each other up to the request size
+limit, so that 2,000 concurrent one-sample calls make a handful of requests,
+not 2,000, while a lone call's requests keep their sizes.
+
+The backend is a :class:`Sink`: :class:`RemoteSink` (an endpoint pool, with
+retries, hedging and halving, :mod:`rmclient.send`) or :class:`LocalSink` (the
+in-process model, one batch at a time). Each call ends with its rewards in
+input order, or the failure policy: :class:`~rmclient.errors.ScoringError`
+listing the failed samples with every reward obtained, or NaN for them when
+``on_error="nan"``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
+import heapq
 import logging
 import math
 import time
-from dataclasses import dataclass, field
-from typing import AsyncIterator, Callable, Dict, Iterable, List, Optional, Sequence
+from dataclasses import dataclass
+from typing import Any, AsyncIterator, Callable, Deque, Dict, List, Optional, Sequence, Set, Tuple
 
-from tenacity import (
-    AsyncRetrying,
-    RetryCallState,
-    stop_after_attempt,
-    stop_after_delay,
-    wait_exponential,
-    wait_random,
-)
-
+from rmclient.adapters import ADAPTERS
 from rmclient.adapters.base import EncodedInput
 
-from .errors import ClientClosedError, ResponseError, RMClientError, ScoringError, ServerError, ServersUnreachable
-from .pool import CallFailed, Endpoint, EndpointPool
-
-#: How often an attempt without latency data yet looks again whether it should be hedged.
-HEDGE_POLL = 0.25
+from .errors import ClientClosedError, InvalidSampleError, ScoringError, ServersUnreachable
+from .pool import CallFailed, EndpointPool
+from .send import Call, Chunk, RetryPolicy, send_chunk, split_by_tokens
 
 logger = logging.getLogger(__name__)
 
+__all__ = [
+    "ON_ERROR", "Scheduler", "RemoteSink", "LocalSink", "Sink", "Call", "Chunk", "RetryPolicy",
+    "score_chunks", "split_by_tokens", "apply_policy",
+]
+
 ON_ERROR = ("raise", "nan")
+#: Samples encoded per step while earlier requests are in flight.
+ENCODE_BLOCK = 256
+#: Samples in each of the first blocks (one per server): every server gets its first request early.
+FIRST_BLOCK = 64
+#: Requests per server a call is cut into when it has fewer samples than ``batch_size`` allows.
+REQUESTS_PER_ENDPOINT = 2
+#: Requests encoded ahead of those sent, per request the backend can take at once.
+READY_AHEAD = 4
 
 
-@dataclass(frozen=True)
-class RetryPolicy:
-    """How hard one call tries.
+class Sink:
+    """Where requests go: what a request may hold, how many run at once, and how one is scored."""
 
-    ``attempts`` per chunk; ``budget`` retries in all for the call (``None``:
-    as many as there are chunks, at least ``attempts``); ``deadline`` seconds
-    for the whole call, discovery included, every attempt capped by the time
-    left; backoff from ``initial`` up to ``max_wait`` seconds.
-    """
+    #: How many first blocks are small (one per server).
+    servers: int = 1
 
-    attempts: int = 5
-    deadline: Optional[float] = 600.0
-    budget: Optional[int] = None
-    initial: float = 0.2
-    max_wait: float = 10.0
-    #: Hedge a request outstanding ``hedge_after`` times longer than the pool's recent latency for
-    #: its size (``None``: never), at least ``hedge_min_delay`` s, for at most ``hedge_fraction``
-    #: of the requests (and 2).
-    hedge_after: Optional[float] = 4.0
-    hedge_min_delay: float = 0.25
-    hedge_fraction: float = 0.05
-    #: An answer may weigh 8 MiB plus this much per token (or character) sent; more is not read.
-    response_bytes_per_token: int = 256
+    def capacity(self) -> int:
+        """Requests that may run at once."""
+        raise NotImplementedError
 
-    def max_response_bytes(self, work: int) -> int:
-        """The largest answer read for a request of ``work`` tokens (per-token scores included)."""
-        return 8 * 2**20 + self.response_bytes_per_token * max(work, 1)
+    def request_size(self, n: int) -> int:
+        """Samples per request for a call of ``n`` samples."""
+        raise NotImplementedError
 
+    def merge_limits(self) -> Tuple[int, Optional[int]]:
+        """``(samples, tokens)`` a request merged from waiting ones may hold."""
+        raise NotImplementedError
 
-@dataclass
-class Chunk:
-    """Encoded samples bound for one request, with their positions in the call's input.
+    def prepare(self, chunk: Chunk, size: int) -> List[Chunk]:
+        """``chunk`` (one block of a call) as requests of at most ``size``; samples that cannot be sent
+        travel as ``failures``."""
+        raise NotImplementedError
 
-    ``failures``: samples of the same block that cannot be sent at all (index -> why).
-    """
+    async def send(self, chunk: Chunk, policy: RetryPolicy, deadline_at: float) -> None:
+        """Score ``chunk``, delivering to its calls."""
+        raise NotImplementedError
 
-    indices: List[int]
-    inputs: List[EncodedInput]
-    failures: Dict[int, str] = field(default_factory=dict)
+    def closed_error(self, call: Call) -> Optional[BaseException]:
+        """What a call that failed everywhere raises instead of :class:`ScoringError` (``None``: that)."""
+        return None
 
 
-@dataclass
-class _Call:
-    results: List[Optional[float]]
-    failures: Dict[int, str] = field(default_factory=dict)
-    retries_left: int = 0
-    #: Told how many samples were settled (scored or failed) as each request ends.
-    on_scored: Optional[Callable[[int], None]] = None
+class RemoteSink(Sink):
+    """An endpoint pool: requests in the form its servers take (ids, or text giving back the ids)."""
 
-    def settled(self, n: int) -> None:
-        if self.on_scored is not None and n:
-            self.on_scored(n)
+    def __init__(
+        self, pool: EndpointPool, *, batch_size: Optional[int] = None, max_tokens_per_request: Optional[int] = None,
+        as_text: Optional[Callable[[Sequence[Sequence[int]], bool], Tuple[List[str], List[bool]]]] = None,
+    ) -> None:
+        self.pool = pool
+        self.batch_size = batch_size
+        self.max_tokens_per_request = max_tokens_per_request
+        self.as_text = as_text
+        self.servers = len(pool.endpoints)
 
+    def capacity(self) -> int:
+        return max(1, sum(e.limit for e in self.pool.endpoints if e.disabled is None))
 
-def split_by_tokens(chunk: Chunk, max_tokens: Optional[int]) -> List[Chunk]:
-    """Split ``chunk`` so that each part's total length stays within ``max_tokens`` (one sample at least)."""
-    if not max_tokens:
-        return [chunk]
-    parts: List[Chunk] = []
-    current = Chunk([], [])
-    total = 0
-    for i, x in zip(chunk.indices, chunk.inputs):
-        if current.inputs and total + len(x) > max_tokens:
-            parts.append(current)
-            current, total = Chunk([], []), 0
-        current.indices.append(i)
-        current.inputs.append(x)
-        total += len(x)
-    if current.inputs:
-        parts.append(current)
-    return parts
+    def request_size(self, n: int) -> int:
+        """Up to ``batch_size`` (default 256), fewer when that keeps every server busy: engines batch
+        concurrent requests themselves and pay per request, so the aim is ``REQUESTS_PER_ENDPOINT``
+        requests per server (one computing, one queued), not one per slot."""
+        slots = sum(min(e.limit, REQUESTS_PER_ENDPOINT) for e in self.pool.endpoints)
+        return min(self.batch_size or 256, max(8, -(-n // slots)))
 
+    def merge_limits(self) -> Tuple[int, Optional[int]]:
+        return self.batch_size or 256, self.max_tokens_per_request
 
-#: 4xx a misconfigured client or endpoint gets whatever the samples: no halving, the call stops
-#: when no endpoint is left (the hint says what to check).
-CONFIG_STATUSES = {
-    401: "check the API key (api_key= or RMCLIENT_API_KEY)",
-    403: "check the API key (api_key= or RMCLIENT_API_KEY)",
-    404: "check server_type and the address: this is not the route of a {engine} server",
-    405: "check server_type and the address: this is not the route of a {engine} server",
-}
-#: Answers the samples themselves may cause: the chunk is halved until the samples at fault are
-#: isolated (5xx too: lmdeploy answers 500 to a one-token or over-long input).
-SAMPLE_STATUSES = {400, 413, 422}
-
-
-def _retryable(exc: BaseException, pool: Optional[EndpointPool] = None) -> bool:
-    """Whether another attempt may pass: a passing fault, or a misconfigured endpoint with others left."""
-    if isinstance(exc, ServerError):
-        if exc.status in CONFIG_STATUSES:
-            return pool is not None and pool.usable()
-        return exc.retryable
-    return isinstance(exc, ResponseError)
-
-
-def _halvable(exc: BaseException) -> bool:
-    """Whether the samples may be at fault: worth halving the chunk to find them."""
-    if isinstance(exc, ServerError):
-        return exc.status is not None and (exc.status in SAMPLE_STATUSES or exc.status >= 500)
-    return True
-
-
-async def _request(
-    pool: EndpointPool, endpoint: Endpoint, chunk: Chunk, work: int, policy: RetryPolicy, deadline_at: float
-) -> List[float]:
-    """One request on ``endpoint`` (already acquired): capped by the time left, its body by its size."""
-    error: Optional[BaseException] = None
-    started = time.monotonic()
-    try:
-        left = deadline_at - started
-        if left <= 0:
-            raise ServerError(endpoint.url, None, "timed out (no time left before the call's deadline)")
-        adapter = await pool.adapter_for(endpoint)
-        request = adapter.build_request(chunk.inputs)
-        where = endpoint.url + request.path
-        body = await endpoint.transport.send(
-            request, timeout=min(endpoint.read_timeout, left), max_bytes=policy.max_response_bytes(work)
-        )
-        try:
-            values = adapter.parse_response(body, len(chunk.inputs), where)
-        except RMClientError:
-            raise
-        except Exception as exc:  # an answer shaped so oddly that parsing it broke: still only a bad answer
-            raise ResponseError(where, f"unreadable answer ({type(exc).__name__}: {exc})", body) from None
-        pool.record_latency(time.monotonic() - started, work)
-        return values
-    except BaseException as exc:  # noqa: BLE001 - cancellation too: the slot must come back
-        error = exc
-        if isinstance(exc, ServerError) and exc.status in CONFIG_STATUSES:
-            hint = CONFIG_STATUSES[exc.status].format(engine=pool.server_type)
-            error = ServerError(exc.endpoint, exc.status, f"{exc.server_message} ({hint})")
-            pool.disable(endpoint, error)
-            raise error from None
-        if pool.closed and not isinstance(exc, asyncio.CancelledError):
-            raise CallFailed(ClientClosedError({}, [])) from None
-        raise
-    finally:
-        await pool.release(endpoint, error, work)
-
-
-async def _attempt(
-    pool: EndpointPool, chunk: Chunk, avoid: List[Endpoint], policy: RetryPolicy, deadline_at: float
-) -> List[float]:
-    """Send ``chunk`` to the least loaded endpoint; when it is much slower than the pool's recent
-    latency for its size, send a duplicate to another endpoint and take whichever answers first."""
-    work = sum(len(x) for x in chunk.inputs)  # tokens (characters for text): what the server has to do
-    first = await pool.acquire(avoid, work)
-    tasks = {asyncio.ensure_future(_request(pool, first, chunk, work, policy, deadline_at)): first}
-    started, hedged = time.monotonic(), False
-    errors: List[BaseException] = []
-    try:
-        while tasks:
-            delay = None if hedged else pool.hedge_delay(work, policy)
-            wait = None if hedged else (HEDGE_POLL if delay is None else max(0.0, started + delay - time.monotonic()))
-            done, _ = await asyncio.wait(set(tasks), timeout=wait, return_when=asyncio.FIRST_COMPLETED)
-            for task in done:
-                endpoint = tasks.pop(task)
-                exc = task.exception()
-                if exc is None:
-                    for loser in tasks.values():
-                        pool.note_slow(loser)
-                    return task.result()
-                avoid.append(endpoint)
-                if not _retryable(exc, pool) or not tasks:
-                    raise exc
-                errors.append(exc)
-            if not done and delay is not None and time.monotonic() >= started + delay:
-                second = pool.try_hedge(first, avoid + list(tasks.values()), work, policy)
-                if second is not None:
-                    hedged = True
-                    logger.warning(
-                        "hedging %d samples: no answer from %s after %.2f s (expected within %.2f s); also sent to %s",
-                        len(chunk.inputs), first.url, time.monotonic() - started, delay, second.url,
+    def prepare(self, chunk: Chunk, size: int) -> List[Chunk]:
+        pool = self.pool
+        failures: Dict[int, str] = {}
+        keep: List[int] = []
+        limit, shortest = pool.max_model_len, ADAPTERS[pool.server_type].min_input_len
+        for k, x in enumerate(chunk.inputs):
+            if not isinstance(x, str) and limit and len(x) > limit:
+                failures[k] = f"{len(x)} token ids exceed the server's limit of {limit}; encode after connecting"
+            elif not isinstance(x, str) and len(x) < shortest:
+                failures[k] = f"{len(x)} token id(s): {pool.server_type} needs at least {shortest}"
+            else:
+                keep.append(k)
+        inputs: List[EncodedInput] = [chunk.inputs[k] for k in keep]
+        if pool.inputs != "ids" and self.as_text is not None:
+            todo = [j for j, x in enumerate(inputs) if not isinstance(x, str)]
+            texts, exact = self.as_text([inputs[j] for j in todo], pool.inputs == "full_text")  # type: ignore[misc]
+            for j, text, ok in zip(todo, texts, exact):
+                inputs[j] = text
+                if not ok:
+                    failures[keep[j]] = (
+                        f"{pool.server_type} at this version takes text only, and this sample's token ids "
+                        "do not come back from their text (a cut inside the text, or ids not from this tokenizer)"
                     )
-                    tasks[asyncio.ensure_future(_request(pool, second, chunk, work, policy, deadline_at))] = second
-        raise errors[0]
-    finally:
+        sendable = [(k, x) for k, x in zip(keep, inputs) if k not in failures]
+        out: List[Chunk] = []
+        if failures:
+            out.append(Chunk([], [], {chunk.indices[k]: why for k, why in failures.items()}))
+        for lo in range(0, len(sendable), size):
+            part = sendable[lo : lo + size]
+            request = Chunk([chunk.indices[k] for k, _ in part], [x for _, x in part],
+                            owners=[chunk.owners[k] for k, _ in part])
+            out.extend(split_by_tokens(request, self.max_tokens_per_request))
+        return out
+
+    async def send(self, chunk: Chunk, policy: RetryPolicy, deadline_at: float) -> None:
+        await send_chunk(self.pool, chunk, policy, deadline_at)
+
+    def closed_error(self, call: Call) -> Optional[BaseException]:
+        if self.pool.unreachable() and all(r is None for r in call.results):
+            return ServersUnreachable([e.url for e in self.pool.endpoints], dict(call.failures), list(call.results))
+        return None
+
+
+class LocalSink(Sink):
+    """The in-process model: one batch at a time in a worker thread; calls waiting meanwhile share the next.
+
+    ``score(ids, on_progress, names)`` is the backend's blocking scorer (``names``: the
+    samples' indices, for its error messages).
+    """
+
+    def __init__(self, score: Callable[..., List[float]], *, max_rows: int = 256) -> None:
+        self.score = score
+        self.max_rows = max_rows
+
+    def capacity(self) -> int:
+        return 1
+
+    def request_size(self, n: int) -> int:
+        return max(n, 1)
+
+    def merge_limits(self) -> Tuple[int, Optional[int]]:
+        return self.max_rows, None
+
+    def prepare(self, chunk: Chunk, size: int) -> List[Chunk]:
+        return [chunk]
+
+    async def send(self, chunk: Chunk, policy: RetryPolicy, deadline_at: float) -> None:
+        calls = chunk.calls()
+        if len(calls) > 1:
+            try:
+                chunk.deliver(await asyncio.to_thread(self.score, chunk.inputs, None, chunk.indices))
+                return
+            except Exception:  # noqa: BLE001 - one call's bad input must not fail the others: run each alone
+                for call in calls:
+                    await self.send(chunk.part_of(call), policy, deadline_at)
+                return
+        if not calls:
+            return
+        call = calls[0]
+        loop = asyncio.get_running_loop()
+
+        def progress(n: int) -> None:
+            loop.call_soon_threadsafe(call.report, n)
+
+        try:
+            values = await asyncio.to_thread(self.score, chunk.inputs, progress, chunk.indices)
+        except InvalidSampleError as exc:  # its index is the position in this request: name the sample's own
+            index = chunk.indices[exc.index] if 0 <= exc.index < len(chunk.indices) else exc.index
+            call.abort(InvalidSampleError(index, exc.field, exc.reason))
+            return
+        except Exception as exc:  # noqa: BLE001 - the caller gets it as it is
+            call.abort(exc)
+            return
+        for i, v in zip(chunk.indices, values):
+            call.deliver(i, v)
+
+
+@dataclass
+class _Block:
+    """Samples of one call to encode (``recipe`` set) or already encoded, from position ``lo``."""
+
+    call: Call
+    lo: int
+    items: Sequence[Any]
+    size: int
+    recipe: Any = None
+
+
+class Scheduler:
+    """One backend's queue: every call's samples go through it; see the module docstring.
+
+    Use from one event loop; :meth:`aclose` when done.
+    """
+
+    def __init__(self, sink: Sink, *, policy: RetryPolicy = RetryPolicy(), on_error: str = "raise") -> None:
+        self.sink = sink
+        self.policy = policy
+        self.on_error = on_error
+        self.stats = {"calls": 0, "samples": 0, "requests": 0, "merged_requests": 0}
+        self._intake: Deque[_Block] = collections.deque()
+        self._ready: Deque[Chunk] = collections.deque()
+        self._in_flight = 0
+        self._changed = asyncio.Event()
+        self._tasks: Set["asyncio.Task[None]"] = set()
+        self._loops: List["asyncio.Task[None]"] = []
+        self._closed = False
+        self._deadlines: List[Tuple[float, int, Call]] = []
+        self._timer: Optional[asyncio.TimerHandle] = None
+        self._timer_at = math.inf
+
+    # -- calls -------------------------------------------------------------------------
+
+    async def score(
+        self, items: Sequence[Any], *, recipe: Any = None, deadline_at: Optional[float] = None,
+        on_scored: Optional[Callable[[int], None]] = None,
+    ) -> Tuple[List[float], List[Optional[Tuple[int, bool]]]]:
+        """The rewards of ``items`` in order (validated samples encoded with ``recipe``, or encoded
+        inputs when ``recipe`` is ``None``) and each one's ``(num_tokens, truncated)``."""
+        call = self._submit(items, recipe, deadline_at, on_scored, stream=False)
+        try:
+            await self._wait(call)
+        finally:
+            call.finished = True
+        return self._outcome(call), call.meta
+
+    async def stream(
+        self, items: Sequence[Any], *, recipe: Any = None, deadline_at: Optional[float] = None,
+    ) -> AsyncIterator[Tuple[int, float]]:
+        """``(index, reward)`` as each request completes (NaN for failures with ``on_error="nan"``);
+        then the failure policy for the samples that failed."""
+        call = self._submit(items, recipe, deadline_at, None, stream=True)
+        assert call.events is not None
+        try:
+            for _ in range(call.n):
+                left = call.deadline_at - time.monotonic()
+                try:
+                    i = await (call.events.get() if math.isinf(left) else asyncio.wait_for(call.events.get(), left))
+                except asyncio.TimeoutError:
+                    break
+                if i < 0:  # aborted
+                    break
+                if call.results[i] is not None:
+                    yield i, call.results[i]  # type: ignore[misc]
+                elif self.on_error == "nan":
+                    yield i, math.nan
+        finally:
+            call.finished = True
+        self._outcome(call)  # raises for failures and errors
+
+    async def score_chunks(
+        self, chunks: AsyncIterator[Chunk], n: int, *, deadline_at: Optional[float] = None,
+        on_scored: Optional[Callable[[int], None]] = None,
+    ) -> List[float]:
+        """Score ``n`` samples arriving as ready-made ``chunks`` (one request each unless merged)."""
+        call = self._new_call(n, deadline_at, on_scored, False)
+        try:
+            async for chunk in chunks:
+                chunk.owners = [call] * len(chunk.indices)
+                self._add_ready(chunk, call)
+                if call.error is not None:
+                    break
+            await self._wait(call)
+        finally:
+            call.finished = True
+        return self._outcome(call)
+
+    def _new_call(self, n: int, deadline_at: Optional[float], on_scored: Any, stream: bool) -> Call:
+        if self._closed:
+            raise ClientClosedError({}, [])
+        if deadline_at is None:
+            deadline = self.policy.deadline
+            deadline_at = time.monotonic() + (deadline if deadline is not None else math.inf)
+        self._start()
+        self.stats["calls"] += 1
+        self.stats["samples"] += n
+        return Call(n, deadline_at=deadline_at, retries=self.policy.budget or 0, on_scored=on_scored, stream=stream)
+
+    def _submit(self, items: Sequence[Any], recipe: Any, deadline_at: Optional[float], on_scored: Any,
+                stream: bool) -> Call:
+        """Queue a call's blocks: the first ``servers`` small, the rest large."""
+        call = self._new_call(len(items), deadline_at, on_scored, stream)
+        size = self.sink.request_size(len(items))
+        lo = blocks = 0
+        while lo < len(items):
+            step = min(FIRST_BLOCK, size) if blocks < self.sink.servers else max(ENCODE_BLOCK, size)
+            self._intake.append(_Block(call, lo, items[lo : lo + step], size, recipe))
+            lo += step
+            blocks += 1
+        self._changed.set()
+        return call
+
+    async def _wait(self, call: Call) -> None:
+        """Until ``call`` is settled, aborted, or past its deadline (one timer for all the calls)."""
+        if not math.isinf(call.deadline_at):
+            heapq.heappush(self._deadlines, (call.deadline_at, id(call), call))
+            if self._timer is None or call.deadline_at < self._timer_at:
+                self._arm()
+        await call.done.wait()
+
+    def _arm(self) -> None:
+        while self._deadlines and self._deadlines[0][2].done.is_set():
+            heapq.heappop(self._deadlines)  # settled before its deadline
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._deadlines:
+            self._timer_at = self._deadlines[0][0]
+            loop = asyncio.get_running_loop()
+            self._timer = loop.call_at(loop.time() + max(0.0, self._timer_at - time.monotonic()), self._expire)
+
+    def _expire(self) -> None:
+        self._timer = None
+        now = time.monotonic()
+        while self._deadlines and self._deadlines[0][0] <= now:
+            heapq.heappop(self._deadlines)[2].done.set()  # what is left unscored fails with the deadline
+        self._arm()
+
+    def _outcome(self, call: Call) -> List[float]:
+        error = call.error
+        if isinstance(error, CallFailed):
+            error = error.error
+        if isinstance(error, ClientClosedError):
+            raise _closed(call) from None
+        if error is not None:
+            if isinstance(call.error, CallFailed):
+                error.rewards = list(call.results)  # type: ignore[attr-defined]
+            raise error
+        for i, r in enumerate(call.results):
+            if r is None and i not in call.failures:
+                call.failures[i] = f"not scored within the deadline of {self.policy.deadline} s"
+        if call.failures and self.on_error != "nan":
+            unreachable = self.sink.closed_error(call)
+            if unreachable is not None:
+                raise unreachable
+        return apply_policy(call.results, call.failures, self.on_error)
+
+    # -- the two loops: encode, send ---------------------------------------------------------
+
+    def _start(self) -> None:
+        if not self._loops or any(t.done() for t in self._loops):
+            for t in self._loops:
+                t.cancel()
+            self._loops = [asyncio.ensure_future(self._encode_loop()), asyncio.ensure_future(self._send_loop())]
+
+    def _add_ready(self, chunk: Chunk, call: Call) -> None:
+        for i, why in chunk.failures.items():
+            call.fail(i, why)
+        if chunk.failures:
+            call.report(len(chunk.failures))
+        if chunk.inputs:
+            if self.policy.budget is None:  # default budget: the request's own retries
+                call.retries_left += max(1, self.policy.attempts - 1)
+            self._ready.append(chunk)
+        self._changed.set()
+
+    async def _changed_wait(self) -> None:
+        self._changed.clear()
+        await self._changed.wait()
+
+    async def _encode_loop(self) -> None:
+        while True:
+            while not self._intake or len(self._ready) >= READY_AHEAD * self.sink.capacity():
+                await self._changed_wait()
+            batch = [self._intake.popleft()]
+            total = len(batch[0].items)
+            while (self._intake and batch[0].recipe is not None and self._intake[0].recipe is batch[0].recipe
+                   and total + len(self._intake[0].items) <= max(ENCODE_BLOCK, len(batch[0].items))):
+                batch.append(self._intake.popleft())
+                total += len(batch[-1].items)
+            batch = [b for b in batch if not b.call.finished and b.call.error is None]
+            if not batch:
+                continue
+            try:
+                await self._encode(batch, total)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - the calls get it; the loop goes on for the others
+                for b in batch:
+                    b.call.abort(exc)
+
+    async def _encode(self, batch: List[_Block], total: int) -> None:
+        recipe = batch[0].recipe
+        if recipe is None:
+            inputs = [list(b.items) for b in batch]
+        else:
+            merged = [s for b in batch for s in b.items]
+            # a call that fits in one request is encoded on the loop; more goes to a thread, off the loop
+            whole = len(batch) == 1 and batch[0].call.n <= batch[0].size
+            encoded = (recipe.encode_valid(merged) if whole or total <= FIRST_BLOCK
+                       else await asyncio.to_thread(recipe.encode_valid, merged))
+            inputs, pos = [], 0
+            for b in batch:
+                part = encoded[pos : pos + len(b.items)]
+                pos += len(b.items)
+                b.call.meta[b.lo : b.lo + len(part)] = [(len(e.ids), e.truncated) for e in part]
+                inputs.append([e.ids for e in part])
+        for b, ids in zip(batch, inputs):
+            block = Chunk(list(range(b.lo, b.lo + len(ids))), ids, owners=[b.call] * len(ids))
+            for chunk in self.sink.prepare(block, b.size):
+                self._add_ready(chunk, b.call)
+
+    async def _send_loop(self) -> None:
+        while True:
+            while not self._ready or self._in_flight >= self.sink.capacity():
+                await self._changed_wait()
+            chunk = self._ready.popleft()
+            if not chunk.calls():
+                continue  # every caller has stopped waiting
+            free = self.sink.capacity() - self._in_flight
+            if len(self._ready) >= free:  # more requests than room: the waiting ones travel together
+                chunk = self._merge(chunk)
+            self._changed.set()  # room ahead: the encoder may go on
+            self._in_flight += 1
+            self.stats["requests"] += 1
+            task = asyncio.ensure_future(self._run(chunk))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    def _merge(self, chunk: Chunk) -> Chunk:
+        rows, tokens = self.sink.merge_limits()
+        text = bool(chunk.inputs) and isinstance(chunk.inputs[0], str)
+        work, merged = chunk.work, False
+        while self._ready:
+            other = self._ready[0]
+            if not other.calls():
+                self._ready.popleft()
+                continue
+            if (len(chunk.inputs) + len(other.inputs) > rows or (isinstance(other.inputs[0], str) != text)
+                    or (tokens and work + other.work > tokens)):
+                break
+            self._ready.popleft()
+            chunk = Chunk(chunk.indices + other.indices, chunk.inputs + other.inputs,
+                          owners=chunk.owners + other.owners)
+            work += other.work
+            merged = True
+        if merged:
+            self.stats["merged_requests"] += 1
+        return chunk
+
+    async def _run(self, chunk: Chunk) -> None:
+        deadline_at = max((c.deadline_at for c in chunk.calls()), default=time.monotonic())
+        try:
+            await self.sink.send(chunk, self.policy, deadline_at)
+        except CallFailed as failed:
+            for call in chunk.calls():
+                call.abort(failed)
+        except asyncio.CancelledError:
+            for call in chunk.calls():
+                call.abort(ClientClosedError({}, []))
+            raise
+        except Exception as exc:  # noqa: BLE001 - not a server's fault (a bug, a bad configuration): surfaces as itself
+            for call in chunk.calls():
+                call.abort(exc)
+        finally:
+            self._in_flight -= 1
+            self._changed.set()
+
+    async def aclose(self) -> None:
+        """Stop the loops and fail what waits with :class:`ClientClosedError`."""
+        self._closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+        for block in self._intake:
+            block.call.abort(ClientClosedError({}, []))
+        for chunk in self._ready:
+            for call in chunk.calls():
+                call.abort(ClientClosedError({}, []))
+        self._intake.clear()
+        self._ready.clear()
+        tasks = self._loops + list(self._tasks)
         for task in tasks:
             task.cancel()
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
-
-
-async def _send(pool: EndpointPool, chunk: Chunk, call: _Call, policy: RetryPolicy, deadline_at: float) -> None:
-    avoid: List[Endpoint] = []
-
-    def may_retry(state: RetryCallState) -> bool:
-        exc = state.outcome.exception() if state.outcome is not None else None
-        if exc is None or not _retryable(exc, pool) or call.retries_left <= 0:
-            return False
-        if state.attempt_number >= policy.attempts or time.monotonic() >= deadline_at:
-            return False  # the chunk is out of attempts or time: leave the budget to the others
-        call.retries_left -= 1
-        logger.warning("retrying %d samples (first index %d): %s", len(chunk.inputs), chunk.indices[0], exc)
-        return True
-
-    retrying = AsyncRetrying(
-        stop=stop_after_attempt(policy.attempts) | stop_after_delay(max(0.0, deadline_at - time.monotonic())),
-        wait=wait_exponential(multiplier=policy.initial, max=policy.max_wait) + wait_random(0, policy.initial),
-        retry=may_retry,
-        reraise=True,
-    )
-    try:
-        async for attempt in retrying:
-            with attempt:
-                values = await _attempt(pool, chunk, avoid, policy, deadline_at)
-    except (ServerError, ResponseError) as exc:
-        if isinstance(exc, ServerError) and exc.status in CONFIG_STATUSES and not pool.usable():
-            raise CallFailed(exc) from None
-        if len(chunk.inputs) > 1 and _halvable(exc):
-            half = len(chunk.inputs) // 2  # isolate the samples at fault
-            await asyncio.gather(
-                _send(pool, Chunk(chunk.indices[:half], chunk.inputs[:half]), call, policy, deadline_at),
-                _send(pool, Chunk(chunk.indices[half:], chunk.inputs[half:]), call, policy, deadline_at),
-            )
-            return
-        for i in chunk.indices:
-            call.failures[i] = str(exc)
-        call.settled(len(chunk.indices))
-        return
-    for i, v in zip(chunk.indices, values):
-        call.results[i] = v
-    call.settled(len(chunk.indices))
 
 
 async def score_chunks(
@@ -276,72 +518,21 @@ async def score_chunks(
     deadline_at: Optional[float] = None,
     on_scored: Optional[Callable[[int], None]] = None,
 ) -> List[float]:
-    """Score ``n`` samples arriving as ``chunks`` (encoded while earlier ones are in flight).
+    """Score ``n`` samples arriving as ``chunks`` on ``pool`` through a scheduler of their own.
 
-    Returns the rewards in input order. Samples that could not be scored raise
-    :class:`ScoringError` (with every reward obtained on it), or become NaN when
-    ``on_error="nan"``. ``on_scored(n)``: ``n`` more samples settled. ``deadline_at`` (``time.monotonic()``): when the call started
-    earlier (discovery), its deadline; default ``policy.deadline`` from now. A call no
+    Rewards in input order, or the failure policy (see :class:`Scheduler`). A call no
     endpoint can serve (all answer 401/403/404/405) stops at once with that
-    :class:`ServerError` (``.rewards``: what was scored); a closed client gives
-    :class:`ClientClosedError`.
+    :class:`~rmclient.errors.ServerError` (``.rewards``: what was scored); a closed pool
+    gives :class:`ClientClosedError`.
     """
-    if deadline_at is None:
-        deadline_at = time.monotonic() + (policy.deadline if policy.deadline is not None else math.inf)
-    call = _Call(results=[None] * n, retries_left=policy.budget or 0, on_scored=on_scored)
-    tasks: List["asyncio.Task[None]"] = []
+    scheduler = Scheduler(RemoteSink(pool), policy=policy, on_error=on_error)
     try:
-        async for chunk in chunks:
-            call.failures.update(chunk.failures)
-            call.settled(len(chunk.failures))
-            _raise_first_error(tasks)
-            if not chunk.inputs:
-                continue
-            if policy.budget is None:  # default budget: the chunk's own retries
-                call.retries_left += max(1, policy.attempts - 1)
-            tasks.append(asyncio.ensure_future(_send(pool, chunk, call, policy, deadline_at)))
-        pending = set(tasks)
-        while pending and time.monotonic() < deadline_at:
-            done, pending = await asyncio.wait(
-                pending, timeout=max(0.0, deadline_at - time.monotonic()), return_when=asyncio.FIRST_EXCEPTION
-            )
-            _raise_first_error(done)
-    except CallFailed as failed:
-        error = failed.error
-        if isinstance(error, ClientClosedError):
-            raise _closed(call) from None
-        error.rewards = list(call.results)  # type: ignore[attr-defined]
-        raise error from None
-    except asyncio.CancelledError:
-        if pool.closed:
-            raise _closed(call) from None
-        raise
+        return await scheduler.score_chunks(chunks, n, deadline_at=deadline_at, on_scored=on_scored)
     finally:
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            try:
-                await asyncio.gather(*tasks, return_exceptions=True)
-            except asyncio.CancelledError:
-                if not pool.closed:  # closing: let the ClientClosedError on its way out through
-                    raise
-    for i, r in enumerate(call.results):
-        if r is None and i not in call.failures:
-            call.failures[i] = f"not scored within the deadline of {policy.deadline} s"
-    if call.failures and on_error != "nan" and pool.unreachable() and all(r is None for r in call.results):
-        raise ServersUnreachable([e.url for e in pool.endpoints], call.failures, list(call.results))
-    return apply_policy(call.results, call.failures, on_error)
+        await scheduler.aclose()
 
 
-def _raise_first_error(tasks: Iterable["asyncio.Task[None]"]) -> None:
-    """Re-raise what a finished chunk raised: not a server's fault (a bug, a bad configuration, a
-    call that cannot succeed), so it surfaces as itself, not as a deadline."""
-    for task in tasks:
-        if task.done() and not task.cancelled() and task.exception() is not None:
-            raise task.exception()  # type: ignore[misc]
-
-
-def _closed(call: _Call) -> ClientClosedError:
+def _closed(call: Call) -> ClientClosedError:
     failures = dict(call.failures)
     for i, r in enumerate(call.results):
         if r is None:
@@ -357,3 +548,4 @@ def apply_policy(results: Sequence[Optional[float]], failures: Dict[int, str], o
         logger.warning("%d of %d samples failed; returning NaN for them as asked", len(failures), len(results))
         return [math.nan if r is None else r for r in results]
     raise ScoringError(failures, list(results))
+

@@ -144,8 +144,12 @@ class TransformersBackend:
         logger.info("loaded %s on %s (%s)", type(model).__name__, device, dtype)
         return model
 
-    def score(self, ids: Sequence[Sequence[int]], on_progress: Optional[Callable[[int], None]] = None) -> List[float]:
-        """Raw rewards for each id sequence, in input order; ``on_progress(n)`` after each forward pass."""
+    def score(
+        self, ids: Sequence[Sequence[int]], on_progress: Optional[Callable[[int], None]] = None,
+        names: Optional[Sequence[int]] = None,
+    ) -> List[float]:
+        """Raw rewards for each id sequence, in input order; ``on_progress(n)`` after each forward pass.
+        ``names``: the samples' indices in the caller's input, for error messages (default: positions)."""
         if not ids:
             return []
         vocab = self.config.get("vocab_size")
@@ -175,7 +179,7 @@ class TransformersBackend:
                 on_progress(len(batch))
         bad = [i for i, r in enumerate(rewards) if not math.isfinite(r)]
         if bad:
-            shown = ", ".join(f"{i} ({rewards[i]})" for i in bad)
+            shown = ", ".join(f"{names[i] if names is not None else i} ({rewards[i]})" for i in bad)
             raise ResponseError(
                 f"transformers:{self.path}", f"the model gave a non-finite reward for sample(s) {shown}",
                 [rewards[i] for i in bad],

@@ -8,6 +8,7 @@ warn, whether a reference is wanted). It is built once and never changed:
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from dataclasses import dataclass, field, replace
@@ -64,7 +65,7 @@ class Encoder:
 
     # -- facts -----------------------------------------------------------------------
 
-    @property
+    @functools.cached_property
     def model_max_len(self) -> Optional[int]:
         """The longest input the model itself takes (its config's context length)."""
         return context_length(self.config)

@@ -212,6 +212,11 @@ class EndpointPool:
             async with self._changed:
                 self._changed.notify_all()
 
+    def ready(self) -> bool:
+        """Whether every endpoint's discovery has ended (:meth:`start` would return at once)."""
+        return len(self._discovery) == len(self.endpoints) and all(t.done() for t in self._discovery.values()) \
+            and any(e.adapter is not None for e in self.endpoints)
+
     @property
     def max_model_len(self) -> Optional[int]:
         """The longest input every endpoint takes: the smallest any reported."""
@@ -262,7 +267,11 @@ class EndpointPool:
                 if endpoint is not None:
                     self._take(endpoint, work)
                     return endpoint
-                await self._changed.wait()
+                try:
+                    await self._changed.wait()
+                except asyncio.CancelledError:
+                    self._changed.notify(1)  # a slot handed to this waiter goes to the next one
+                    raise
 
     def _take(self, endpoint: Endpoint, work: int) -> None:
         endpoint.in_flight += 1
@@ -292,6 +301,7 @@ class EndpointPool:
         async with self._changed:
             endpoint.in_flight -= 1
             endpoint.outstanding -= work
+            healthy = endpoint.healthy
             if error is None or isinstance(error, ResponseError) or (isinstance(error, ServerError) and error.status):
                 endpoint.answered = True
             if isinstance(error, ServerError) and (error.status is None or error.status >= 500):
@@ -300,7 +310,10 @@ class EndpointPool:
                 endpoint.slow_strikes = 0
                 endpoint.quarantine = QUARANTINE
                 self._bring_back(endpoint)
-            self._changed.notify_all()
+            if error is not None or endpoint.healthy != healthy:
+                self._changed.notify_all()  # the routing may have changed: every waiter looks again
+            else:
+                self._changed.notify(1)  # one slot: one waiter, first come first served
 
     def disable(self, endpoint: Endpoint, error: ServerError) -> None:
         """Never use ``endpoint`` again: it answered with a misconfiguration status."""

@@ -10,7 +10,7 @@ import time
 import pytest
 
 from rmclient import ConfigurationError, InvalidSampleError, RewardModelClient, ScoringError
-from rmclient.integrations.compose import Member, RewardComposition
+from rmclient.compose import Member, RewardComposition
 from tests.fake_engine import FakeEngine
 
 S = [{"prompt": "q", "output": o} for o in ("a", "bb", "ccc", "dddd")]

@@ -52,15 +52,9 @@ except ImportError:  # ms-swift 3.x
         ) from e
 
 from rmclient.errors import ConfigurationError
-from rmclient.integrations._common import (
-    Target,
-    build_samples,
-    client_from_settings,
-    group_ids_by_prompt,
-    plain,
-    read_settings,
-    resolve_references,
-)
+from rmclient.scorer import Target
+from rmclient.integrations._common import build_samples, group_ids_by_prompt, plain, resolve_references
+from rmclient.integrations.settings import client_from_settings, read_settings
 
 
 def client_from_env() -> Any:

@@ -28,7 +28,8 @@ from __future__ import annotations
 from typing import Any, Dict, List, Optional, Sequence
 
 from ..errors import ConfigurationError
-from ._common import Target, build_samples, group_ids_by_prompt, resolve_references
+from ..scorer import Target
+from ._common import build_samples, group_ids_by_prompt, resolve_references
 
 #: Keyword arguments TRL adds that are not dataset columns.
 TRL_KWARGS = frozenset(
@@ -84,7 +85,7 @@ def make_reward_func(
 
     Args:
         scorer: a ``RewardModelClient``, an ``AsyncRewardModelClient``, a
-            :class:`~rmclient.integrations.compose.RewardComposition`, or a function
+            :class:`~rmclient.compose.RewardComposition`, or a function
             ``samples -> list of floats``.
         reference_column: the dataset column that holds POLAR's reference (a string or a
             list of messages). A POLAR model without that column raises

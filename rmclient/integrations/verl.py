@@ -41,15 +41,9 @@ import threading
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from rmclient.errors import ConfigurationError, InvalidSampleError
-from rmclient.integrations._common import (
-    Target,
-    build_samples,
-    client_from_settings,
-    group_ids_by_prompt,
-    plain,
-    read_settings,
-    resolve_references,
-)
+from rmclient.scorer import Target
+from rmclient.integrations._common import build_samples, group_ids_by_prompt, plain, resolve_references
+from rmclient.integrations.settings import client_from_settings, read_settings
 
 
 def _prompt(index: int, extra_info: Any, prompt_key: str) -> Any:

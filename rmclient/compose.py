@@ -3,7 +3,7 @@
 ::
 
     from rmclient import RewardModelClient
-    from rmclient.integrations.compose import Member, RewardComposition
+    from rmclient.compose import Member, RewardComposition
 
     polar = RewardModelClient("internlm/POLAR-7B", server_type="sglang", server_address="10.0.0.1:30000")
     skywork = RewardModelClient(
@@ -51,11 +51,12 @@ import asyncio
 import math
 import threading
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, ClassVar, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
-from ..dispatch import ON_ERROR
-from ..errors import ConfigurationError, InvalidSampleError, ScoringError
-from ._common import Target, _Loop
+from ._loop import LoopThread
+from .dispatch import ON_ERROR
+from .errors import ConfigurationError, InvalidSampleError, ScoringError
+from .scorer import Target
 
 NORMALIZE = (None, "running", "group")
 _UNSET: Any = object()
@@ -167,6 +168,9 @@ class RewardComposition:
         name: the name trainers log this reward under.
     """
 
+    #: :class:`~rmclient.scorer.Target` hands it the samples' prompt groups.
+    takes_group_ids: ClassVar[bool] = True
+
     def __init__(
         self,
         members: Union[Sequence[MemberSpec], Mapping[str, Any]],
@@ -205,7 +209,7 @@ class RewardComposition:
             seen[base] = seen.get(base, 0) + 1
             member.name = base if seen[base] == 1 else f"{base}_{seen[base]}"
         self._lock = threading.Lock()
-        self._loop: Optional[_Loop] = None
+        self._loop: Optional[LoopThread] = None
 
     # -- scoring --------------------------------------------------------------------
 
@@ -232,7 +236,7 @@ class RewardComposition:
         if self._loop is None:
             with self._lock:
                 if self._loop is None:
-                    self._loop = _Loop()
+                    self._loop = LoopThread("rmclient-compose-loop")
         return self._loop.run(self.ascore_details(samples, group_ids=group_ids))
 
     async def ascore_details(
@@ -340,7 +344,7 @@ class RewardComposition:
 
     def as_reward_func(self, **options: Any) -> Any:
         """A TRL ``GRPOTrainer`` reward function (see :func:`rmclient.integrations.trl.make_reward_func`)."""
-        from .trl import make_reward_func
+        from .integrations.trl import make_reward_func  # the hooks sit above: imported on use
 
         return make_reward_func(self, **options)
 
@@ -349,7 +353,7 @@ class RewardComposition:
 
         See :mod:`rmclient.integrations.verl`.
         """
-        from . import verl
+        from .integrations import verl  # the hooks sit above: imported on use
 
         if batch:
             return verl.make_compute_score_batch(self, **options)
