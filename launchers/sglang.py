@@ -61,9 +61,11 @@ def engine_args(
 
 
 SPEC = EngineSpec("sglang", "sglang", TABLE, engine_args, NEWEST_KNOWN, DISTRIBUTIONS, READY_ROUTES, DEFAULT_PORT)
-build_command, flags_for, main = SPEC.build_command, SPEC.flags_for, SPEC.main
+build_command, flags_for = SPEC.build_command, SPEC.flags_for
 #: The version table the launcher reads (the adapter's).
 VERSION_TABLE = TABLE
 
-if __name__ == "__main__":
-    raise SystemExit(main())
+if __name__ == "__main__":  # python -m rmclient.launchers.sglang: the entry point, not a dependency
+    from .cli import main
+
+    raise SystemExit(main(engine=SPEC.name))
