@@ -1,7 +1,8 @@
 """Launch a reward model on lmdeploy (``python -m rmclient.launchers.lmdeploy MODEL [...] [--dry-run]``).
 
 ``lmdeploy serve api_server M --backend pytorch --tp T --server-name H --server-port P``
-Run as ``python -m lmdeploy serve ...`` so that the
+(``cli/serve.py`` ``add_parser_api_server``; ``--trust-remote-code`` from 0.13: ``cli/serve.py`` 0.13.0:84,
+as ``rmclient.adapters.lmdeploy.TABLE``'s rows cite). Run as ``python -m lmdeploy serve ...`` so that the
 interpreter (and so the environment) is the one given. lmdeploy serves only
 InternLM2ForRewardModel and Qwen2ForRewardModel as reward models; its
 ``/pooling`` returns the raw last-token score.
