@@ -1,12 +1,15 @@
-"""Start sglang, vLLM or lmdeploy serving a reward model, with the flags of the installed version.
+"""Start sglang, vLLM, lmdeploy or ``rmclient serve`` serving a reward model, with the flags of the
+installed version.
 
     from rmclient.launchers import launch
     with launch("vllm", "/models/rm", python="/path/to/vllm-venv/bin/python") as server:
         ...  # server.url
 
-Each engine module (``sglang``, ``vllm``, ``lmdeploy``) holds its version table
-and ``build_command``; ``supervisor`` starts, watches and stops the process;
-``cli`` is the shared command line (``python -m rmclient.launchers.vllm --help``).
+Each engine module (``sglang``, ``vllm``, ``lmdeploy``, ``rmclient``) holds its version table
+and ``build_command``; which names start which module is ``rmclient.engines``'s registry
+(``transformers`` is ``rmclient``'s alias); ``supervisor`` starts, watches and stops the process;
+``cli`` is the shared command line (``python -m rmclient.launchers.vllm --help``). Only ``cli``
+and the engine modules' ``__main__`` blocks import ``cli``.
 """
 
 from rmclient.errors import LaunchError

@@ -138,7 +138,8 @@ class EngineSpec(Generic[Row]):
     """An engine: its facts, its version table and its flags; builds the command and runs the CLI.
 
     An engine module defines its table and ``engine_args`` and takes
-    ``build_command``, ``flags_for`` and ``main`` from its ``SPEC``.
+    ``build_command`` and ``flags_for`` from its ``SPEC``; its command line
+    (``python -m rmclient.launchers.<engine>``) is ``cli.main(engine=...)``.
     """
 
     name: str
@@ -188,12 +189,6 @@ class EngineSpec(Generic[Row]):
         arch, kind = check_architecture(opts, model_path)
         args = self.engine_args(model_path, opts, version, row, arch, kind)
         return python_prefix(python) + args + list(opts.extra_args)
-
-    def main(self, argv: Optional[List[str]] = None) -> int:
-        """``python -m rmclient.launchers.<engine>``."""
-        from .cli import main as cli_main
-
-        return cli_main(argv, engine=self.name)
 
 
 _VERSION_PROBE = r"""

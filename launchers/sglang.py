@@ -1,6 +1,8 @@
 """Launch a reward model on sglang (``python -m rmclient.launchers.sglang MODEL [...] [--dry-run]``).
 
-``python -m sglang.launch_server --model-path M --is-embedding ...`` (srt/server_args.py).
+``python -m sglang.launch_server --model-path M --is-embedding ...`` (the flags: ``srt/server_args.py``
+0.4.3 to 0.5.13, its dataclass fields from 0.5.14, ``srt/arg_groups/fields/*.py`` from 0.5.20; the
+architectures per version: ``rmclient.adapters.sglang.TABLE``, each row's ``source``).
 sglang's ``/classify`` returns the raw score: no flag is needed for that.
 """
 
@@ -61,9 +63,11 @@ def engine_args(
 
 
 SPEC = EngineSpec("sglang", "sglang", TABLE, engine_args, NEWEST_KNOWN, DISTRIBUTIONS, READY_ROUTES, DEFAULT_PORT)
-build_command, flags_for, main = SPEC.build_command, SPEC.flags_for, SPEC.main
+build_command, flags_for = SPEC.build_command, SPEC.flags_for
 #: The version table the launcher reads (the adapter's).
 VERSION_TABLE = TABLE
 
-if __name__ == "__main__":
-    raise SystemExit(main())
+if __name__ == "__main__":  # python -m rmclient.launchers.sglang: the entry point, not a dependency
+    from .cli import main
+
+    raise SystemExit(main(engine=SPEC.name))

@@ -31,9 +31,10 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, List, Mapping, Optional, Sequence, Union
+from typing import Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
-from rmclient.errors import ConfigurationError, LaunchError
+from rmclient.engines import LAUNCHABLE, launchable
+from rmclient.errors import LaunchError
 
 from ._common import EngineSpec, LaunchOptions, format_version, resolve_version
 
@@ -41,17 +42,16 @@ logger = logging.getLogger("rmclient.launchers")
 
 __all__ = ["ENGINES", "get_engine", "free_port", "Server", "launch", "start", "spawn", "build_launch_command"]
 
-ENGINES = ("sglang", "vllm", "lmdeploy", "transformers")  # transformers: ``rmclient serve``
+#: The names ``launch`` takes (``rmclient.engines.LAUNCHABLE``: ``transformers`` is ``rmclient``'s alias).
+ENGINES: Tuple[str, ...] = tuple(LAUNCHABLE)
 
 PathLike = Union[str, Path]
 
 
 def get_engine(name: str) -> EngineSpec:
-    """The ``EngineSpec`` of ``"sglang"``, ``"vllm"``, ``"lmdeploy"`` or ``"transformers"`` (``rmclient serve``)."""
-    key = name.lower().strip()
-    if key not in ENGINES:
-        raise ConfigurationError(f"unknown engine {name!r}; choose one of {', '.join(ENGINES)}")
-    module = importlib.import_module(f"{__package__}.{key}")
+    """The ``EngineSpec`` of an engine of :data:`ENGINES` (``rmclient`` or ``transformers``: ``rmclient serve``)."""
+    engine = launchable(name.strip())
+    module = importlib.import_module(f"{__package__}.{engine.launcher}")
     return module.SPEC
 
 

@@ -83,9 +83,11 @@ SPEC = EngineSpec(
     # flag wins over the variable (api_server.py 0.8.4:837), before it the variable: only one is set.
     api_key_env="VLLM_API_KEY",
 )
-build_command, flags_for, main = SPEC.build_command, SPEC.flags_for, SPEC.main
+build_command, flags_for = SPEC.build_command, SPEC.flags_for
 #: The version table the launcher reads (the adapter's).
 VERSION_TABLE = TABLE
 
-if __name__ == "__main__":
-    raise SystemExit(main())
+if __name__ == "__main__":  # python -m rmclient.launchers.vllm: the entry point, not a dependency
+    from .cli import main
+
+    raise SystemExit(main(engine=SPEC.name))

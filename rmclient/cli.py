@@ -13,7 +13,8 @@ import logging
 import sys
 from typing import List, Optional
 
-from .commands.common import guarded
+from .commands.exits import guarded
+from .engines import SERVER_TYPES
 from .logs import LEVELS, configure, level_of
 
 
@@ -77,7 +78,8 @@ examples:
 
 exit codes: 0 success; 1 a server unreachable or erroring; 2 a bad option or model"""
 
-SERVER_CHOICES = ("transformers", "sglang", "vllm", "lmdeploy", "openrlhf")
+#: ``demo --server-type``: every backend of the registry (``rmclient.engines``).
+SERVER_CHOICES = SERVER_TYPES
 
 #: The file subcommands: they take no arguments after ``--`` (launch passes them to the engine).
 _FILE_COMMANDS = ("score", "eval", "best-of-n", "parity")

@@ -1,8 +1,10 @@
 """The file-oriented subcommands of ``rmclient``: score, eval, best-of-n, parity.
 
 Each module exposes ``register(subparsers)``, which adds its subcommand and sets
-``func`` on the parsed namespace. ``rmclient.commands.common`` holds what they
-share: backend options, JSONL streaming, the progress bar and exit codes.
+``func`` on the parsed namespace. What they share is in small modules: ``exits``
+(exit codes, ``guarded``), ``backend`` (``--backend``, the client), ``reading`` and
+``writing`` (JSONL in and out, ``--resume``), ``progress``, ``scoring``, ``stream``
+(a file through the model) and ``parsers`` (help layout); ``common`` re-exports them.
 """
 
 from __future__ import annotations

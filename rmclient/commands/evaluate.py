@@ -9,18 +9,12 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
-from .common import (
-    EXIT_CODES_HELP,
-    EXIT_OK,
-    InputError,
-    Record,
-    add_stream_arguments,
-    add_subcommand,
-    json_float,
-    renamed,
-    stream,
-    write_lines,
-)
+from .exits import EXIT_CODES_HELP, EXIT_OK, InputError
+from .parsers import add_subcommand
+from .reading import Record
+from .scoring import renamed
+from .stream import add_stream_arguments, stream
+from .writing import json_float, write_lines
 
 DESCRIPTION = """\
 Evaluate a reward model on preference pairs: how often it gives the chosen

@@ -8,29 +8,13 @@ import math
 import sys
 from typing import Any, Dict, List, Optional, Sequence
 
-from .common import (
-    CHUNK_LINES,
-    EXIT_CODES_HELP,
-    EXIT_FAILURE,
-    EXIT_OK,
-    ENGINES,
-    Backend,
-    InputError,
-    PartialScore,
-    Progress,
-    Record,
-    line_ranges,
-    add_model_arguments,
-    add_progress_arguments,
-    check_input,
-    formatter,
-    guarded,
-    iter_chunks,
-    iter_records,
-    make_client,
-    parse_backend,
-    score_samples,
-)
+from .backend import ENGINES, Backend, add_model_arguments, make_client, parse_backend
+from .exits import EXIT_CODES_HELP, EXIT_FAILURE, EXIT_OK, InputError, guarded
+from .parsers import formatter
+from .progress import Progress, add_progress_arguments
+from .reading import Record, check_input, iter_chunks, iter_records
+from .scoring import PartialScore, line_ranges, score_samples
+from .stream import CHUNK_LINES
 
 DESCRIPTION = f"""\
 Score the same samples on two backends and compare: the largest and the mean

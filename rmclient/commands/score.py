@@ -7,16 +7,11 @@ import math
 import sys
 from typing import Any, Dict, List
 
-from .common import (
-    EXIT_CODES_HELP,
-    EXIT_OK,
-    Record,
-    add_stream_arguments,
-    add_subcommand,
-    json_float,
-    stream,
-    write_lines,
-)
+from .exits import EXIT_CODES_HELP, EXIT_OK
+from .parsers import add_subcommand
+from .reading import Record
+from .stream import add_stream_arguments, stream
+from .writing import json_float, write_lines
 
 DESCRIPTION = """\
 Score every line of a JSONL file and write it out with all its fields plus the reward.

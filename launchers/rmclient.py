@@ -1,7 +1,8 @@
-"""Launch ``rmclient serve`` (the in-process transformers backend over HTTP) like an engine.
+"""Launch ``rmclient serve``, our own reward server (transformers over HTTP), like an engine.
 
-    rmclient launch transformers MODEL [--port 8000] [--api-key KEY] [-- --max-wait-ms 10]
-    python -m rmclient.launchers.transformers MODEL --dry-run
+    rmclient launch rmclient MODEL [--port 8000] [--api-key KEY] [-- --max-wait-ms 10]
+    rmclient launch transformers MODEL ...      # the same: ``transformers`` is its alias
+    python -m rmclient.launchers.rmclient MODEL --dry-run
 
 It runs ``python -m rmclient.serve MODEL --host H --port P ...`` under the same
 supervisor as sglang, vLLM and lmdeploy (own process group, log file, ready
@@ -23,7 +24,7 @@ from rmclient.errors import ConfigurationError
 
 from ._common import EngineSpec, LaunchOptions, Version, VersionRow, add_common
 
-logger = logging.getLogger("rmclient.launchers.transformers")
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -66,8 +67,8 @@ def engine_args(
 
 
 SPEC = EngineSpec(
-    "transformers",
-    "rmclient serve (transformers)",
+    "rmclient",
+    "rmclient serve",
     VERSION_TABLE,
     engine_args,
     NEWEST_KNOWN,
@@ -76,7 +77,9 @@ SPEC = EngineSpec(
     DEFAULT_PORT,
     api_key_env="RMCLIENT_API_KEY",  # rmclient serve reads it; argv would show the key in `ps`
 )
-build_command, flags_for, main = SPEC.build_command, SPEC.flags_for, SPEC.main
+build_command, flags_for = SPEC.build_command, SPEC.flags_for
 
-if __name__ == "__main__":
-    raise SystemExit(main())
+if __name__ == "__main__":  # python -m rmclient.launchers.rmclient: the entry point, not a dependency
+    from .cli import main
+
+    raise SystemExit(main(engine=SPEC.name))

@@ -1,0 +1,138 @@
+"""``--backend``: which backend scores (in-process or servers), its options, and the client it builds."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import dataclass
+from typing import Any, Dict, List, Tuple
+
+from rmclient.engines import SERVER_TYPES, SERVERS
+from rmclient.errors import ConfigurationError
+
+from .exits import InputError
+
+__all__ = [
+    "BACKENDS", "ENGINES", "Backend", "parse_backend", "add_model_arguments", "add_backend_arguments",
+    "selected_backend", "make_client",
+]
+
+#: Every ``--backend`` name: ``transformers`` (in-process) and the servers (``rmclient.engines``).
+BACKENDS: Tuple[str, ...] = SERVER_TYPES
+#: The server backends: they take addresses.
+ENGINES: Tuple[str, ...] = SERVERS
+
+
+@dataclass(frozen=True)
+class Backend:
+    """``transformers`` (in-process) or an engine with its server addresses."""
+
+    engine: str
+    addresses: Tuple[str, ...] = ()
+
+    def __str__(self) -> str:
+        return self.engine if not self.addresses else f"{self.engine}@{','.join(self.addresses)}"
+
+
+def parse_backend(text: str) -> Backend:
+    """``transformers``, ``ENGINE`` or ``ENGINE@ADDRESS[,ADDRESS...]`` (an argparse ``type``)."""
+    engine, at, rest = text.strip().partition("@")
+    engine = engine.strip().lower()
+    if engine not in BACKENDS:
+        raise argparse.ArgumentTypeError(
+            f"unknown backend {engine!r} in {text!r}: use transformers, or ENGINE@ADDRESS with ENGINE one of "
+            f"{', '.join(ENGINES)} (e.g. vllm@127.0.0.1:8000)"
+        )
+    addresses = tuple(a.strip() for a in rest.split(",") if a.strip())
+    if engine == "transformers" and at:
+        raise argparse.ArgumentTypeError(f"{text!r}: the transformers backend runs in-process and takes no address")
+    if at and not addresses:
+        raise argparse.ArgumentTypeError(f"{text!r}: no address after '@'")
+    return Backend(engine, addresses)
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--model`` and the recipe options (how samples are encoded), plus in-process and retry settings."""
+    g = parser.add_argument_group("model and recipe")
+    g.add_argument("--model", required=True, metavar="PATH",
+                   help="model folder or hub id: the tokenizer, config and recipe come from it "
+                        "(with a server backend only its tokenizer and config are read)")
+    g.add_argument("--recipe", choices=("polar", "chat_template"), default=None,
+                   help="how samples are encoded (default: chosen from the model and the data)")
+    g.add_argument("--max-length", type=int, default=None, metavar="N",
+                   help="most token ids per encoded sample (default 16384, lowered to the server's max_model_len)")
+    g.add_argument("--max-response-length", type=int, default=None, metavar="N",
+                   help="POLAR's token budget for the reference and the output (default 4096)")
+    g.add_argument("--system-prompt", default=None, metavar="TEXT",
+                   help="a system turn for chat-template models (e.g. Qwen2.5-Math-RM)")
+    g.add_argument("--trust-remote-code", action="store_true", help="allow the checkpoint's own code")
+    g.add_argument("--batch-size", type=int, default=None, metavar="N",
+                   help="samples per forward pass (transformers, default 32) or the most per request "
+                        "(servers, default 256; fewer when that keeps every server slot busy)")
+    g.add_argument("--device", default=None, help="transformers only: cuda, cpu, ... (default: CUDA if present)")
+    g.add_argument("--dtype", default=None, help="transformers only: bfloat16, float32, ...")
+    g.add_argument("--api-key", default=os.environ.get("RMCLIENT_API_KEY"), metavar="KEY",
+                   help="bearer token for the servers (default: $RMCLIENT_API_KEY)")
+    g.add_argument("--max-attempts", type=int, default=None, metavar="N",
+                   help="attempts per request before a sample is reported as failed (default 5)")
+    g.add_argument("--deadline", type=float, default=None, metavar="SECONDS",
+                   help="seconds for one chunk of samples, retries included (default 600)")
+
+
+def add_backend_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--backend`` / ``--server-address`` and the model options."""
+    g = parser.add_argument_group("backend")
+    g.add_argument("--backend", type=parse_backend, default=Backend("transformers"), metavar="BACKEND",
+                   help=f"transformers (in-process, the default) or a server: {', '.join(ENGINES)} "
+                        "(rmclient: our own server, `rmclient serve`); "
+                        "ENGINE@ADDRESS[,ADDRESS] gives the addresses too (e.g. vllm@127.0.0.1:8000)")
+    g.add_argument("--server-address", action="append", default=None, metavar="ADDRESS",
+                   help="host:port or URL of a server; repeat it or separate by commas for several")
+    add_model_arguments(parser)
+
+
+def selected_backend(args: argparse.Namespace) -> Backend:
+    """The backend of ``--backend`` and ``--server-address``, checked."""
+    backend: Backend = args.backend
+    extra: List[str] = []
+    for item in args.server_address or []:
+        extra += [a.strip() for a in item.split(",") if a.strip()]
+    if backend.engine == "transformers":
+        if extra:
+            raise InputError(f"--server-address needs a server --backend ({', '.join(ENGINES)})")
+        return backend
+    backend = Backend(backend.engine, backend.addresses + tuple(extra))
+    if not backend.addresses:
+        raise InputError(f"--backend {backend.engine} needs --server-address (or --backend {backend.engine}@HOST:PORT)")
+    return backend
+
+
+def make_client(args: argparse.Namespace, backend: Backend, *, on_error: str = "raise") -> Any:
+    """A :class:`RewardModelClient` for ``backend`` with the model options of ``args``."""
+    from rmclient.client import RewardModelClient
+
+    options: Dict[str, Any] = {}
+    for name in ("max_length", "max_response_length", "recipe", "system_prompt", "batch_size",
+                 "device", "dtype", "api_key", "max_attempts", "deadline"):
+        value = getattr(args, name, None)
+        if value is not None:
+            options[name] = value
+    for name in ("max_length", "max_response_length", "batch_size", "max_attempts"):
+        if name in options and options[name] < 1:
+            raise InputError(f"--{name.replace('_', '-')} must be at least 1, got {options[name]}")
+    try:
+        return RewardModelClient(
+            args.model,
+            server_type=backend.engine,
+            server_address=list(backend.addresses) or None,
+            trust_remote_code=args.trust_remote_code,
+            on_error=on_error,
+            # in-process on CPU, one sample per forward pass: a reward never depends on the other lines of
+            # its chunk, so --chunk-size and --resume give byte-identical output
+            batch_invariant=None,
+            **options,
+        )
+    except ConfigurationError as exc:
+        raise InputError(str(exc)) from exc
+    except (OSError, ValueError) as exc:
+        raise InputError(f"cannot load the tokenizer and config of --model {args.model}: {exc}") from exc
