@@ -31,7 +31,7 @@ from .recipes import ChatTemplateRecipe, Encoded, PolarRecipe, adds_bos, is_pola
 
 logger = logging.getLogger(__name__)
 
-SERVER_TYPES = ("transformers", "sglang", "vllm", "lmdeploy", "openrlhf")
+from .engines import SERVER_TYPES
 #: Read for the servers' API key when ``api_key`` is not given (as the CLI and the trainer hooks do).
 API_KEY_ENV = "RMCLIENT_API_KEY"
 Sample = Dict[str, Any]
