@@ -198,9 +198,9 @@ def parse_classify_request(body: Any) -> Tuple[str, List[Any], bool]:
     for i, seq in enumerate(seqs):
         if not isinstance(seq, list):
             raise InvalidSampleError(i, "input_ids", f"expected a list of token ids, got {type(seq).__name__}")
-        for t in seq:
-            if type(t) is not int:  # bool and float are not token ids
-                raise InvalidSampleError(i, "input_ids", f"token ids must be integers, got {t!r}")
+        if set(map(type, seq)) - {int}:  # bool and float are not token ids (a set: C speed on big bodies)
+            bad = next(t for t in seq if type(t) is not int)
+            raise InvalidSampleError(i, "input_ids", f"token ids must be integers, got {bad!r}")
     return "ids", seqs, single
 
 
