@@ -52,7 +52,7 @@ serving everyone else.
 
 from .app import RewardServer
 from .auth import API_KEY_ENV, is_loopback
-from .cli import add_serve_arguments, main, run_serve
+from .cli import DESCRIPTION, EPILOG, add_serve_arguments, main, run_serve
 from .deps import require_serve
 from .errors import RequestError
 from .thread import ServerThread
