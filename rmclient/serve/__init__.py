@@ -67,4 +67,6 @@ __all__ = [
     "is_loopback",
     "API_KEY_ENV",
     "require_serve",
+    "DESCRIPTION",
+    "EPILOG",
 ]

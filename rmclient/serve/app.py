@@ -13,19 +13,19 @@ import concurrent.futures
 import dataclasses
 import logging
 import time
-from typing import Any, Awaitable, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from .. import jsonsafe
 from ..adapters.openrlhf import get_reward_response, parse_get_reward_request
 from ..adapters.rmclient import parse_rewards_request, rewards_response
 from ..adapters.sglang import classify_response, parse_classify_request
-from ..batcher import BatcherClosed, DynamicBatcher
-from ..errors import ConfigurationError, InvalidSampleError, ProtocolError, ResponseError
+from ..batcher import DynamicBatcher
+from ..errors import ConfigurationError
 from ..model import Encoder
-from .auth import OPEN_ROUTES, check_key
 from .deps import require_serve
 from .errors import RequestError
 from .limits import Limits
+from .middleware import middleware
 
 logger = logging.getLogger("rmclient.serve")  # not __name__: one logger for the whole server
 
@@ -217,7 +217,7 @@ class RewardServer:
         """The ``aiohttp.web.Application`` (loads the model on startup, before the port is bound)."""
         from aiohttp import web
 
-        app = web.Application(client_max_size=self.max_body_bytes, middlewares=[self._middleware()])
+        app = web.Application(client_max_size=self.max_body_bytes, middlewares=[middleware(self)])
         app.router.add_post("/classify", self.classify)
         app.router.add_post("/get_reward", self.get_reward)
         app.router.add_post("/v1/rewards", self.rewards)
@@ -233,66 +233,6 @@ class RewardServer:
         return app
 
     # -- plumbing -------------------------------------------------------------------
-
-    def _middleware(self) -> Callable[..., Awaitable[Any]]:
-        from aiohttp import web
-
-        @web.middleware
-        async def middleware(request: Any, handler: Callable[[Any], Awaitable[Any]]) -> Any:
-            started = time.perf_counter()
-            response = await answer(request, handler)
-            resource = getattr(request.match_info.route, "resource", None)
-            route = resource.canonical if resource is not None else "unmatched"
-            self.metrics.requests.labels(route, str(response.status)).inc()
-            self.metrics.latency.labels(route).observe(time.perf_counter() - started)
-            return response
-
-        async def answer(request: Any, handler: Callable[[Any], Awaitable[Any]]) -> Any:
-            self.http_requests += 1
-            try:
-                if self.api_key and request.path not in OPEN_ROUTES:
-                    check_key(request.headers.get("Authorization"), self.api_key)
-                return await handler(request)
-            except RequestError as exc:
-                return self._error(exc)
-            except InvalidSampleError as exc:
-                return self._error(RequestError(400, str(exc), kind="invalid_sample", index=exc.index, field=exc.field))
-            except ProtocolError as exc:
-                return self._error(RequestError(400, str(exc), index=exc.index, field=exc.field))
-            except ConfigurationError as exc:
-                return self._error(RequestError(400, str(exc)))
-            except ResponseError as exc:  # the model gave NaN/inf: never sent on as a reward
-                return self._error(RequestError(500, str(exc), kind="model_error"))
-            except BatcherClosed as exc:
-                return self._error(RequestError(503, str(exc), kind="unavailable"))
-            except web.HTTPRequestEntityTooLarge:
-                limit = f"the body exceeds the server's limit of {self.max_body_bytes} bytes"
-                return self._error(RequestError(413, limit, kind="too_large"))
-            except web.HTTPException as exc:
-                if exc.status < 400:
-                    raise
-                return self._error(RequestError(exc.status, exc.reason or "error", kind="http_error"))
-            except asyncio.CancelledError:
-                raise
-            except ConnectionError:  # the client hung up while its request was read: nobody to answer
-                return self._error(RequestError(400, "the client disconnected before its request arrived",
-                                                kind="disconnected"))
-            except Exception:  # noqa: BLE001 - one request's failure never stops the server
-                logger.exception("%s %s failed", request.method, request.path)
-                return self._error(RequestError(500, "internal error (see the server log)", kind="internal"))
-
-        return middleware
-
-    def _error(self, exc: RequestError) -> Any:
-        from aiohttp import web
-
-        self.http_errors[exc.status] = self.http_errors.get(exc.status, 0) + 1
-        if exc.status >= 500:
-            logger.error("%d: %s", exc.status, exc.message)
-        else:
-            logger.info("%d: %s", exc.status, exc.message)
-        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
-        return web.json_response(exc.body(), status=exc.status, headers=headers)
 
     def _lane(self, request: Any) -> concurrent.futures.Executor:
         """Where a request's parsing and tokenizing run: big bodies apart from small ones."""
