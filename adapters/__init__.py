@@ -1,4 +1,5 @@
-"""Engine adapters: pure request builders and response parsers, one module per engine."""
+"""Engine adapters, one module per engine: pure request builders and response parsers (the client half)
+and, for the protocols ``rmclient serve`` speaks, the server half too."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from .base import Adapter, EncodedInput, Request, ServerInfo, check_rewards, mod
 from .versions import Version, VersionRow, engine_version, parse_version
 from .lmdeploy import LmdeployAdapter
 from .openrlhf import OpenrlhfAdapter
+from .rmclient import RmclientAdapter
 from .sglang import SglangAdapter
 from .vllm import VllmAdapter
 
@@ -19,6 +21,7 @@ ADAPTERS: Dict[str, Type[Adapter]] = {
     "vllm": VllmAdapter,
     "lmdeploy": LmdeployAdapter,
     "openrlhf": OpenrlhfAdapter,
+    "rmclient": RmclientAdapter,  # our own server, `rmclient serve`
 }
 
 
@@ -34,7 +37,7 @@ def get_adapter(server_type: str, version: Optional[str] = None, **kw: Any) -> A
 
 
 __all__ = [
-    "ADAPTERS", "Adapter", "EncodedInput", "LmdeployAdapter", "OpenrlhfAdapter", "Request", "SglangAdapter",
-    "ServerInfo", "Version", "VersionRow", "VllmAdapter", "check_rewards", "engine_version", "get_adapter",
+    "ADAPTERS", "Adapter", "EncodedInput", "LmdeployAdapter", "OpenrlhfAdapter", "Request", "RmclientAdapter",
+    "SglangAdapter", "ServerInfo", "Version", "VersionRow", "VllmAdapter", "check_rewards", "engine_version", "get_adapter",
     "model_kind", "parse_version", "split_inputs",
 ]

@@ -7,13 +7,17 @@ Newer servers also answer ``"scores"`` (the same values) and ``"extra_logs"``;
 ``"rewards"`` is read in both shapes. ``rmclient serve`` speaks this route too.
 serve_rm reports no length limit (its ``--max_len``): pass ``max_length=`` to the
 client; ``rmclient serve`` answers ``/v1/models`` with its limit.
+
+Both halves live here: the client half (:class:`OpenrlhfAdapter`) and the server half
+(:func:`parse_get_reward_request`, :func:`get_reward_response`). Source:
+``openrlhf/cli/serve_rm.py`` (``RewardModelProxy.get_reward``, ``/get_reward``).
 """
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, List, Sequence, Tuple
+from typing import Any, ClassVar, Dict, List, Sequence, Tuple
 
-from rmclient.errors import ConfigurationError, ResponseError
+from rmclient.errors import ConfigurationError, InvalidSampleError, ProtocolError, ResponseError
 
 from .base import Adapter, EncodedInput, Request, batch, get_field
 
@@ -41,3 +45,34 @@ class OpenrlhfAdapter(Adapter):
         if not isinstance(rewards, list):
             raise ResponseError(where, f"'rewards' is not a list: {type(rewards).__name__}", body)
         return rewards
+
+
+# -- the server half ---------------------------------------------------------------------
+
+
+def parse_get_reward_request(body: Any) -> List[str]:
+    """The whole texts of a ``POST /get_reward`` body (``{"query": [...]}``; other keys are ignored).
+
+    A single string is one query. A wrong shape raises :class:`~rmclient.errors.ProtocolError`,
+    a query that is not a string :class:`~rmclient.errors.InvalidSampleError`.
+    """
+    if not isinstance(body, dict):
+        raise ProtocolError(f"the body must be a JSON object, got {type(body).__name__}")
+    query = body.get("query")
+    if query is None:
+        raise ProtocolError("missing 'query': a list of the whole texts to score", field="query")
+    if isinstance(query, str):
+        return [query]
+    if not isinstance(query, list):
+        raise ProtocolError(f"'query' must be a string or a list of strings, got {type(query).__name__}",
+                            field="query")
+    for i, q in enumerate(query):
+        if not isinstance(q, str):
+            raise InvalidSampleError(i, "query", f"expected a string, got {type(q).__name__}")
+    return query
+
+
+def get_reward_response(rewards: Sequence[float]) -> Dict[str, Any]:
+    """The ``/get_reward`` answer of newer serve_rm: ``{"rewards": [...], "scores": [...]}`` (the same values)."""
+    values = list(rewards)
+    return {"rewards": values, "scores": values}

@@ -17,15 +17,20 @@ request fails whole with one 400. From 0.4.7 the scheduler no longer aborts an
 over-long embedding request but queues it (``scheduler.py`` 0.5.23:3751-3753), so
 the client must stay below the limit itself: ``/server_info`` (0.5.6+; before,
 ``/get_server_info``, every version) reports ``max_req_input_len``.
+
+Both halves of the protocol live here: the client half (:class:`SglangAdapter`) and
+the server half (:func:`parse_classify_request`, :func:`classify_response`), which
+``rmclient serve`` and the test fakes use. Pure functions, no sockets.
 """
 
 from __future__ import annotations
 
 import logging
+import uuid
 from dataclasses import dataclass, replace
-from typing import Any, ClassVar, FrozenSet, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, ClassVar, Dict, FrozenSet, List, Mapping, Optional, Sequence, Tuple, Union
 
-from rmclient.errors import ResponseError
+from rmclient.errors import InvalidSampleError, ProtocolError, ResponseError
 
 from .base import Adapter, EncodedInput, Request, ServerInfo, batch, get_field, single
 from .versions import VersionRow
@@ -142,13 +147,74 @@ class SglangAdapter(Adapter):
         return Request("POST", self.score_path, {"input_ids" if kind == "ids" else "text": items})
 
     def _values(self, body: Any, n: int, where: str) -> List[Any]:
-        # A list input answers a list; a single input (not sent by us) answers one dict.
-        results = [body] if isinstance(body, dict) else body
-        if not isinstance(results, list):
-            raise ResponseError(where, f"expected a list of results, got {type(body).__name__}", body)
-        if len(results) != n:
-            raise ResponseError(where, f"expected {n} rewards, got {len(results)}", body)
-        return [
-            single(get_field(r, "embedding", where, body, f"result {i}"), where, body, f"result {i} 'embedding'")
-            for i, r in enumerate(results)
-        ]
+        return classify_values(body, n, where)
+
+
+def classify_values(body: Any, n: int, where: str) -> List[Any]:
+    """The raw values of a ``/classify`` answer in input order (checked by ``check_rewards`` after)."""
+    # A list input answers a list; a single input (not sent by us) answers one dict.
+    results = [body] if isinstance(body, dict) else body
+    if not isinstance(results, list):
+        raise ResponseError(where, f"expected a list of results, got {type(body).__name__}", body)
+    if len(results) != n:
+        raise ResponseError(where, f"expected {n} rewards, got {len(results)}", body)
+    return [
+        single(get_field(r, "embedding", where, body, f"result {i}"), where, body, f"result {i} 'embedding'")
+        for i, r in enumerate(results)
+    ]
+
+
+# -- the server half ---------------------------------------------------------------------
+
+
+def parse_classify_request(body: Any) -> Tuple[str, List[Any], bool]:
+    """A ``POST /classify`` body as ``(kind, items, single)``: ``kind`` ``"text"`` or ``"ids"``.
+
+    Exactly one of ``text`` / ``input_ids`` (other keys are ignored); a single string or
+    id list is one input (``single``: answer one dict). A wrong shape raises
+    :class:`~rmclient.errors.ProtocolError`, a wrong item
+    :class:`~rmclient.errors.InvalidSampleError` naming its index and field.
+    """
+    if not isinstance(body, dict):
+        raise ProtocolError(f"the body must be a JSON object, got {type(body).__name__}")
+    text, ids = body.get("text"), body.get("input_ids")
+    if (text is None) == (ids is None):
+        raise ProtocolError("Either text or input_ids should be provided.", field="text")
+    if text is not None:
+        if isinstance(text, str):
+            return "text", [text], True
+        if not isinstance(text, list):
+            raise ProtocolError(
+                f"'text' must be a string or a list of strings, got {type(text).__name__}", field="text"
+            )
+        for i, t in enumerate(text):
+            if not isinstance(t, str):
+                raise InvalidSampleError(i, "text", f"expected a string, got {type(t).__name__}")
+        return "text", text, False
+    if not isinstance(ids, list):
+        raise ProtocolError("'input_ids' must be a list of token ids or a list of such lists", field="input_ids")
+    single = bool(ids) and not isinstance(ids[0], list)
+    seqs = [ids] if single else ids
+    for i, seq in enumerate(seqs):
+        if not isinstance(seq, list):
+            raise InvalidSampleError(i, "input_ids", f"expected a list of token ids, got {type(seq).__name__}")
+        if set(map(type, seq)) - {int}:  # bool and float are not token ids (a set: C speed on big bodies)
+            bad = next(t for t in seq if type(t) is not int)
+            raise InvalidSampleError(i, "input_ids", f"token ids must be integers, got {bad!r}")
+    return "ids", seqs, single
+
+
+def classify_response(
+    rewards: Sequence[float], lengths: Sequence[int], single: bool = False, latency: Optional[float] = None,
+) -> Union[Dict[str, Any], List[Dict[str, Any]]]:
+    """The ``/classify`` answer: ``[{"embedding": [reward], "meta_info": {...}}, ...]``, one dict if ``single``.
+
+    ``lengths``: each input's token count (``meta_info.prompt_tokens``); ``latency``: seconds.
+    """
+    results = []
+    for r, n in zip(rewards, lengths):
+        meta: Dict[str, Any] = {"id": uuid.uuid4().hex, "prompt_tokens": n}
+        if latency is not None:
+            meta["e2e_latency"] = latency
+        results.append({"embedding": [r], "meta_info": meta})
+    return results[0] if single else results

@@ -21,6 +21,9 @@ serves ONE request at a time (an ``asyncio.Lock`` per replica) and holds it for
 characters); requests that arrive meanwhile wait in the replica's queue, as on
 a real engine that is busy. The service time is a sleep: the replica uses no
 CPU while "computing", so N replicas in one process model N machines.
+
+Requests are parsed, and answers built, by sglang's server half in
+``rmclient.adapters.sglang`` (the same code as ``rmclient serve``).
 """
 
 from __future__ import annotations
@@ -33,6 +36,9 @@ import time
 from typing import Any, Dict, List
 
 from aiohttp import web
+
+from rmclient.adapters.sglang import classify_response, parse_classify_request
+from rmclient.errors import InvalidSampleError, ProtocolError
 
 
 def reward_of(item: Any) -> float:
@@ -57,19 +63,12 @@ class Replica:
 
     async def classify(self, request: web.Request) -> web.Response:
         body = await request.json()
-        if "input_ids" in body and body["input_ids"] is not None:
-            items: List[Any] = body["input_ids"]
-            single = bool(items) and isinstance(items[0], int)
-            items = [items] if single else items
-            tokens = sum(len(x) for x in items)
-        elif "text" in body and body["text"] is not None:
-            items = body["text"]
-            single = isinstance(items, str)
-            items = [items] if single else items
-            tokens = sum(len(x) for x in items) // 4
-        else:
-            return web.json_response({"error": "Either text or input_ids should be provided."}, status=400)
-        out = [{"embedding": [reward_of(x)], "meta_info": {"prompt_tokens": len(x)}} for x in items]
+        try:
+            kind, items, single = parse_classify_request(body)
+        except (ProtocolError, InvalidSampleError) as exc:
+            return web.json_response({"error": str(exc)}, status=400)
+        tokens = sum(len(x) for x in items) // (4 if kind == "text" else 1)
+        rewards = [reward_of(x) for x in items]
         if self.lock is not None:
             async with self.lock:
                 t0 = time.perf_counter()
@@ -81,7 +80,7 @@ class Replica:
         self.stats["requests"] += 1
         self.stats["samples"] += len(items)
         self.stats["tokens"] += tokens
-        return web.json_response(out[0] if single else out)
+        return web.json_response(classify_response(rewards, [len(x) for x in items], single))
 
     async def health(self, request: web.Request) -> web.Response:
         return web.Response(text="")

@@ -21,6 +21,18 @@ class InvalidSampleError(RMClientError, ValueError):
         super().__init__(f"sample {index}, field {field!r}: {message}")
 
 
+class ProtocolError(RMClientError, ValueError):
+    """A request body does not have its wire protocol's shape (a server half refuses it).
+
+    ``field`` names the key at fault, ``index`` the input (``None``: the whole body).
+    """
+
+    def __init__(self, message: str, *, field: Optional[str] = None, index: Optional[int] = None) -> None:
+        self.field = field
+        self.index = index
+        super().__init__(message)
+
+
 class ConfigurationError(RMClientError, ValueError):
     """The client was configured in a way that cannot work (unknown recipe, backend, ...)."""
 

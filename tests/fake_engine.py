@@ -14,6 +14,10 @@ in ``/server_info`` (0.5.6+) and ``/get_server_info`` and answers a whole reques
 when one input has ``len >= max_req_input_len`` (0.4.3 - 0.4.6 do; later versions
 queue it instead, which a client must not rely on either), ``max_model_len`` on
 ``/v1/models`` only from 0.4.4.post3. ``longest`` records the longest input seen.
+
+sglang ``/classify`` and OpenRLHF ``/get_reward`` requests are parsed, and their correct
+answers built, by the adapters' server halves (the same code as ``rmclient serve``);
+the scripted faults are applied on top.
 """
 
 from __future__ import annotations
@@ -26,6 +30,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Dict, List, Optional
 
 from packaging.version import Version
+
+from rmclient.adapters.openrlhf import get_reward_response, parse_get_reward_request
+from rmclient.adapters.sglang import classify_response, parse_classify_request
+from rmclient.errors import InvalidSampleError, ProtocolError
 
 
 def reward_of(item: Any) -> float:
@@ -156,20 +164,27 @@ class FakeEngine:
         if self.poison is not None and any(self.poison(x) for x in items):
             return self.poison_status, {"message": "poisoned input"}
         if self.engine == "openrlhf" and path == "/get_reward":
-            values = [reward_of(q) for q in body["query"]]
+            try:
+                queries = parse_get_reward_request(body)
+            except (ProtocolError, InvalidSampleError) as exc:
+                return 400, {"detail": str(exc)}
+            values = [reward_of(q) for q in queries]
             if self.version == "old":  # OpenRLHF before scores/extra_logs
                 out = {"rewards": values}
             else:
-                out = {"rewards": values, "scores": values, "extra_logs": {"dummy_scores": values}}
+                out = {**get_reward_response(values), "extra_logs": {"dummy_scores": values}}
             if action in ("nan", "inf", "short"):
                 out["rewards"] = [math.nan if action == "nan" else math.inf] + values[1:] if action != "short" else values[:-1]
             return 200, out
         if self.engine == "sglang" and path == "/classify":
-            items = body.get("input_ids") or body.get("text")
+            try:
+                _, items, one = parse_classify_request(body)
+            except (ProtocolError, InvalidSampleError) as exc:
+                return 400, {"error": {"message": str(exc)}}
             if self._too_long(items):
                 return 400, {"error": {"message": self._too_long(items)}}
             values = [reward_of(x) for x in items]
-            out = [{"embedding": [v], "meta_info": {"id": str(i)}} for i, v in enumerate(values)]
+            out = classify_response(values, [len(x) for x in items], one)
         elif self.engine == "vllm" and path == "/classify" and self._at_least("0.9"):
             items = body["input"]
             items = [items] if isinstance(items, str) or (items and isinstance(items[0], int)) else items

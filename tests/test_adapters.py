@@ -15,6 +15,7 @@ from rmclient.adapters import (
     LmdeployAdapter,
     OpenrlhfAdapter,
     Request,
+    RmclientAdapter,
     ServerInfo,
     SglangAdapter,
     VllmAdapter,
@@ -126,6 +127,7 @@ def test_unknown_version_uses_unknown_row_and_logs(server_type, version, caplog)
 def test_get_adapter_names_and_kwargs():
     assert ADAPTERS == {
         "sglang": SglangAdapter, "vllm": VllmAdapter, "lmdeploy": LmdeployAdapter, "openrlhf": OpenrlhfAdapter,
+        "rmclient": RmclientAdapter,
     }
     a = get_adapter("vLLM", "0.16.0", model="rm", architecture=LLAMA_SC, endpoint="classify")
     assert isinstance(a, VllmAdapter)
@@ -133,7 +135,7 @@ def test_get_adapter_names_and_kwargs():
 
 
 def test_get_adapter_unknown_type_lists_valid_names():
-    with pytest.raises(ConfigurationError, match="'tgi'; valid: lmdeploy, openrlhf, sglang, vllm"):
+    with pytest.raises(ConfigurationError, match="'tgi'; valid: lmdeploy, openrlhf, rmclient, sglang, vllm"):
         get_adapter("tgi")
 
 

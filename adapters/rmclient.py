@@ -1,0 +1,95 @@
+"""Our own server, ``rmclient serve``: both halves of its protocol (pure data, no sockets).
+
+Client half (:class:`RmclientAdapter`, ``server_type="rmclient"``): exact token ids
+to ``POST /classify`` (the sglang form, ``{"input_ids": [[...]]}``, raw rewards back);
+first contact reads ``/server_info`` (``served_model_name``, ``max_req_input_len`` in
+sglang's form: the longest input + 1, and ``rmclient_version``) and ``/v1/models``
+(``max_model_len``); health is ``GET /health``.
+
+Server half of the native route ``POST /v1/rewards``: :func:`parse_rewards_request`
+(``{"samples": [sample, ...]}`` or one sample dict, ``"return_encodings"``) and
+:func:`rewards_response` (``{"model", "rewards", "num_tokens"[, "encodings"]}``).
+The other routes' server halves are in :mod:`.sglang` and :mod:`.openrlhf`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Dict, List, Mapping, Optional, Sequence, Tuple
+
+from rmclient.errors import ProtocolError
+
+from .base import Adapter, EncodedInput, Request, ServerInfo, batch
+from .sglang import classify_values
+
+
+class RmclientAdapter(Adapter):
+    """``rmclient serve``: ``POST /classify`` with exact token ids (raw rewards)."""
+
+    engine: ClassVar[str] = "rmclient"
+    info_routes: ClassVar[Tuple[Tuple[str, ...], ...]] = (("/server_info", "/get_server_info"), ("/v1/models",))
+    health_path: ClassVar[str] = "/health"
+    score_path = "/classify"
+    inputs = "ids"
+
+    @classmethod
+    def read_info(cls, bodies: Mapping[str, Any]) -> ServerInfo:
+        """``/server_info``: the served name, ``max_req_input_len - 1`` (the longest input) and our
+        version; else ``/v1/models``' card (its ``max_model_len`` is the longest input itself)."""
+        info = bodies.get("/server_info") or bodies.get("/get_server_info")
+        info = info if isinstance(info, dict) else {}
+        name, longest = cls._model_card(bodies.get("/v1/models"))
+        limit = info.get("max_req_input_len")
+        if isinstance(limit, int) and not isinstance(limit, bool) and limit > 1:
+            longest = limit - 1
+        served = info.get("served_model_name")
+        if isinstance(served, str):
+            name = served
+        version = info.get("rmclient_version")
+        return ServerInfo(version=version if isinstance(version, str) else None, model=name, max_input_len=longest)
+
+    def build_request(self, inputs: Sequence[EncodedInput]) -> Request:
+        """``{"input_ids": [[...]]}`` (text, for the xtuner-compatible calls: ``{"text": [...]}``)."""
+        kind, items = batch(inputs)
+        return Request("POST", self.score_path, {"input_ids" if kind == "ids" else "text": items})
+
+    def _values(self, body: Any, n: int, where: str) -> List[Any]:
+        return classify_values(body, n, where)  # sglang's answer
+
+
+# -- the server half of POST /v1/rewards ---------------------------------------------------
+
+
+def parse_rewards_request(body: Any) -> Tuple[List[Any], bool]:
+    """``(samples, return_encodings)`` of a ``POST /v1/rewards`` body; one sample dict is one sample.
+
+    The samples themselves are checked by the encoder (their index and field named there).
+    """
+    if not isinstance(body, dict):
+        raise ProtocolError(f"the body must be a JSON object, got {type(body).__name__}")
+    samples = body.get("samples")
+    if samples is None:
+        raise ProtocolError("missing 'samples': a list of samples (or one sample dict)", field="samples")
+    if isinstance(samples, dict):
+        samples = [samples]
+    if not isinstance(samples, list):
+        raise ProtocolError(f"'samples' must be a list of dicts, got {type(samples).__name__}", field="samples")
+    return samples, bool(body.get("return_encodings"))
+
+
+def rewards_request(samples: Sequence[Any], return_encodings: bool = False) -> Dict[str, Any]:
+    """The ``POST /v1/rewards`` body for raw ``samples``."""
+    body: Dict[str, Any] = {"samples": list(samples)}
+    if return_encodings:
+        body["return_encodings"] = True
+    return body
+
+
+def rewards_response(
+    model: str, rewards: Sequence[float], num_tokens: Sequence[int],
+    encodings: Optional[Sequence[Tuple[str, Sequence[int]]]] = None,
+) -> Dict[str, Any]:
+    """``{"model", "rewards", "num_tokens"}``, plus ``"encodings": [{"text", "input_ids"}]`` when given."""
+    out: Dict[str, Any] = {"model": model, "rewards": list(rewards), "num_tokens": list(num_tokens)}
+    if encodings is not None:
+        out["encodings"] = [{"text": text, "input_ids": list(ids)} for text, ids in encodings]
+    return out

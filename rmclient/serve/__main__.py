@@ -1,0 +1,5 @@
+"""``python -m rmclient.serve MODEL [...]``."""
+
+from .cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,400 @@
+"""The reward server: an :class:`~rmclient.model.Encoder`, a local scorer, a batcher, and the routes.
+
+The routes' wire formats (parsing requests, building answers) are the adapters' server
+halves (:mod:`rmclient.adapters.sglang`, :mod:`~rmclient.adapters.openrlhf`,
+:mod:`~rmclient.adapters.rmclient`); this module wires them to the model and checks
+what needs the server's limits (:mod:`.limits`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import dataclasses
+import logging
+import time
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+from .. import jsonsafe
+from ..adapters.openrlhf import get_reward_response, parse_get_reward_request
+from ..adapters.rmclient import parse_rewards_request, rewards_response
+from ..adapters.sglang import classify_response, parse_classify_request
+from ..batcher import DynamicBatcher
+from ..errors import ConfigurationError
+from ..model import Encoder
+from .deps import require_serve
+from .errors import RequestError
+from .limits import Limits
+from .middleware import middleware
+
+logger = logging.getLogger("rmclient.serve")  # not __name__: one logger for the whole server
+
+DEFAULT_MAX_BODY_MB = 32.0
+DEFAULT_MAX_SAMPLES = 1024
+#: Requests with bodies larger than this are parsed and tokenized in a lane of their own (a
+#: thread apart from the small requests'), so one huge request never stalls the others.
+BIG_BODY = 256 * 1024
+#: A connection that has not sent a whole request head in this long is closed; a body must
+#: arrive within ``DEFAULT_BODY_TIMEOUT`` of its head.
+DEFAULT_HEADER_TIMEOUT = 30.0
+DEFAULT_BODY_TIMEOUT = 60.0
+
+
+def _from_client(client: Any, recipe: Optional[str]) -> Tuple[Encoder, Any]:
+    """The encoder and local scorer of a ready in-process client (its own, never rebuilt)."""
+    if getattr(client, "server_type", None) != "transformers":
+        raise ConfigurationError(
+            f"client= must be an in-process client (server_type='transformers'), got server_type="
+            f"{getattr(client, 'server_type', None)!r}: the server scores with the client's local model"
+        )
+    encoder = getattr(client, "encoder", None)
+    if not isinstance(encoder, Encoder):
+        encoder = Encoder(
+            client.path, client.config, client.tokenizer, max_length=client.max_length,
+            max_response_length=client.max_response_length, response_cut_side=client.response_cut_side,
+            recipe=client.recipe, system_prompt=client.system_prompt, reward_token_id=client.reward_token_id,
+        )
+    if recipe is not None and encoder.recipe not in (None, recipe):
+        raise ConfigurationError(f"recipe={recipe!r} but the given client's recipe is {encoder.recipe!r}")
+    return encoder, client.local_backend
+
+
+class RewardServer:
+    """The reward server: a model, a batcher and the aiohttp application that serves them.
+
+    Args:
+        model: model folder or hub id.
+        served_model_name: the name in ``/v1/models`` (default: ``model``).
+        api_key: bearer token every route but ``/health`` requires (``None``: open).
+        trust_remote_code, device, dtype: how the model loads (as ``RewardModelClient``).
+        recipe, system_prompt, max_length, max_response_length, response_cut_side:
+            the native route's encoding (as ``RewardModelClient``; ``max_length``
+            defaults to ``min(16384, max_model_len)``). The recipe is fixed at
+            startup (``None``: the model's own, POLAR for a POLAR model, else the
+            chat template), never chosen from a request's data.
+        max_model_len: longest input accepted (default: the config's
+            ``max_position_embeddings``).
+        max_batch_size, max_batch_tokens: one forward pass holds at most this many
+            sequences and this many padded tokens (``rows * longest``).
+        max_wait_ms: how long the oldest waiting request waits for others to join it.
+        max_padding: a merged batch is sorted by length and cut into forward passes whose
+            padding stays under this fraction of their tokens (``None``: 0.1 on CPU, where
+            a forward costs the same per token at any batch size, so padding is pure waste;
+            no cut on GPUs, where wide batches pay).
+        max_samples: most inputs per request (413 over it).
+        max_body_bytes: largest request body (413 over it).
+        header_timeout: a connection that has not sent a whole request head in this many seconds
+            is closed (stalled or idle connections hold no file descriptor for long).
+        body_timeout: seconds for a request's body to arrive once its head has (408 after).
+        client: a ready in-process (``server_type="transformers"``) ``RewardModelClient`` whose
+            encoder and loaded local model to serve instead of loading them again; its backend
+            is used as it is (``max_padding`` must then be left ``None``).
+    """
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        served_model_name: Optional[str] = None,
+        api_key: Optional[str] = None,
+        trust_remote_code: bool = False,
+        device: Optional[str] = None,
+        dtype: Optional[str] = None,
+        recipe: Optional[str] = None,
+        system_prompt: Optional[str] = None,
+        max_length: Optional[int] = None,
+        max_response_length: int = 4096,
+        response_cut_side: str = "right",
+        max_model_len: Optional[int] = None,
+        max_batch_size: int = 32,
+        max_batch_tokens: int = 16384,
+        max_wait_ms: float = 5.0,
+        max_padding: Optional[float] = None,
+        max_samples: int = DEFAULT_MAX_SAMPLES,
+        max_body_bytes: int = int(DEFAULT_MAX_BODY_MB * 2**20),
+        header_timeout: float = DEFAULT_HEADER_TIMEOUT,
+        body_timeout: float = DEFAULT_BODY_TIMEOUT,
+        client: Any = None,
+    ) -> None:
+        require_serve()
+        from ..local import TransformersBackend
+        from ..metrics import ServerMetrics
+
+        if max_samples < 1 or max_body_bytes < 1:
+            raise ConfigurationError("max_samples and max_body_bytes must be >= 1")
+        self.model = str(model)
+        self.served_model_name = served_model_name or self.model
+        self.api_key = api_key or None
+        self.max_body_bytes = max_body_bytes
+        if client is not None:
+            if max_padding is not None:
+                raise ConfigurationError("max_padding= cannot be set with client=: the client's backend is used as it is")
+            encoder, self.backend = _from_client(client, recipe)
+            if client.recipe is None and not hasattr(client, "encoder"):
+                # A client without an encoder object encodes with its own recipe attribute: fixed to
+                # the server's, what it encodes itself is what the native route encodes.
+                client.recipe = encoder.fixed(recipe).recipe
+        else:
+            encoder = Encoder.load(
+                self.model, trust_remote_code=trust_remote_code, max_response_length=max_response_length,
+                response_cut_side=response_cut_side, system_prompt=system_prompt,
+            )
+        self.max_model_len = max_model_len or encoder.model_max_len or 16384
+        if client is None:
+            encoder = dataclasses.replace(encoder, max_length=max_length or min(16384, self.max_model_len))
+        # One recipe for every request, fixed now: chosen from a request's data, a client sending
+        # 'reference' would get a chat RM's samples POLAR-encoded.
+        self.encoder = encoder.fixed(recipe)
+        self.recipe: str = self.encoder.recipe  # type: ignore[assignment]
+        self.tokenizer = self.encoder.tokenizer
+        if client is None:
+            pad = self.tokenizer.pad_token_id
+            self.backend = TransformersBackend(
+                self.model, self.encoder.config, device=device, dtype=dtype, trust_remote_code=trust_remote_code,
+                batch_size=max_batch_size, max_tokens=max_batch_tokens, pad_token_id=pad if pad is not None else 0,
+                max_padding=max_padding, batch_invariant=False,
+            )
+        self.max_padding = self.backend.max_padding
+        self.limits = Limits(
+            max_samples=max_samples, max_model_len=self.max_model_len, vocab_size=self.encoder.vocab_size,
+            max_token_chars=max((len(t) for t in self.tokenizer.get_vocab()), default=1) or 1,
+        )
+        self._model_pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="rmclient-model")
+        self._token_pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="rmclient-tokenize")
+        self._big_pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="rmclient-big-requests")
+        self.header_timeout = header_timeout
+        self.body_timeout = body_timeout
+        self.metrics = ServerMetrics(self.stats)
+        self.batcher = DynamicBatcher(
+            self.backend.score,
+            max_tokens=max_batch_tokens,
+            max_batch_size=max_batch_size,
+            max_wait=max_wait_ms / 1000.0,
+            executor=self._model_pool,
+            on_batch=self.metrics.batch_size.observe,
+        )
+        self.started = time.time()
+        self.http_requests = 0
+        self.http_errors: Dict[int, int] = {}
+
+    @property
+    def max_samples(self) -> int:
+        return self.limits.max_samples
+
+    @property
+    def vocab_size(self) -> Optional[int]:
+        return self.limits.vocab_size
+
+    # -- lifecycle ------------------------------------------------------------------
+
+    def load(self) -> None:
+        """Load the model and run one tiny forward pass (blocking)."""
+        t0 = time.perf_counter()
+        model = self.backend.model
+        bos = self.tokenizer.bos_token_id
+        self.backend.score([[bos if bos is not None else 0]])
+        logger.info("%s loaded (%s) in %.1f s", self.model, type(model).__name__, time.perf_counter() - t0)
+
+    async def _on_startup(self, app: Any) -> None:
+        await asyncio.get_running_loop().run_in_executor(self._model_pool, self.load)
+
+    async def _on_cleanup(self, app: Any) -> None:
+        await self.batcher.close()
+        self._model_pool.shutdown(wait=False)
+        self._token_pool.shutdown(wait=False)
+        self._big_pool.shutdown(wait=False)
+
+    def runner(self, **kwargs: Any) -> Any:
+        """An ``aiohttp.web.AppRunner`` for :meth:`build_app`: a handler whose client disconnected is
+        cancelled (its samples are dropped unscored); connections silent past ``header_timeout`` close."""
+        from aiohttp import web
+
+        return web.AppRunner(
+            self.build_app(), handler_cancellation=True, keepalive_timeout=self.header_timeout, **kwargs
+        )
+
+    def build_app(self) -> Any:
+        """The ``aiohttp.web.Application`` (loads the model on startup, before the port is bound)."""
+        from aiohttp import web
+
+        app = web.Application(client_max_size=self.max_body_bytes, middlewares=[middleware(self)])
+        app.router.add_post("/classify", self.classify)
+        app.router.add_post("/get_reward", self.get_reward)
+        app.router.add_post("/v1/rewards", self.rewards)
+        app.router.add_get("/health", self.health)
+        app.router.add_get("/metrics", self.prometheus)
+        app.router.add_get("/stats", self.stats_route)
+        app.router.add_get("/v1/models", self.models)
+        app.router.add_get("/get_server_info", self.server_info)
+        app.router.add_get("/server_info", self.server_info)
+        app.router.add_get("/get_model_info", self.model_info)
+        app.on_startup.append(self._on_startup)
+        app.on_cleanup.append(self._on_cleanup)
+        return app
+
+    # -- plumbing -------------------------------------------------------------------
+
+    def _lane(self, request: Any) -> concurrent.futures.Executor:
+        """Where a request's parsing and tokenizing run: big bodies apart from small ones."""
+        return self._big_pool if (request.content_length or 0) > BIG_BODY else self._token_pool
+
+    async def _off_loop(self, request: Any, fn: Callable[..., Any], *args: Any) -> Any:
+        """``fn(*args)``: in the request's lane for a big body, else right here."""
+        if (request.content_length or 0) > BIG_BODY:
+            return await asyncio.get_running_loop().run_in_executor(self._lane(request), fn, *args)
+        return fn(*args)
+
+    async def _json(self, request: Any) -> Dict[str, Any]:
+        length = request.content_length
+        if length is not None and length > self.max_body_bytes:
+            raise RequestError(
+                413, f"the body ({length} bytes) exceeds the server's limit of {self.max_body_bytes} bytes",
+                kind="too_large",
+            )
+        try:
+            raw = await asyncio.wait_for(request.read(), self.body_timeout)
+        except asyncio.TimeoutError:
+            raise RequestError(408, f"the body did not arrive within {self.body_timeout:g} s", kind="timeout") from None
+        try:
+            if len(raw) > BIG_BODY:
+                body = await asyncio.get_running_loop().run_in_executor(self._lane(request), jsonsafe.loads, raw)
+            else:
+                body = jsonsafe.loads(raw)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise RequestError(400, f"malformed JSON: {exc}", kind="invalid_json") from None
+        if not isinstance(body, dict):
+            raise RequestError(400, f"the body must be a JSON object, got {type(body).__name__}")
+        return body
+
+    async def _tokenize(self, request: Any, texts: List[str], special: bool) -> List[List[int]]:
+        def run() -> List[List[int]]:
+            return [list(x) for x in self.tokenizer(texts, add_special_tokens=special)["input_ids"]]
+
+        return await asyncio.get_running_loop().run_in_executor(self._lane(request), run)
+
+    async def _score(self, ids: List[List[int]], route: str) -> List[float]:
+        rewards = await self.batcher.score(ids)
+        self.metrics.samples.labels(route).inc(len(ids))
+        return rewards
+
+    # -- scoring routes -------------------------------------------------------------
+
+    async def classify(self, request: Any) -> Any:
+        """sglang ``POST /classify``: text (BOS added, as sglang does) or exact token ids."""
+        from aiohttp import web
+
+        t0 = time.perf_counter()
+        body = await self._json(request)
+        kind, items, single = await self._off_loop(request, parse_classify_request, body)
+        self.limits.count(len(items))
+        if kind == "text":
+            field = "text"
+            self.limits.texts(items, field)
+            ids = await self._tokenize(request, items, True)
+        else:
+            field = "input_ids"
+            await self._off_loop(request, self.limits.vocabulary, items, field)
+            ids = items
+        self.limits.lengths(ids, field)
+        rewards = await self._score(ids, "/classify")
+        latency = round(time.perf_counter() - t0, 6)
+        return web.json_response(classify_response(rewards, [len(x) for x in ids], single, latency))
+
+    async def get_reward(self, request: Any) -> Any:
+        """OpenRLHF ``POST /get_reward``: whole texts, tokenized without adding special tokens."""
+        from aiohttp import web
+
+        texts = parse_get_reward_request(await self._json(request))
+        self.limits.count(len(texts))
+        self.limits.texts(texts, "query")
+        ids = await self._tokenize(request, texts, False)
+        self.limits.lengths(ids, "query")
+        rewards = await self._score(ids, "/get_reward")
+        return web.json_response(get_reward_response(rewards))
+
+    async def rewards(self, request: Any) -> Any:
+        """Native ``POST /v1/rewards``: raw samples, encoded here with the server's fixed recipe."""
+        from aiohttp import web
+
+        samples, return_encodings = parse_rewards_request(await self._json(request))
+        self.limits.count(len(samples))
+        encoded = await asyncio.get_running_loop().run_in_executor(
+            self._lane(request), self.encoder.encode, samples
+        )
+        ids = [e.ids for e in encoded]
+        self.limits.lengths(ids, "<sample>")
+        rewards = await self._score(ids, "/v1/rewards")
+        encodings = [(e.text, e.ids) for e in encoded] if return_encodings else None
+        return web.json_response(rewards_response(self.served_model_name, rewards, [len(x) for x in ids], encodings))
+
+    # -- information routes ---------------------------------------------------------
+
+    def stats(self) -> Dict[str, Any]:
+        """Batching and HTTP counters."""
+        return {
+            **self.batcher.stats.as_dict(),
+            "forward_passes": self.backend.forward_passes,  # what the merged batches were cut into
+            "queued_requests": self.batcher.queued,
+            "http_requests": self.http_requests,
+            "http_errors": {str(k): v for k, v in sorted(self.http_errors.items())},
+            "uptime_s": round(time.time() - self.started, 3),
+        }
+
+    async def health(self, request: Any) -> Any:
+        from aiohttp import web
+
+        return web.json_response({"status": "ok", "model": self.served_model_name, **self.stats()})
+
+    async def prometheus(self, request: Any) -> Any:
+        """``GET /metrics``: the Prometheus text format."""
+        from aiohttp import web
+
+        from ..metrics import CONTENT_TYPE
+
+        return web.Response(body=self.metrics.render(), headers={"Content-Type": CONTENT_TYPE})
+
+    async def stats_route(self, request: Any) -> Any:
+        """``GET /stats``: the same counters as JSON."""
+        from aiohttp import web
+
+        return web.json_response(self.stats())
+
+    async def models(self, request: Any) -> Any:
+        from aiohttp import web
+
+        card = {
+            "id": self.served_model_name,
+            "object": "model",
+            "created": int(self.started),
+            "owned_by": "rmclient",
+            "root": self.model,
+            "max_model_len": self.max_model_len,
+        }
+        return web.json_response({"object": "list", "data": [card]})
+
+    async def server_info(self, request: Any) -> Any:
+        from aiohttp import web
+
+        from .. import __version__
+
+        return web.json_response(
+            {
+                "server": "rmclient",
+                "rmclient_version": __version__,
+                "model_path": self.model,
+                "served_model_name": self.served_model_name,
+                "max_model_len": self.max_model_len,
+                # sglang's form (its clients send fewer tokens than this): the longest input + 1
+                "max_req_input_len": self.max_model_len + 1,
+                "max_batch_size": self.batcher.max_batch_size,
+                "max_batch_tokens": self.batcher.max_tokens,
+                "max_wait_ms": self.batcher.max_wait * 1000.0,
+                "max_samples": self.max_samples,
+                "max_body_bytes": self.max_body_bytes,
+            }
+        )
+
+    async def model_info(self, request: Any) -> Any:
+        from aiohttp import web
+
+        return web.json_response({"model_path": self.model, "is_generation": False})
