@@ -371,10 +371,13 @@ class Scheduler:
     # -- the two loops: encode, send ---------------------------------------------------------
 
     def _start(self) -> None:
-        if not self._loops or any(t.done() for t in self._loops):
-            for t in self._loops:
-                t.cancel()
+        """(Re)start the loops that are not running: each ends when it has nothing left to do, so that
+        an idle scheduler holds no task (a loop closed under it warns of none)."""
+        if not self._loops:
             self._loops = [asyncio.ensure_future(self._encode_loop()), asyncio.ensure_future(self._send_loop())]
+        for k, run in enumerate((self._encode_loop, self._send_loop)):
+            if self._loops[k].done():
+                self._loops[k] = asyncio.ensure_future(run())
 
     def _add_ready(self, chunk: Chunk, call: Call) -> None:
         for i, why in chunk.failures.items():
@@ -385,6 +388,7 @@ class Scheduler:
             if self.policy.budget is None:  # default budget: the request's own retries
                 call.retries_left += max(1, self.policy.attempts - 1)
             self._ready.append(chunk)
+            self._start()
         self._changed.set()
 
     async def _changed_wait(self) -> None:
@@ -392,9 +396,11 @@ class Scheduler:
         await self._changed.wait()
 
     async def _encode_loop(self) -> None:
-        while True:
-            while not self._intake or len(self._ready) >= READY_AHEAD * self.sink.capacity():
+        while self._intake:
+            while len(self._ready) >= READY_AHEAD * self.sink.capacity():
                 await self._changed_wait()
+            if not self._intake:
+                break
             batch = [self._intake.popleft()]
             total = len(batch[0].items)
             while (self._intake and batch[0].recipe is not None and self._intake[0].recipe is batch[0].recipe
@@ -434,9 +440,11 @@ class Scheduler:
                 self._add_ready(chunk, b.call)
 
     async def _send_loop(self) -> None:
-        while True:
-            while not self._ready or self._in_flight >= self.sink.capacity():
+        while self._ready:
+            while self._in_flight >= self.sink.capacity():
                 await self._changed_wait()
+            if not self._ready:
+                break
             chunk = self._ready.popleft()
             if not chunk.calls():
                 continue  # every caller has stopped waiting

@@ -47,13 +47,7 @@ def _from_client(client: Any, recipe: Optional[str]) -> Tuple[Encoder, Any]:
             f"client= must be an in-process client (server_type='transformers'), got server_type="
             f"{getattr(client, 'server_type', None)!r}: the server scores with the client's local model"
         )
-    encoder = getattr(client, "encoder", None)
-    if not isinstance(encoder, Encoder):
-        encoder = Encoder(
-            client.path, client.config, client.tokenizer, max_length=client.max_length,
-            max_response_length=client.max_response_length, response_cut_side=client.response_cut_side,
-            recipe=client.recipe, system_prompt=client.system_prompt, reward_token_id=client.reward_token_id,
-        )
+    encoder: Encoder = client.encoder
     if recipe is not None and encoder.recipe not in (None, recipe):
         raise ConfigurationError(f"recipe={recipe!r} but the given client's recipe is {encoder.recipe!r}")
     return encoder, client.local_backend
@@ -130,10 +124,6 @@ class RewardServer:
             if max_padding is not None:
                 raise ConfigurationError("max_padding= cannot be set with client=: the client's backend is used as it is")
             encoder, self.backend = _from_client(client, recipe)
-            if client.recipe is None and not hasattr(client, "encoder"):
-                # A client without an encoder object encodes with its own recipe attribute: fixed to
-                # the server's, what it encodes itself is what the native route encodes.
-                client.recipe = encoder.fixed(recipe).recipe
         else:
             encoder = Encoder.load(
                 self.model, trust_remote_code=trust_remote_code, max_response_length=max_response_length,
@@ -145,6 +135,8 @@ class RewardServer:
         # One recipe for every request, fixed now: chosen from a request's data, a client sending
         # 'reference' would get a chat RM's samples POLAR-encoded.
         self.encoder = encoder.fixed(recipe)
+        if client is not None:  # the client encodes as the server does (the encoder itself is never changed)
+            client.encoder = self.encoder
         self.recipe: str = self.encoder.recipe  # type: ignore[assignment]
         self.tokenizer = self.encoder.tokenizer
         if client is None:
