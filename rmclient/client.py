@@ -34,11 +34,10 @@ from .errors import ClientClosedError, ConfigurationError
 from .model import Encoder
 from .pool import EndpointPool, parse_addresses
 from .recipes import Encoded
+from .transport import API_KEY_ENV
 
 logger = logging.getLogger(__name__)
 
-#: Read for the servers' API key when ``api_key`` is not given (as the CLI and the trainer hooks do).
-API_KEY_ENV = "RMCLIENT_API_KEY"
 Sample = Dict[str, Any]
 Data = Union[Sample, Sequence[Sample]]
 Rewards = Union[float, List[float]]

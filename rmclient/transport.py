@@ -18,6 +18,9 @@ from rmclient.adapters.base import Request
 from . import jsonsafe
 from .errors import ConfigurationError, ResponseError, ServerError
 
+#: The environment variable that holds the servers' API key (bearer token) when none is given:
+#: read by the client, the CLI, the trainer hooks and ``rmclient serve``.
+API_KEY_ENV = "RMCLIENT_API_KEY"
 #: The most an answer may weigh unless the caller says otherwise (an error answer: 64 KiB).
 MAX_RESPONSE_BYTES = 64 * 2**20
 _MAX_ERROR_BYTES = 64 * 2**10

@@ -9,6 +9,7 @@ from typing import Any, Dict, List, Tuple
 
 from rmclient.engines import SERVER_TYPES, SERVERS
 from rmclient.errors import ConfigurationError
+from rmclient.transport import API_KEY_ENV
 
 from .exits import InputError
 
@@ -71,8 +72,8 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
                         "(servers, default 256; fewer when that keeps every server slot busy)")
     g.add_argument("--device", default=None, help="transformers only: cuda, cpu, ... (default: CUDA if present)")
     g.add_argument("--dtype", default=None, help="transformers only: bfloat16, float32, ...")
-    g.add_argument("--api-key", default=os.environ.get("RMCLIENT_API_KEY"), metavar="KEY",
-                   help="bearer token for the servers (default: $RMCLIENT_API_KEY)")
+    g.add_argument("--api-key", default=os.environ.get(API_KEY_ENV), metavar="KEY",
+                   help=f"bearer token for the servers (default: ${API_KEY_ENV})")
     g.add_argument("--max-attempts", type=int, default=None, metavar="N",
                    help="attempts per request before a sample is reported as failed (default 5)")
     g.add_argument("--deadline", type=float, default=None, metavar="SECONDS",

@@ -6,10 +6,9 @@ import hmac
 import ipaddress
 from typing import Optional
 
+from ..transport import API_KEY_ENV  # noqa: F401 - the server reads the same variable as the client
 from .errors import RequestError
 
-#: Environment variable read for the API key when ``--api-key`` is not given.
-API_KEY_ENV = "RMCLIENT_API_KEY"
 #: Routes that need no API key (liveness probes, the supervisor's readiness check).
 OPEN_ROUTES = frozenset({"/health", "/metrics"})
 
