@@ -71,6 +71,11 @@ class LoopThread:
             await asyncio.gather(*tasks, return_exceptions=True)
             asyncio.get_running_loop().stop()
 
+        if thread is threading.current_thread():  # a finalizer run on the loop itself: it cannot wait for itself
+            loop.call_soon(loop.stop)
+            with self._lock:
+                self._loop = self._thread = None
+            return
         if loop.is_running():
             asyncio.run_coroutine_threadsafe(_cancel_all(), loop)
             if thread is not None:
