@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, ClassVar, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
-from rmclient.errors import ResponseError
+from rmclient.errors import InvalidSampleError, ProtocolError, ResponseError
 
 from .versions import VersionRow, select_row
 
@@ -201,3 +201,30 @@ def single(value: Any, where: str, body: Any, what: str) -> Any:
     if not isinstance(value, list) or len(value) != 1:
         raise ResponseError(where, f"{what} is not a one-element list: {value!r}", body)
     return value[0]
+
+
+# -- what the server halves share ----------------------------------------------------------
+
+
+def request_object(body: Any) -> Dict[str, Any]:
+    """``body`` if it is a JSON object; :class:`~rmclient.errors.ProtocolError` otherwise."""
+    if not isinstance(body, dict):
+        raise ProtocolError(f"the body must be a JSON object, got {type(body).__name__}")
+    return body
+
+
+def text_list(value: Any, field: str) -> Tuple[List[str], bool]:
+    """``(texts, single)`` of a request field that holds a string (one input) or a list of strings.
+
+    Any other shape is a :class:`~rmclient.errors.ProtocolError`; an item that is not a string an
+    :class:`~rmclient.errors.InvalidSampleError` naming its index and the field.
+    """
+    if isinstance(value, str):
+        return [value], True
+    if not isinstance(value, list):
+        raise ProtocolError(f"{field!r} must be a string or a list of strings, got {type(value).__name__}",
+                            field=field)
+    for i, t in enumerate(value):
+        if not isinstance(t, str):
+            raise InvalidSampleError(i, field, f"expected a string, got {type(t).__name__}")
+    return value, False

@@ -17,9 +17,9 @@ from __future__ import annotations
 
 from typing import Any, ClassVar, Dict, List, Sequence, Tuple
 
-from rmclient.errors import ConfigurationError, InvalidSampleError, ProtocolError, ResponseError
+from rmclient.errors import ConfigurationError, ProtocolError, ResponseError
 
-from .base import Adapter, EncodedInput, Request, batch, get_field
+from .base import Adapter, EncodedInput, Request, batch, get_field, request_object, text_list
 
 
 class OpenrlhfAdapter(Adapter):
@@ -56,20 +56,10 @@ def parse_get_reward_request(body: Any) -> List[str]:
     A single string is one query. A wrong shape raises :class:`~rmclient.errors.ProtocolError`,
     a query that is not a string :class:`~rmclient.errors.InvalidSampleError`.
     """
-    if not isinstance(body, dict):
-        raise ProtocolError(f"the body must be a JSON object, got {type(body).__name__}")
-    query = body.get("query")
+    query = request_object(body).get("query")
     if query is None:
         raise ProtocolError("missing 'query': a list of the whole texts to score", field="query")
-    if isinstance(query, str):
-        return [query]
-    if not isinstance(query, list):
-        raise ProtocolError(f"'query' must be a string or a list of strings, got {type(query).__name__}",
-                            field="query")
-    for i, q in enumerate(query):
-        if not isinstance(q, str):
-            raise InvalidSampleError(i, "query", f"expected a string, got {type(q).__name__}")
-    return query
+    return text_list(query, "query")[0]
 
 
 def get_reward_response(rewards: Sequence[float]) -> Dict[str, Any]:

@@ -18,7 +18,7 @@ from typing import Any, ClassVar, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from rmclient.errors import ProtocolError
 
-from .base import Adapter, EncodedInput, Request, ServerInfo, batch
+from .base import Adapter, EncodedInput, Request, ServerInfo, batch, request_object
 from .sglang import classify_values
 
 
@@ -64,8 +64,7 @@ def parse_rewards_request(body: Any) -> Tuple[List[Any], bool]:
 
     The samples themselves are checked by the encoder (their index and field named there).
     """
-    if not isinstance(body, dict):
-        raise ProtocolError(f"the body must be a JSON object, got {type(body).__name__}")
+    body = request_object(body)
     samples = body.get("samples")
     if samples is None:
         raise ProtocolError("missing 'samples': a list of samples (or one sample dict)", field="samples")

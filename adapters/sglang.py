@@ -32,7 +32,7 @@ from typing import Any, ClassVar, Dict, FrozenSet, List, Mapping, Optional, Sequ
 
 from rmclient.errors import InvalidSampleError, ProtocolError, ResponseError
 
-from .base import Adapter, EncodedInput, Request, ServerInfo, batch, get_field, single
+from .base import Adapter, EncodedInput, Request, ServerInfo, batch, get_field, request_object, single, text_list
 from .versions import VersionRow
 
 logger = logging.getLogger(__name__)
@@ -175,22 +175,12 @@ def parse_classify_request(body: Any) -> Tuple[str, List[Any], bool]:
     :class:`~rmclient.errors.ProtocolError`, a wrong item
     :class:`~rmclient.errors.InvalidSampleError` naming its index and field.
     """
-    if not isinstance(body, dict):
-        raise ProtocolError(f"the body must be a JSON object, got {type(body).__name__}")
+    body = request_object(body)
     text, ids = body.get("text"), body.get("input_ids")
     if (text is None) == (ids is None):
         raise ProtocolError("Either text or input_ids should be provided.", field="text")
     if text is not None:
-        if isinstance(text, str):
-            return "text", [text], True
-        if not isinstance(text, list):
-            raise ProtocolError(
-                f"'text' must be a string or a list of strings, got {type(text).__name__}", field="text"
-            )
-        for i, t in enumerate(text):
-            if not isinstance(t, str):
-                raise InvalidSampleError(i, "text", f"expected a string, got {type(t).__name__}")
-        return "text", text, False
+        return ("text", *text_list(text, "text"))
     if not isinstance(ids, list):
         raise ProtocolError("'input_ids' must be a list of token ids or a list of such lists", field="input_ids")
     single = bool(ids) and not isinstance(ids[0], list)

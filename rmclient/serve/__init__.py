@@ -51,7 +51,8 @@ serving everyone else.
 """
 
 from .app import RewardServer
-from .auth import API_KEY_ENV, is_loopback
+from ..transport import API_KEY_ENV
+from .auth import is_loopback
 from .cli import DESCRIPTION, EPILOG, add_serve_arguments, main, run_serve
 from .deps import require_serve
 from .errors import RequestError

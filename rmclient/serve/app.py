@@ -16,6 +16,7 @@ import time
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from .. import jsonsafe
+from ..adapters.base import request_object
 from ..adapters.openrlhf import get_reward_response, parse_get_reward_request
 from ..adapters.rmclient import parse_rewards_request, rewards_response
 from ..adapters.sglang import classify_response, parse_classify_request
@@ -254,9 +255,7 @@ class RewardServer:
                 body = jsonsafe.loads(raw)
         except (ValueError, UnicodeDecodeError) as exc:
             raise RequestError(400, f"malformed JSON: {exc}", kind="invalid_json") from None
-        if not isinstance(body, dict):
-            raise RequestError(400, f"the body must be a JSON object, got {type(body).__name__}")
-        return body
+        return request_object(body)  # a 400 naming the type otherwise
 
     async def _tokenize(self, request: Any, texts: List[str], special: bool) -> List[List[int]]:
         def run() -> List[List[int]]:

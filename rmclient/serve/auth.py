@@ -6,7 +6,6 @@ import hmac
 import ipaddress
 from typing import Optional
 
-from ..transport import API_KEY_ENV  # noqa: F401 - the server reads the same variable as the client
 from .errors import RequestError
 
 #: Routes that need no API key (liveness probes, the supervisor's readiness check).

@@ -16,7 +16,8 @@ from ..logs import LEVELS, configure, level_of
 from .app import (
     DEFAULT_BODY_TIMEOUT, DEFAULT_HEADER_TIMEOUT, DEFAULT_MAX_BODY_MB, DEFAULT_MAX_SAMPLES, RewardServer,
 )
-from .auth import API_KEY_ENV, is_loopback
+from ..transport import API_KEY_ENV
+from .auth import is_loopback
 from .deps import require_serve
 
 logger = logging.getLogger("rmclient.serve")  # not __name__: "__main__" under python -m
