@@ -28,7 +28,6 @@ from typing import (
 from ._loop import LoopThread
 from .data import as_list
 from .dispatch import ON_ERROR, LocalSink, RemoteSink, RetryPolicy, Scheduler
-from .engines import SERVER_TYPES  # noqa: F401 - re-exported (it lived here)
 from .engines import server_type as engine_of
 from .errors import ClientClosedError, ConfigurationError
 from .model import Encoder
@@ -230,7 +229,6 @@ class _ClientBase:
 
     def truncation_limits(self) -> str:
         """What the last call cut samples to, in words: the length and, for POLAR, the response budget."""
-        self.effective_max_length()
         return self.encoder.truncation_limits(self._recipe_used, self._server_max_len)
 
     # -- trainer hooks -------------------------------------------------------------
@@ -307,15 +305,15 @@ class _ClientBase:
         """
         if self.server_type != "transformers":
             pool = self._pool(self.server_type)
-            if pool.ready():
-                return
-            await pool.start(deadline_at)  # first contact: versions, model name, longest input
+            if not pool.ready():
+                await pool.start(deadline_at)  # first contact: versions, model name, longest input
+                if pool.max_model_len is None and self.model_max_len:
+                    logger.info(
+                        "%s reports no length limit: encoding within the model's context of %d tokens (pass "
+                        "max_length= if the server was launched with a smaller one)", self.server_type,
+                        self.model_max_len,
+                    )
             self._server_max_len = pool.max_model_len
-            if self._server_max_len is None and self.model_max_len:
-                logger.info(
-                    "%s reports no length limit: encoding within the model's context of %d tokens (pass "
-                    "max_length= if the server was launched with a smaller one)", self.server_type, self.model_max_len,
-                )
 
     async def _prepare(self, data: Data) -> Tuple[List[Any], bool, Any, Scheduler, float]:
         """Connect, choose the recipe, validate (bad input fails before anything is sent)."""
@@ -523,12 +521,9 @@ class RewardModelClient(_ClientBase):
         agen = self._stream(data)
         done = object()
 
-        async def step() -> Any:
-            return await agen.__anext__()
-
-        async def next_item() -> Any:
+        async def next_item() -> Any:  # a coroutine for the loop thread; the end as a value, not an exception
             try:
-                return await step()
+                return await agen.__anext__()
             except StopAsyncIteration:
                 return done
 

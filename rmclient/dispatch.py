@@ -236,7 +236,7 @@ class Scheduler:
         self._in_flight = 0
         self._changed = asyncio.Event()
         self._tasks: Set["asyncio.Task[None]"] = set()
-        self._loops: List["asyncio.Task[None]"] = []
+        self._loops: List[Optional["asyncio.Task[None]"]] = [None, None]  # encode, send
         self._closed = False
         self._deadlines: List[Tuple[float, int, Call]] = []
         self._timer: Optional[asyncio.TimerHandle] = None
@@ -373,11 +373,10 @@ class Scheduler:
     def _start(self) -> None:
         """(Re)start the loops that are not running: each ends when it has nothing left to do, so that
         an idle scheduler holds no task (a loop closed under it warns of none)."""
-        if not self._loops:
-            self._loops = [asyncio.ensure_future(self._encode_loop()), asyncio.ensure_future(self._send_loop())]
-        for k, run in enumerate((self._encode_loop, self._send_loop)):
-            if self._loops[k].done():
-                self._loops[k] = asyncio.ensure_future(run())
+        self._loops = [
+            task if task is not None and not task.done() else asyncio.ensure_future(run())
+            for task, run in zip(self._loops, (self._encode_loop, self._send_loop))
+        ]
 
     def _add_ready(self, chunk: Chunk, call: Call) -> None:
         for i, why in chunk.failures.items():
@@ -509,7 +508,7 @@ class Scheduler:
                 call.abort(ClientClosedError({}, []))
         self._intake.clear()
         self._ready.clear()
-        tasks = self._loops + list(self._tasks)
+        tasks = [t for t in self._loops if t is not None] + list(self._tasks)
         for task in tasks:
             task.cancel()
         if tasks:

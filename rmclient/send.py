@@ -12,6 +12,7 @@ sample that cannot be scored is reported by index with the reason.
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import math
 import time
@@ -161,10 +162,7 @@ class Chunk:
         self._report()
 
     def _report(self) -> None:
-        counts: Dict[Call, int] = {}
-        for call in self.owners:
-            counts[call] = counts.get(call, 0) + 1
-        for call, n in counts.items():
+        for call, n in collections.Counter(self.owners).items():
             call.report(n)
 
     @property
