@@ -132,3 +132,16 @@ def test_adapters_are_pure_data():
     bad = {m: sorted(d for d in deps if not d.startswith(allowed))
            for m, deps in graph.items() if m.startswith("rmclient.adapters")}
     assert {m: d for m, d in bad.items() if d} == {}
+
+
+def test_every_package_is_in_the_wheel():
+    """A package missing from pyproject's list works in the editable checkout and is absent from
+    ``pip install .`` (``rmclient serve`` was, once)."""
+    import tomllib
+
+    setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    listed = set(setuptools["packages"])
+    found = {m for m, path in _modules().items() if path.name == "__init__.py"}
+    assert found == listed
+    assert {name: (ROOT / where).is_dir() for name, where in setuptools["package-dir"].items()} == {
+        name: True for name in setuptools["package-dir"]}
