@@ -11,12 +11,18 @@ import math
 from dataclasses import dataclass
 from typing import Any, ClassVar, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
-from rmclient.errors import InvalidSampleError, ProtocolError, ResponseError
+from rmclient.errors import ConfigurationError, InvalidSampleError, ProtocolError, ResponseError
 
 from .versions import VersionRow, select_row
 
 #: One encoded sample: token ids (exact, preferred) or text (xtuner compatibility).
 EncodedInput = Union[str, Sequence[int]]
+
+#: What a request asks the server for, per sample, always raw (no activation):
+#: ``"reward"``: one float, the head's value at the last token (a one-label head);
+#: ``"vector"``: every label of the head at the last token (a ``num_labels > 1`` head), a list;
+#: ``"tokens"``: every label at every token, a list of per-token lists (dense and process rewards).
+OUTPUTS = ("reward", "vector", "tokens")
 
 
 @dataclass(frozen=True)
@@ -40,12 +46,15 @@ class ServerInfo:
 
 
 def model_kind(architecture: Optional[str]) -> str:
-    """``"seq_cls"`` (``*ForSequenceClassification``), ``"reward"`` (``*RewardModel``), ``"causal"`` or ``"unknown"``."""
+    """``"seq_cls"`` (``*ForSequenceClassification``), ``"reward"`` (``*RewardModel``), ``"process"``
+    (``*ProcessRewardModel``), ``"causal"`` or ``"unknown"``."""
     if not architecture:
         return "unknown"
     if architecture.endswith("ForSequenceClassification"):
         return "seq_cls"
-    if architecture.endswith("RewardModel"):  # InternLM2ForRewardModel, Qwen2ForRewardModel, ...ProcessRewardModel
+    if architecture.endswith("ProcessRewardModel"):  # Qwen2ForProcessRewardModel: class logits per token
+        return "process"
+    if architecture.endswith("RewardModel"):  # InternLM2ForRewardModel, Qwen2ForRewardModel
         return "reward"
     if architecture.endswith("ForCausalLM"):
         return "causal"
@@ -92,18 +101,36 @@ class Adapter:
     inputs: str = "ids"
     #: The shortest input the server scores.
     min_input_len: ClassVar[int] = 1
+    #: The outputs (:data:`OUTPUTS`) this engine returns raw; the others are refused.
+    outputs: ClassVar[Tuple[str, ...]] = ("reward",)
 
-    def build_request(self, inputs: Sequence[EncodedInput]) -> Request:
-        """The request that scores ``inputs`` (all ids or all text)."""
+    def refuses(self, output: str) -> Optional[str]:
+        """Why this server cannot return ``output`` raw, citing the engine (``None``: it can)."""
+        if output in self.outputs:
+            return None
+        return f"{self.engine} returns one value per sample (the head's first label at the last token) only"
+
+    def check_output(self, output: str) -> None:
+        """:class:`~rmclient.errors.ConfigurationError` if this server cannot return ``output`` raw."""
+        why = self.refuses(output)
+        if why:
+            raise ConfigurationError(f"cannot score {output!r} outputs: {why}")
+
+    def build_request(self, inputs: Sequence[EncodedInput], output: str = "reward") -> Request:
+        """The request that scores ``inputs`` (all ids or all text) for ``output``."""
         raise NotImplementedError
 
-    def parse_response(self, body: Any, n: int, endpoint: str = "") -> List[float]:
-        """The ``n`` raw rewards in ``body``, in input order; :class:`ResponseError` otherwise."""
+    def parse_response(self, body: Any, n: int, endpoint: str = "", output: str = "reward") -> List[Any]:
+        """The ``n`` raw outputs in ``body``, in input order (floats for ``"reward"``, lists of floats
+        for ``"vector"``, lists of per-token lists for ``"tokens"``); :class:`ResponseError` otherwise."""
         where = endpoint or f"{self.engine} {self.score_path}"
-        return check_rewards(self._values(body, n, where), n, where, body)
+        values = self._values(body, n, where, output)
+        if output == "reward":
+            return check_rewards(values, n, where, body)
+        return check_outputs(values, n, where, body, output)
 
-    def _values(self, body: Any, n: int, where: str) -> Sequence[Any]:
-        """The raw values in ``body`` in input order (checked by :func:`check_rewards`)."""
+    def _values(self, body: Any, n: int, where: str, output: str = "reward") -> Sequence[Any]:
+        """The raw values in ``body`` in input order (checked by :func:`check_rewards` / :func:`check_outputs`)."""
         raise NotImplementedError
 
     @classmethod
@@ -143,6 +170,30 @@ def check_rewards(values: Sequence[Any], n: int, endpoint: str, body: Any) -> Li
         if not math.isfinite(f):
             raise ResponseError(endpoint, f"reward {i} is not finite: {f!r}", body)
         out.append(f)
+    return out
+
+
+def _finite_list(value: Any, endpoint: str, body: Any, what: str) -> List[float]:
+    if not isinstance(value, list) or not value:
+        raise ResponseError(endpoint, f"{what} is not a non-empty list of numbers: {value!r}", body)
+    return check_rewards(value, len(value), endpoint, body)
+
+
+def check_outputs(values: Sequence[Any], n: int, endpoint: str, body: Any, output: str) -> List[Any]:
+    """Validate ``n`` vectors (``output="vector"``) or per-token matrices (``"tokens"``: every row the
+    same width) of finite numbers, and return them as float lists."""
+    if len(values) != n:
+        raise ResponseError(endpoint, f"expected {n} outputs, got {len(values)}", body)
+    if output == "vector":
+        return [_finite_list(v, endpoint, body, f"output {i}") for i, v in enumerate(values)]
+    out = []
+    for i, rows in enumerate(values):
+        if not isinstance(rows, list) or not rows:
+            raise ResponseError(endpoint, f"output {i} is not a list of per-token values: {rows!r}", body)
+        matrix = [_finite_list(r, endpoint, body, f"output {i} token {k}") for k, r in enumerate(rows)]
+        if len({len(r) for r in matrix}) != 1:
+            raise ResponseError(endpoint, f"output {i}: tokens carry different numbers of values", body)
+        out.append(matrix)
     return out
 
 

@@ -92,13 +92,22 @@ class LmdeployAdapter(Adapter):
         super().__init__(version, model=model, architecture=architecture)
         self.max_in_flight = self.row.max_in_flight
 
-    def build_request(self, inputs: Sequence[EncodedInput]) -> Request:
+    def refuses(self, output: str) -> Optional[str]:
+        if output == "reward":
+            return None
+        return ("lmdeploy's /pooling returns one float per sample, the last token's value "
+                "(the engine keeps `x.squeeze()` then `x[-1].item()`: serve/core/async_engine.py 0.18.0:862-863), for its two reward architectures "
+                "(InternLM2ForRewardModel, Qwen2ForRewardModel; one label each): no per-token, per-label or "
+                "process rewards in any version 0.9.1 - 0.18")
+
+    def build_request(self, inputs: Sequence[EncodedInput], output: str = "reward") -> Request:
         """``{"model"?, "input": [[ids...]] | [str...]}``; text gets BOS from the server's tokenizer."""
+        self.check_output(output)
         _, items = batch(inputs)
         body: Dict[str, Any] = {"model": self.model} if self.model else {}
         body["input"] = items
         return Request("POST", self.score_path, body)
 
-    def _values(self, body: Any, n: int, where: str) -> List[Any]:
+    def _values(self, body: Any, n: int, where: str, output: str = "reward") -> List[Any]:
         items = indexed_data(body, n, where)
         return [get_field(item, "data", where, body, f"data[{i}]") for i, item in enumerate(items)]

@@ -15,7 +15,7 @@ Both halves live here: the client half (:class:`OpenrlhfAdapter`) and the server
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Dict, List, Sequence, Tuple
+from typing import Any, ClassVar, Dict, List, Optional, Sequence, Tuple
 
 from rmclient.errors import ConfigurationError, ProtocolError, ResponseError
 
@@ -33,14 +33,18 @@ class OpenrlhfAdapter(Adapter):
     score_path = "/get_reward"
     inputs = "full_text"
 
-    def build_request(self, inputs: Sequence[EncodedInput]) -> Request:
+    def refuses(self, output: str) -> Optional[str]:
+        return None if output == "reward" else "OpenRLHF's /get_reward answers one float per query"
+
+    def build_request(self, inputs: Sequence[EncodedInput], output: str = "reward") -> Request:
         """``{"query": [full text, ...]}``."""
+        self.check_output(output)
         kind, items = batch(inputs)
         if kind != "text":
             raise ConfigurationError("OpenRLHF's /get_reward takes text only (the whole text, BOS included)")
         return Request("POST", self.score_path, {"query": items})
 
-    def _values(self, body: Any, n: int, where: str) -> List[Any]:
+    def _values(self, body: Any, n: int, where: str, output: str = "reward") -> List[Any]:
         rewards = get_field(body, "rewards", where, body)
         if not isinstance(rewards, list):
             raise ResponseError(where, f"'rewards' is not a list: {type(rewards).__name__}", body)

@@ -18,7 +18,7 @@ from typing import Any, ClassVar, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from rmclient.errors import ProtocolError
 
-from .base import Adapter, EncodedInput, Request, ServerInfo, batch, request_object
+from .base import OUTPUTS, Adapter, EncodedInput, Request, ServerInfo, batch, request_object
 from .sglang import classify_values
 
 
@@ -47,13 +47,19 @@ class RmclientAdapter(Adapter):
         version = info.get("rmclient_version")
         return ServerInfo(version=version if isinstance(version, str) else None, model=name, max_input_len=longest)
 
-    def build_request(self, inputs: Sequence[EncodedInput]) -> Request:
-        """``{"input_ids": [[...]]}`` (text, for the xtuner-compatible calls: ``{"text": [...]}``)."""
-        kind, items = batch(inputs)
-        return Request("POST", self.score_path, {"input_ids" if kind == "ids" else "text": items})
+    outputs: ClassVar[Tuple[str, ...]] = OUTPUTS
 
-    def _values(self, body: Any, n: int, where: str) -> List[Any]:
-        return classify_values(body, n, where)  # sglang's answer
+    def build_request(self, inputs: Sequence[EncodedInput], output: str = "reward") -> Request:
+        """``{"input_ids": [[...]]}`` (text, for the xtuner-compatible calls: ``{"text": [...]}``), and
+        ``"output"`` when it is not ``"reward"`` (sglang ignores the key; we answer it)."""
+        kind, items = batch(inputs)
+        body: Dict[str, Any] = {"input_ids" if kind == "ids" else "text": items}
+        if output != "reward":
+            body["output"] = output
+        return Request("POST", self.score_path, body)
+
+    def _values(self, body: Any, n: int, where: str, output: str = "reward") -> List[Any]:
+        return classify_values(body, n, where, output)  # sglang's answer
 
 
 # -- the server half of POST /v1/rewards ---------------------------------------------------
@@ -75,12 +81,63 @@ def parse_rewards_request(body: Any) -> Tuple[List[Any], bool]:
     return samples, bool(body.get("return_encodings"))
 
 
-def rewards_request(samples: Sequence[Any], return_encodings: bool = False) -> Dict[str, Any]:
+#: What ``/v1/rewards`` scores (``"kind"``): one reward per sample (default; a PRM's default is
+#: ``"steps"``), the step rewards of a process reward model, the per-token values of a dense head,
+#: or every label of a multi-objective head.
+KINDS = ("reward", "steps", "tokens", "vector")
+#: Step aggregates (``rmclient.steps.AGGREGATES``), named here for the request check.
+STEP_AGGREGATES = ("last", "mean", "min", "prod")
+
+
+def rewards_kind(body: Dict[str, Any], default: str = "reward") -> Tuple[str, str]:
+    """``(kind, aggregate)`` of a ``POST /v1/rewards`` body (``"kind"``, ``"aggregate"``: default ``"min"``)."""
+    kind = body.get("kind") or default
+    if kind not in KINDS:
+        raise ProtocolError(f"'kind' must be one of {list(KINDS)}, got {kind!r}", field="kind")
+    aggregate = body.get("aggregate") or "min"
+    if aggregate not in STEP_AGGREGATES:
+        raise ProtocolError(f"'aggregate' must be one of {list(STEP_AGGREGATES)}, got {aggregate!r}",
+                            field="aggregate")
+    return kind, aggregate
+
+
+def rewards_request(
+    samples: Sequence[Any], return_encodings: bool = False, kind: str = "reward", aggregate: Optional[str] = None,
+) -> Dict[str, Any]:
     """The ``POST /v1/rewards`` body for raw ``samples``."""
     body: Dict[str, Any] = {"samples": list(samples)}
     if return_encodings:
         body["return_encodings"] = True
+    if kind != "reward":
+        body["kind"] = kind
+    if aggregate is not None:
+        body["aggregate"] = aggregate
     return body
+
+
+def kind_response(model: str, kind: str, results: Sequence[Any], labels: Sequence[str] = ()) -> Dict[str, Any]:
+    """The ``/v1/rewards`` answer of a kind other than ``"reward"``, from the client's result objects:
+
+    * ``steps``: ``{"rewards": [aggregate, ...], "steps": [{"rewards": [p | null], "spans", "cut"}]}``
+      (``null``: a step cut by the length limit, listed in ``cut``);
+    * ``tokens``: ``{"tokens": [{"values", "spans"}]}`` (the output's tokens and their character spans);
+    * ``vector``: ``{"labels": [...], "vectors": [[...], ...]}``;
+
+    each with ``"model"``, ``"kind"`` and ``"num_tokens"``.
+    """
+    out: Dict[str, Any] = {"model": model, "kind": kind}
+    if kind == "steps":
+        out["rewards"] = [r.aggregate for r in results]
+        out["steps"] = [{"rewards": r.rewards, "spans": [list(x) for x in r.spans], "cut": r.cut} for r in results]
+        out["num_tokens"] = [r.num_tokens for r in results]
+    elif kind == "tokens":
+        out["tokens"] = [{"values": r.values, "spans": [list(x) for x in r.spans]} for r in results]
+        out["num_tokens"] = [r.num_tokens for r in results]
+    else:
+        out["labels"] = list(labels)
+        out["vectors"] = [list(v) for v, _ in results]
+        out["num_tokens"] = [n for _, n in results]
+    return out
 
 
 def rewards_response(

@@ -82,6 +82,14 @@ UNKNOWN = replace(TABLE[-1], note="unknown version: native /classify, the same r
 
 #: What the scheduler subtracts beyond ``context_len``: ``(context_len - 1) - 5``, then ``len < limit``.
 _BELOW_CONTEXT = 7
+#: Why sglang gives no per-token (dense, process) values; multi-label heads come whole and raw on /classify
+#: (``embedding`` is ``embeddings.tolist()`` of ``Linear(hidden, num_labels)``, scheduler.py 0.4.3.post2:1221).
+NO_TOKENS = (
+    "sglang pools the LAST token only: its pooler has no ALL type (srt/layers/pooler.py, 0.4.3 - 0.5.9), "
+    "qwen2_rm.py has Qwen2ForRewardModel only (no process reward model in any release), and 0.5.23's "
+    "`token_indices_to_pool` is ignored by Qwen2ForRewardModel, InternLM2ForRewardModel and Llama/Gemma2 "
+    "seq-cls (layers/pooler.py 0.5.23:157-200): serve dense or process rewards with vLLM or rmclient serve"
+)
 
 
 #: Every architecture the table knows.
@@ -141,27 +149,37 @@ class SglangAdapter(Adapter):
             name = served if isinstance(served, str) else None
         return ServerInfo(version=cls._version_field(info), model=name, max_input_len=longest)
 
-    def build_request(self, inputs: Sequence[EncodedInput]) -> Request:
+    outputs: ClassVar[Tuple[str, ...]] = ("reward", "vector")
+
+    def refuses(self, output: str) -> Optional[str]:
+        if output in self.outputs:
+            return None
+        return NO_TOKENS
+
+    def build_request(self, inputs: Sequence[EncodedInput], output: str = "reward") -> Request:
         """``{"input_ids": [[...]]}`` or ``{"text": [...]}``: exactly one (extra keys are ignored)."""
+        self.check_output(output)
         kind, items = batch(inputs)
         return Request("POST", self.score_path, {"input_ids" if kind == "ids" else "text": items})
 
-    def _values(self, body: Any, n: int, where: str) -> List[Any]:
-        return classify_values(body, n, where)
+    def _values(self, body: Any, n: int, where: str, output: str = "reward") -> List[Any]:
+        return classify_values(body, n, where, output)
 
 
-def classify_values(body: Any, n: int, where: str) -> List[Any]:
-    """The raw values of a ``/classify`` answer in input order (checked by ``check_rewards`` after)."""
+def classify_values(body: Any, n: int, where: str, output: str = "reward") -> List[Any]:
+    """The raw values of a ``/classify`` answer in input order (checked by the adapter after):
+    ``embedding`` is ``[reward]``, every label (``"vector"``) or, from ``rmclient serve``, one list
+    per token (``"tokens"``)."""
     # A list input answers a list; a single input (not sent by us) answers one dict.
     results = [body] if isinstance(body, dict) else body
     if not isinstance(results, list):
         raise ResponseError(where, f"expected a list of results, got {type(body).__name__}", body)
     if len(results) != n:
         raise ResponseError(where, f"expected {n} rewards, got {len(results)}", body)
-    return [
-        single(get_field(r, "embedding", where, body, f"result {i}"), where, body, f"result {i} 'embedding'")
-        for i, r in enumerate(results)
-    ]
+    values = [get_field(r, "embedding", where, body, f"result {i}") for i, r in enumerate(results)]
+    if output != "reward":
+        return values
+    return [single(v, where, body, f"result {i} 'embedding'") for i, v in enumerate(values)]
 
 
 # -- the server half ---------------------------------------------------------------------
@@ -195,10 +213,11 @@ def parse_classify_request(body: Any) -> Tuple[str, List[Any], bool]:
 
 
 def classify_response(
-    rewards: Sequence[float], lengths: Sequence[int], single: bool = False, latency: Optional[float] = None,
+    rewards: Sequence[Any], lengths: Sequence[int], single: bool = False, latency: Optional[float] = None,
 ) -> Union[Dict[str, Any], List[Dict[str, Any]]]:
     """The ``/classify`` answer: ``[{"embedding": [reward], "meta_info": {...}}, ...]``, one dict if ``single``.
 
+    A reward that is a list (a vector, or per-token lists) is the embedding itself.
     ``lengths``: each input's token count (``meta_info.prompt_tokens``); ``latency``: seconds.
     """
     results = []
@@ -206,5 +225,5 @@ def classify_response(
         meta: Dict[str, Any] = {"id": uuid.uuid4().hex, "prompt_tokens": n}
         if latency is not None:
             meta["e2e_latency"] = latency
-        results.append({"embedding": [r], "meta_info": meta})
+        results.append({"embedding": r if isinstance(r, list) else [r], "meta_info": meta})
     return results[0] if single else results

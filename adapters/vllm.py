@@ -21,15 +21,27 @@ from __future__ import annotations
 
 import json
 import logging
+import uuid
 from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from rmclient.errors import ConfigurationError, ResponseError
+from rmclient.errors import ConfigurationError, InvalidSampleError, ProtocolError, ResponseError
 
-from .base import Adapter, EncodedInput, Request, ServerInfo, batch, get_field, indexed_data, model_kind
+from .base import (
+    Adapter, EncodedInput, Request, ServerInfo, batch, get_field, indexed_data, model_kind, request_object, text_list,
+)
 from .versions import VersionRow
 
 logger = logging.getLogger(__name__)
+
+
+#: A seq-cls head served for classify gives no per-token values: that needs the launch to choose the
+#: token_classify task, which then turns classify off (seen on 0.32: the other task answers 400).
+SEQ_CLS_NO_TOKENS = (
+    "vLLM serves a classifier (*ForSequenceClassification, or a converted LM) for ONE pooling task, chosen at "
+    "launch: per-token values need "
+    "`--pooler-config '{\"task\": \"token_classify\"}'`, which turns classify off (seen on 0.32)"
+)
 
 
 @dataclass(frozen=True)
@@ -58,6 +70,10 @@ class Serving:
     raw_by: str = "request"
     #: Non-empty: no raw reward in this range, and why.
     refused: str = ""
+    #: The route of per-token values (``"tokens"``: every label at every token), raw; ``None``: not
+    #: served, ``no_tokens`` says why. Every label at the last token (``"vector"``) comes on ``routes``.
+    tokens: Optional[Route] = None
+    no_tokens: str = SEQ_CLS_NO_TOKENS
 
 
 @dataclass(frozen=True)
@@ -68,6 +84,8 @@ class VllmRow(VersionRow):
     reward: Serving
     #: ``*ForCausalLM`` converted to a one-label classifier (``--convert classify``).
     causal: Serving
+    #: ``*ForProcessRewardModel`` (Qwen2.5-Math-PRM): per-token class logits (``"tokens"`` only).
+    process: Serving = field(default_factory=lambda: Serving(refused=NO_PRM))
     #: Architectures served differently from their kind (e.g. Qwen2 seq-cls before 0.10).
     by_arch: Mapping[str, Serving] = field(default_factory=dict)
     #: ``model`` is required in requests.
@@ -89,6 +107,8 @@ class VllmRow(VersionRow):
             return self.seq_cls
         if kind == "causal":
             return self.causal
+        if kind == "process":
+            return self.process
         return self.reward  # "reward", and "unknown": the reward request is valid for both kinds
 
 
@@ -104,6 +124,11 @@ NO_SOFTMAX = _pooler("--override-pooler-config", softmax=False)
 NO_ACTIVATION_0_10 = _pooler("--override-pooler-config", softmax=False, activation=False)
 NO_ACTIVATION = _pooler("--pooler-config", use_activation=False)
 USE_ACTIVATION = {"use_activation": False}
+#: From 0.11.1 the PRM's only task is token_classify: every token with ALL pooling, raw by the request.
+_PRM_TOKEN_CLASSIFY = Serving(
+    RUNNER, _pooler("--pooler-config", pooling_type="ALL", use_activation=False),
+    tokens=Route("/pooling", {"task": "token_classify", **USE_ACTIVATION}),
+)
 
 NOT_SEQ_CLS_0_9 = (
     "vLLM 0.9.x serves this *ForSequenceClassification through its Transformers fallback, which has "
@@ -116,8 +141,13 @@ NO_RAW_0_10_0 = (
     "and does not serve seq-cls on /pooling (config.py 0.10.0:912-917)"
 )
 CAUSAL_BEFORE_0_10_1 = "vLLM before 0.10.1 has no --convert classify for a *ForCausalLM checkpoint"
+NO_PRM = "this vLLM version serves no process reward model rmclient can read raw (see TABLE)"
 
-_REWARD_TASK = Serving(TASK_REWARD, routes=(POOLING,), raw_by="default")
+_REWARD_TASK = Serving(TASK_REWARD, routes=(POOLING,), raw_by="default", tokens=POOLING)
+#: Qwen2ForProcessRewardModel pools STEP (the rows at step_tag_id 151651 only) with a softmax by default:
+#: ALL pooling gives every token's two logits, the activation off gives them raw (launch flags only).
+PRM_ALL_0_10 = _pooler("--override-pooler-config", pooling_type="ALL", softmax=False)
+_PRM_REWARD_TASK = Serving(TASK_REWARD, PRM_ALL_0_10, raw_by="launch", tokens=POOLING)
 #: Qwen2/Qwen3 seq-cls before 0.10: a softmax (0.7-0.8) or sigmoid (0.9) head, off only at launch.
 _SEQ_CLS_CLASSIFY_TASK = Serving(TASK_CLASSIFY, NO_SOFTMAX, (POOLING,), raw_by="launch")
 _QWEN_SEQ_CLS = ("Qwen2ForSequenceClassification", "Qwen3ForSequenceClassification")
@@ -130,6 +160,7 @@ TABLE: Tuple[VllmRow, ...] = (
         seq_cls=Serving(refused="vLLM 0.7 does not serve Llama/Gemma2 *ForSequenceClassification "
                         "(registry.py 0.7.0:345-355: not supported)"),
         reward=_REWARD_TASK,
+        process=_PRM_REWARD_TASK,
         causal=_NO_CAUSAL,
         by_arch={"Qwen2ForSequenceClassification": _SEQ_CLS_CLASSIFY_TASK},
         model_required=True,
@@ -143,6 +174,7 @@ TABLE: Tuple[VllmRow, ...] = (
         "0.8.0", "0.8.4",
         seq_cls=_SEQ_CLS_CLASSIFY_TASK,
         reward=_REWARD_TASK,
+        process=_PRM_REWARD_TASK,
         causal=_NO_CAUSAL,
         data_parallel=False,
         source="engine/arg_utils.py 0.8.4:449 (--data-parallel-size first); otherwise as 0.8.4 - 0.9",
@@ -152,6 +184,7 @@ TABLE: Tuple[VllmRow, ...] = (
         "0.8.4", "0.9.0",
         seq_cls=_SEQ_CLS_CLASSIFY_TASK,
         reward=_REWARD_TASK,
+        process=_PRM_REWARD_TASK,
         causal=_NO_CAUSAL,
         source="layers/pooler.py 0.8.5:243-247 (seq-cls: softmax over the labels unless the pooler "
         "config says softmax false); models/qwen2_rm.py 0.8.5:111-115 (reward: raw)",
@@ -163,6 +196,7 @@ TABLE: Tuple[VllmRow, ...] = (
         "0.9.0", "0.10.0",
         seq_cls=Serving(refused=NOT_SEQ_CLS_0_9),
         reward=_REWARD_TASK,
+        process=_PRM_REWARD_TASK,
         causal=_NO_CAUSAL,
         by_arch={arch: _SEQ_CLS_CLASSIFY_TASK for arch in _QWEN_SEQ_CLS},
         source="models/adapters.py 0.9.2:176-180 + layers/pooler.py 0.9.2:323-335 (Qwen2/Qwen3 seq-cls: "
@@ -175,20 +209,24 @@ TABLE: Tuple[VllmRow, ...] = (
         "0.10.0", "0.10.1",
         seq_cls=Serving(refused=NO_RAW_0_10_0),
         reward=_REWARD_TASK,
+        process=_PRM_REWARD_TASK,
         causal=Serving(refused=NO_RAW_0_10_0),
-        source="layers/pooler.py 0.10.0:698; config.py 0.10.0:912-917; pooler for_encode (reward) raw",
+        source="layers/pooler.py 0.10.0:698; config.py 0.10.0:912-917; pooler for_encode (reward) raw; "
+        "PRM: models/qwen2_rm.py 0.10.0:106-124 (STEP, softmax by default; ALL via the pooler config)",
         seen="0.10.0",
         note="no raw reward for seq-cls; *ForRewardModel `--task reward` (raw)",
     ),
     VllmRow(
         "0.10.1", "0.11.1",
         seq_cls=Serving(RUNNER, NO_ACTIVATION_0_10, (Route("/classify", {"activation": False}, ids=False),)),
-        reward=Serving(RUNNER, NO_ACTIVATION_0_10, (POOLING,), raw_by="launch"),
+        reward=Serving(RUNNER, NO_ACTIVATION_0_10, (POOLING,), raw_by="launch", tokens=POOLING),
+        process=Serving(RUNNER, PRM_ALL_0_10, raw_by="launch", tokens=POOLING),
         causal=Serving(RUNNER + ("--convert", "classify"), NO_ACTIVATION_0_10,
                        (Route("/classify", {"activation": False}, ids=False),)),
         source="pooling_params.py 0.10.1.1:139-143 (activation and softmax on by default) and 62-67 "
         "(`activation` for classify, `softmax` for the reward/encode task); protocol.py 0.10.1.1:1585 "
-        "(/classify `activation`, text only); api_server.py 0.10.1.1:772 (/pooling 400 for seq-cls)",
+        "(/classify `activation`, text only); api_server.py 0.10.1.1:772 (/pooling 400 for seq-cls); "
+        "PRM: qwen2_rm.py 0.10.1.1:106 (STEP), layers/pooler.py 0.10.1.1:70-77 (any pooling_type but STEP is ALL)",
         seen="0.10.1.1, 0.11.0",
         note="`--runner pooling --override-pooler-config '{\"softmax\": false, \"activation\": false}'`; "
         "seq-cls on /classify (text) with `activation: false`; *ForRewardModel raw only by the launch flag",
@@ -199,14 +237,16 @@ TABLE: Tuple[VllmRow, ...] = (
             Route("/pooling", {"task": "classify", **USE_ACTIVATION}),
             Route("/classify", USE_ACTIVATION, ids=False),
         )),
-        reward=Serving(RUNNER, NO_ACTIVATION, (Route("/pooling", USE_ACTIVATION),)),
+        reward=Serving(RUNNER, NO_ACTIVATION, (Route("/pooling", USE_ACTIVATION),), tokens=Route("/pooling", USE_ACTIVATION)),
+        process=_PRM_TOKEN_CLASSIFY,
         causal=Serving(RUNNER + ("--convert", "classify"), NO_ACTIVATION, (
             Route("/pooling", {"task": "classify", **USE_ACTIVATION}),
             Route("/classify", USE_ACTIVATION, ids=False),
         )),
         source="config/pooler.py 0.11.1:109-122 (softmax/activation of any value turn it ON, to 0.13); "
         "serving_pooling.py 0.11.1:176-189 (seq-cls /pooling needs task classify); "
-        "pooling/classify/protocol.py 0.14.1:20 (/classify input: text only)",
+        "pooling/classify/protocol.py 0.14.1:20 (/classify input: text only); PRM: qwen2_rm.py "
+        "0.11.2:112-123 (token_classify only, STEP), pooling_params.py 0.11.1:188-190 (activation on)",
         seen="0.11.2, 0.12.0, 0.13.0, 0.14.1",
         note="`--runner pooling --pooler-config '{\"use_activation\": false}'`; request "
         "`use_activation: false` (+ `task: classify` for seq-cls on /pooling); /classify text only",
@@ -217,13 +257,16 @@ TABLE: Tuple[VllmRow, ...] = (
             Route("/pooling", {"task": "classify", **USE_ACTIVATION}),
             Route("/classify", USE_ACTIVATION),
         )),
-        reward=Serving(RUNNER, NO_ACTIVATION, (Route("/pooling", USE_ACTIVATION),)),
+        reward=Serving(RUNNER, NO_ACTIVATION, (Route("/pooling", USE_ACTIVATION),), tokens=Route("/pooling", USE_ACTIVATION)),
+        process=_PRM_TOKEN_CLASSIFY,
         causal=Serving(RUNNER + ("--convert", "classify"), NO_ACTIVATION, (
             Route("/pooling", {"task": "classify", **USE_ACTIVATION}),
             Route("/classify", USE_ACTIVATION),
         )),
         source="pooling/base/protocol.py 0.15.0:46 (/classify takes token ids); pooling/base/protocol.py "
-        "0.16.0:200-207 (only `use_activation`); config/model.py 0.16.0:77 (--convert reward gone)",
+        "0.16.0:200-207 (only `use_activation`); config/model.py 0.16.0:77 (--convert reward gone); PRM: "
+        "qwen2_rm.py 0.32.0:105-114 (tok_pooling_type STEP at step_tag_id 151651: `data: []` for any other "
+        "tokenizer, seen), config/pooler.py 0.32.0:33-124 (pooling_type ALL: every token, seen on 0.32)",
         seen="0.15.1, 0.16.0, 0.20.2, 0.25.0, 0.32.0",
         note="as 0.11.1 - 0.15, and /classify takes token ids (seen to 0.32)",
     ),
@@ -264,7 +307,8 @@ class VllmAdapter(Adapter):
                 f"{shown} cannot return the raw reward of {architecture}: {self.serving.refused}. "
                 f"Versions that can: {works_for(architecture)}"
             )
-        self.route = self._route(endpoint, shown)
+        self.shown = shown
+        self.route = self._route(endpoint, shown) if self.serving.routes else self.serving.tokens  # type: ignore[assignment]
         self.score_path = self.route.path
         self.inputs = "ids" if self.route.ids else "text"
         if self.row.model_required and not model:
@@ -292,26 +336,57 @@ class VllmAdapter(Adapter):
             f"use {', '.join(r.path for r in routes)}"
         )
 
-    def build_request(self, inputs: Sequence[EncodedInput]) -> Request:
+    def refuses(self, output: str) -> Optional[str]:
+        """Why this version cannot return ``output`` raw for the architecture (its table row says)."""
+        if output == "tokens":
+            return None if self.serving.tokens is not None else f"{self.shown}: {self.serving.no_tokens}"
+        if not self.serving.routes:
+            return (f"{self.architecture} is a process reward model: it gives class logits per token, not one "
+                    "value per sample (score it with score_steps)")
+        return None
+
+    def _output_route(self, output: str) -> Route:
+        self.check_output(output)
+        return self.serving.tokens if output == "tokens" else self.route  # type: ignore[return-value]
+
+    def build_request(self, inputs: Sequence[EncodedInput], output: str = "reward") -> Request:
         """``{"model"?, "input", "encoding_format"?, "add_special_tokens", <raw fields>}``.
 
         Text gets ``add_special_tokens: true`` (the server adds BOS, as xtuner relies on);
-        token ids are sent as they are.
+        token ids are sent as they are. ``output`` other than ``"reward"`` takes its own route.
         """
+        route = self._output_route(output)
         kind, items = batch(inputs)
-        if kind == "ids" and not self.route.ids:
-            raise ConfigurationError(f"vLLM {self.version} {self.score_path} does not accept token ids")
+        if kind == "ids" and not route.ids:
+            raise ConfigurationError(f"vLLM {self.version} {route.path} does not accept token ids")
         body: Dict[str, Any] = {"model": self.model} if self.model else {}
         body["input"] = items
-        if self.score_path == "/pooling":
+        if route.path == "/pooling":
             body["encoding_format"] = "float"
         body["add_special_tokens"] = kind == "text"
-        body.update(self.route.fields)
-        return Request("POST", self.score_path, body)
+        body.update(route.fields)
+        return Request("POST", route.path, body)
 
-    def _values(self, body: Any, n: int, where: str) -> List[Any]:
-        key = "probs" if self.score_path == "/classify" else "data"
+    def _values(self, body: Any, n: int, where: str, output: str = "reward") -> List[Any]:
+        route = self._output_route(output)
+        key = "probs" if route.path == "/classify" else "data"
         rows = [get_field(it, key, where, body, f"data[{i}]") for i, it in enumerate(indexed_data(body, n, where))]
+        if output == "vector":  # [l0, ..., lk], or one such list per token (the last is the sequence's)
+            return [v[-1] if isinstance(v, list) and v and isinstance(v[-1], list) else v for v in rows]
+        if output == "tokens":
+            launch = " ".join(self.serving.launch + self.serving.raw_launch)
+            for i, v in enumerate(rows):
+                if v == [] and model_kind(self.architecture) == "process":
+                    raise ConfigurationError(
+                        f"{where}: vLLM answered no values: it pools a PRM at step_tag_id 151651 (Qwen's <extra_0>) "
+                        f"by default, which this tokenizer lacks. Launch it with {launch} (rmclient launch vllm does)")
+                if not (isinstance(v, list) and v and all(isinstance(t, list) for t in v)):
+                    raise ResponseError(where, f"data[{i}] {key!r} is not one list of values per token", body)
+            if self.serving.raw_by == "launch" and _softmaxed(rows):
+                raise ConfigurationError(
+                    f"{where}: every token's values are probabilities summing to 1: vLLM {self.version} applies its "
+                    f"softmax. Launch it with {launch} (rmclient launch vllm does)")
+            return rows
         per_token = [self._per_token(v, where, body, f"data[{i}] {key!r}") for i, v in enumerate(rows)]
         if self.serving.raw_by == "launch" or self.row is UNKNOWN:
             self._check_not_activated(per_token, where)
@@ -360,6 +435,15 @@ class VllmAdapter(Adapter):
         return ServerInfo(version=cls._version_field(bodies.get("/version")), model=name, max_input_len=max_len)
 
 
+def _softmaxed(rows: List[Any]) -> bool:
+    """Whether per-token rows of two or more values all look like a softmax's (in [0, 1], summing to 1)."""
+    flat = [r for seq in rows for r in seq]
+    return bool(flat) and all(
+        len(r) > 1 and all(isinstance(x, (int, float)) and 0.0 <= x <= 1.0 for x in r) and abs(sum(r) - 1.0) < 1e-4
+        for r in flat
+    )
+
+
 def works_for(architecture: Optional[str]) -> str:
     """The version ranges of ``TABLE`` that give the raw reward of ``architecture``, merged: "0.8 - 0.9, >= 0.10.1"."""
     spans: List[List[Optional[str]]] = []
@@ -373,3 +457,59 @@ def works_for(architecture: Optional[str]) -> str:
     if not spans:
         return "none"
     return ", ".join(f">= {lo}" if hi is None else f"{lo} to < {hi}" for lo, hi in spans)
+
+
+# -- the server half of POST /pooling (rmclient serve answers it as vLLM does) -----------------
+
+#: The pooling tasks ``rmclient serve`` answers on ``/pooling``.
+POOLING_TASKS = ("token_classify", "classify")
+
+
+@dataclass(frozen=True)
+class PoolingRequest:
+    """A ``POST /pooling`` body as vLLM reads it (``vllm/entrypoints/pooling/...`` ``PoolingRequest``)."""
+
+    kind: str  # "ids" or "text"
+    items: List[Any]
+    task: Optional[str]
+    #: ``None``: the request does not say (vLLM then applies the head's activation).
+    use_activation: Optional[bool]
+    add_special_tokens: bool
+
+
+def parse_pooling_request(body: Any) -> PoolingRequest:
+    """``{"input": str | [str] | [ids] | [[ids]], "task"?, "use_activation"?, "add_special_tokens"?}``;
+    unknown keys are ignored (vLLM: ``extra="allow"``). Wrong shapes raise ProtocolError or
+    InvalidSampleError naming the index and field."""
+    body = request_object(body)
+    if "input" not in body:
+        raise ProtocolError("missing 'input': text, a list of texts, token ids or a list of id lists", field="input")
+    value = body["input"]
+    if isinstance(value, str) or (isinstance(value, list) and value and all(isinstance(x, str) for x in value)):
+        kind, (items, _) = "text", text_list(value, "input")
+    elif isinstance(value, list) and value:
+        seqs = [value] if not isinstance(value[0], list) else value
+        for i, seq in enumerate(seqs):
+            if not isinstance(seq, list) or not seq or set(map(type, seq)) - {int}:
+                raise InvalidSampleError(i, "input", "expected a non-empty list of integer token ids")
+        kind, items = "ids", seqs
+    else:
+        raise ProtocolError("'input' must be text, a list of texts, token ids or a list of id lists", field="input")
+    task = body.get("task")
+    if task is not None and task not in POOLING_TASKS:
+        raise ProtocolError(f"task {task!r} is not served here; choose one of {list(POOLING_TASKS)}", field="task")
+    activation = body.get("use_activation")
+    if activation is not None and not isinstance(activation, bool):
+        raise ProtocolError("'use_activation' must be true or false", field="use_activation")
+    return PoolingRequest(kind, items, task, activation, bool(body.get("add_special_tokens", True)))
+
+
+def pooling_response(model: str, outputs: Sequence[Any], lengths: Sequence[int], created: int) -> Dict[str, Any]:
+    """vLLM's ``/pooling`` answer: ``{"id", "object": "list", "created", "model", "data": [{"index",
+    "object": "pooling", "data"}], "usage"}``."""
+    tokens = sum(lengths)
+    return {
+        "id": f"pool-{uuid.uuid4().hex}", "object": "list", "created": created, "model": model,
+        "data": [{"index": i, "object": "pooling", "data": out} for i, out in enumerate(outputs)],
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens, "completion_tokens": 0},
+    }

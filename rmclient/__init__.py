@@ -19,8 +19,11 @@ from .errors import (
 )
 from .extras import MissingDependency
 from .model import Encoder
+from .preference import Comparison, Ranking
 from .recipes import Encoded
 from .scorer import Scorer
+from .spans import TokenRewards, spread
+from .steps import StepRewards
 
 try:  # the one place the version is written is pyproject.toml
     from importlib.metadata import PackageNotFoundError, version as _version
@@ -36,6 +39,11 @@ __all__ = [
     "ClientClosedError",
     "MissingDependency",
     "Scored",
+    "StepRewards",
+    "TokenRewards",
+    "Comparison",
+    "Ranking",
+    "spread",
     "Encoded",
     "Encoder",
     "Scorer",

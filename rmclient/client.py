@@ -32,7 +32,10 @@ from .engines import server_type as engine_of
 from .errors import ClientClosedError, ConfigurationError
 from .model import Encoder
 from .pool import EndpointPool, parse_addresses
+from .preference import Comparison, Ranking, compare, rank
 from .recipes import Encoded
+from .spans import dense_rewards
+from .steps import StepRewards, check_aggregate, step_rewards
 from .transport import API_KEY_ENV
 
 logger = logging.getLogger(__name__)
@@ -40,6 +43,12 @@ logger = logging.getLogger(__name__)
 Sample = Dict[str, Any]
 Data = Union[Sample, Sequence[Sample]]
 Rewards = Union[float, List[float]]
+#: ``reduce=`` of a multi-label head: a name of :data:`REDUCE`, a callable of the vector, or ``None`` (the vector).
+Reduce = Union[str, Callable[[List[float]], float], None]
+REDUCE: Dict[str, Callable[[List[float]], float]] = {
+    "mean": lambda v: sum(v) / len(v), "sum": sum, "min": min, "max": max,
+}
+_UNSET: Any = object()
 #: ``progress=``: ``True`` for a bar on stderr (tqdm), or ``callback(scored, total)`` after each request.
 Progress = Union[bool, Callable[[int, int], None], None]
 T = TypeVar("T")
@@ -115,6 +124,7 @@ class _ClientBase:
         on_error: str = "raise",
         engine_version: Optional[str] = None,
         served_model: Optional[str] = None,
+        steps: Optional[str] = None,
     ) -> None:
         self._init_args = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
         engine_of(server_type)  # an unknown one names the valid ones
@@ -127,7 +137,7 @@ class _ClientBase:
         self.encoder = Encoder.load(
             str(path), tokenizer=tokenizer, trust_remote_code=trust_remote_code, reward_token_id=reward_token_id,
             max_length=max_length, max_response_length=max_response_length, response_cut_side=response_cut_side,
-            recipe=recipe, system_prompt=system_prompt,
+            recipe=recipe, system_prompt=system_prompt, steps=steps,
         )
         self.server_type = server_type
         self.server_address = server_address
@@ -169,6 +179,7 @@ class _ClientBase:
     reward_token_id = property(lambda self: self.encoder.reward_token_id)
     model_max_len = property(lambda self: self.encoder.model_max_len, doc="The longest input the model itself takes.")
     architecture = property(lambda self: self.encoder.architecture)
+    labels = property(lambda self: self.encoder.labels, doc="The head's label names (``id2label``), one per value.")
 
     @property
     def max_length(self) -> int:
@@ -253,8 +264,11 @@ class _ClientBase:
                 from .local import TransformersBackend
 
                 pad = self.tokenizer.pad_token_id
+                fmt = self.encoder.step_format
+                columns = self.encoder.step_recipe().token_columns if fmt and fmt.returned_tokens else None
                 self._local = TransformersBackend(
-                    self.path, self.config, pad_token_id=pad if pad is not None else 0, **self._local_options
+                    self.path, self.config, pad_token_id=pad if pad is not None else 0, token_columns=columns,
+                    **self._local_options,
                 )
         return self._local
 
@@ -277,19 +291,21 @@ class _ClientBase:
             )
         return pools[server_type]
 
-    def _scheduler(self, server_type: str) -> Scheduler:
-        """This event loop's scheduler for ``server_type``: every call to that backend goes through it."""
+    def _scheduler(self, server_type: str, output: str = "reward") -> Scheduler:
+        """This event loop's scheduler for ``server_type`` and ``output`` (``adapters.base.OUTPUTS``):
+        every call to that backend for that output goes through it."""
         schedulers = self._per_loop(self._schedulers)
-        if server_type not in schedulers:
+        key = server_type if output == "reward" else f"{server_type}:{output}"
+        if key not in schedulers:
             if server_type == "transformers":
                 backend = self.local_backend
-                sink: Any = LocalSink(backend.score, max_rows=8 * backend.batch_size)
+                sink: Any = LocalSink(functools.partial(backend.score, output=output), max_rows=8 * backend.batch_size)
             else:
                 sink = RemoteSink(self._pool(server_type), batch_size=self.batch_size,
                                   max_tokens_per_request=self.max_tokens_per_request,
-                                  as_text=self.encoder.ids_as_text)
-            schedulers[server_type] = Scheduler(sink, policy=self.retry_policy, on_error=self.on_error)
-        return schedulers[server_type]
+                                  as_text=self.encoder.ids_as_text, output=output)
+            schedulers[key] = Scheduler(sink, policy=self.retry_policy, on_error=self.on_error)
+        return schedulers[key]
 
     # -- the one implementation (async) ------------------------------------------------
 
@@ -328,27 +344,121 @@ class _ClientBase:
 
     async def _score_all(self, data: Data, progress: Progress = None) -> Tuple[List[float], List[Any], bool]:
         valid, single, recipe, scheduler, deadline_at = await self._prepare(data)
-        if progress is None:
-            return (*await scheduler.score(valid, recipe=recipe, deadline_at=deadline_at), single)
-        tracker = _Tracker(progress, len(valid))
-        try:
-            rewards, meta = await scheduler.score(valid, recipe=recipe, deadline_at=deadline_at,
-                                                  on_scored=tracker.update)
-        finally:
-            tracker.close()
+        rewards, meta = await _tracked(scheduler, valid, progress, recipe=recipe, deadline_at=deadline_at)
         return rewards, meta, single
 
-    async def _score(self, data: Data, *, progress: Progress = None) -> Rewards:
+    async def _score(
+        self, data: Data, *, progress: Progress = None, reduce: Reduce = _UNSET,
+        weights: Optional[Sequence[float]] = None,
+    ) -> Any:
         """Raw reward of one sample (a float) or of a list of samples (a list, in input order).
 
         ``progress=True`` shows a bar on stderr; a callable gets ``(scored, total)`` as requests
         finish (from a worker thread: keep it quick). Concurrent calls share requests.
+        A multi-label head (``num_labels > 1``) needs ``weights=`` (one per label: the weighted sum)
+        or ``reduce=`` (``"mean"``, ``"sum"``, ``"min"``, ``"max"``, a callable; ``None``: the vectors,
+        as :meth:`score_vector`).
         """
+        if self.encoder.step_format is not None:
+            raise ConfigurationError(
+                f"{self.path} is a process reward model: score it with score_steps(data, aggregate=...)"
+            )
+        if weights is not None or reduce is not _UNSET or self.encoder.num_labels > 1:
+            vectors = await self._score_vector(data, progress=progress)
+            return _reduced(vectors, self.encoder.labels, reduce, weights)
         rewards, meta, single = await self._score_all(data, progress)
         cut = sum(1 for m in meta if m and m[1])
         if cut:
             logger.warning("%d of %d samples were cut to fit: %s", cut, len(meta), self.truncation_limits())
         return rewards[0] if single else rewards
+
+    async def _score_output(self, data: Data, output: str, progress: Progress = None) -> Tuple[List[Any], bool]:
+        """Every sample's raw ``output`` (``"vector"``, ``"tokens"``), through the shared pipeline."""
+        valid, single, recipe, _, deadline_at = await self._prepare(data)
+        scheduler = await self._output_scheduler(output, deadline_at)
+        values, _ = await _tracked(scheduler, valid, progress, recipe=recipe, deadline_at=deadline_at)
+        return values, single
+
+    async def _output_scheduler(self, output: str, deadline_at: float) -> Scheduler:
+        """The scheduler for ``output``, after checking that every server can return it raw."""
+        if self.server_type != "transformers":
+            pool = self._pool(self.server_type)
+            await pool.start(deadline_at)
+            for endpoint in pool.endpoints:
+                if endpoint.adapter is not None:
+                    endpoint.adapter.check_output(output)
+        return self._scheduler(self.server_type, output)
+
+    async def _score_ids_output(self, ids: Sequence[Sequence[int]], output: str, progress: Progress = None) -> List[Any]:
+        deadline_at = math.inf if self.server_type == "transformers" else self._deadline_at()
+        scheduler = await self._output_scheduler(output, deadline_at)
+        return (await _tracked(scheduler, [list(x) for x in ids], progress, deadline_at=deadline_at))[0]
+
+    async def _score_vector(self, data: Data, *, progress: Progress = None) -> Any:
+        """Every label of a multi-objective head (``num_labels > 1``), raw, per sample: a list of floats
+        in the order of :attr:`labels` (a list of such lists for a list of samples)."""
+        values, single = await self._score_output(data, "vector", progress)
+        return values[0] if single else values
+
+    async def _score_tokens(self, data: Data, *, progress: Progress = None) -> Any:
+        """Dense rewards: the head's raw value at every token of the output, with each token's
+        character span in the output (:class:`~rmclient.spans.TokenRewards`), per sample.
+
+        For heads that score every token (``*ForRewardModel``, seq-cls heads in-process); chat-template
+        samples only (``prompt`` + ``output`` or ``messages``)."""
+        if self.server_type != "transformers":
+            await self._connect(self._deadline_at())
+        samples, single = as_list(data)
+        recipe = self._recipe(samples)
+        if recipe.name != "chat_template":
+            raise ConfigurationError("score_tokens() takes chat-template samples (prompt + output), not POLAR ones")
+        chats = recipe.validate(samples)
+        encoded = recipe.encode_valid(chats)
+        rows = await self._score_ids_output([e.ids for e in encoded], "tokens", progress)
+        result = dense_rewards(encoded, [c.messages[-1]["content"] for c in chats], self.tokenizer, rows)
+        return result[0] if single else result
+
+    async def _score_steps(self, data: Data, *, aggregate: str = "min", progress: Progress = None) -> Any:
+        """Process rewards: for each sample (``{prompt, steps}`` or ``{prompt, output, step_separator}``)
+        a :class:`~rmclient.steps.StepRewards`: one probability per step (``None`` for steps cut by
+        ``max_length``, listed in ``cut``), each step's span in the output, and ``aggregate``
+        (``"min"``, ``"last"``, ``"mean"``, ``"prod"``) over the scored steps for trainers."""
+        check_aggregate(aggregate)
+        if self.server_type != "transformers":
+            await self._connect(self._deadline_at())
+        samples, single = as_list(data)
+        recipe = self.encoder.step_recipe(self.effective_max_length())
+        encoded = recipe.encode(samples)
+        rows = await self._score_ids_output([e.ids for e in encoded], "tokens", progress)
+        result = []
+        for e, r in zip(encoded, rows):
+            if isinstance(r, float):  # on_error="nan": the caller chose NaN for failed samples
+                n = len(e.sample.steps)
+                result.append(StepRewards([r] * n, e.sample.spans, r, e.cut_steps, len(e.ids)))
+            else:
+                result.append(step_rewards(e, r, recipe.format.positive, aggregate, f"{self.server_type} output"))
+        cut = [i for i, x in enumerate(result) if x.cut]
+        if cut:
+            logger.warning("%d of %d samples lost steps to max_length=%d (their rewards are None; see .cut)",
+                           len(cut), len(result), recipe.max_length)
+        return result[0] if single else result
+
+    async def _compare(
+        self, prompt: Any, a: Any, b: Any, reference: Any = None, *, reduce: Reduce = _UNSET,
+        weights: Optional[Sequence[float]] = None,
+    ) -> Comparison:
+        """``P(a > b) = sigmoid(r_a - r_b)`` (Bradley-Terry) and both rewards; POLAR: against ``reference``."""
+        pair = [_sample(prompt, x, reference) for x in (a, b)]
+        ra, rb = await self._score(pair, reduce=reduce, weights=weights)
+        return compare(ra, rb)
+
+    async def _rank(
+        self, prompt: Any, outputs: Sequence[Any], reference: Any = None, *, reduce: Reduce = _UNSET,
+        weights: Optional[Sequence[float]] = None,
+    ) -> Ranking:
+        """The outputs ranked by reward (best first), with ``P(best)`` and ``P(i > j)`` from the rewards."""
+        rewards = await self._score([_sample(prompt, x, reference) for x in outputs], reduce=reduce, weights=weights)
+        return rank(rewards)
 
     async def _score_details(self, data: Data, *, progress: Progress = None) -> List[Scored]:
         """Every sample's :class:`Scored`: its reward, how many tokens it was scored from, whether it was cut."""
@@ -398,6 +508,51 @@ class _ClientBase:
             await pool.aclose()
 
 
+async def _tracked(scheduler: Scheduler, items: List[Any], progress: Progress, **options: Any) -> Tuple[List[Any], Any]:
+    """``scheduler.score(items, **options)`` with ``progress`` (a bar or a callback) shown as requests finish."""
+    if progress is None:
+        return await scheduler.score(items, **options)
+    tracker = _Tracker(progress, len(items))
+    try:
+        return await scheduler.score(items, on_scored=tracker.update, **options)
+    finally:
+        tracker.close()
+
+
+def _sample(prompt: Any, output: Any, reference: Any) -> Dict[str, Any]:
+    sample = {"prompt": prompt, "output": output}
+    if reference is not None:
+        sample["reference"] = reference
+    return sample
+
+
+def _reduced(vectors: Any, labels: List[str], reduce: Reduce, weights: Optional[Sequence[float]]) -> Any:
+    """One float per sample from multi-label vectors (or the vectors, ``reduce=None``)."""
+    single = bool(vectors) and not isinstance(vectors[0], list)
+    rows = [vectors] if single else vectors
+    if weights is not None:
+        if reduce is not _UNSET:
+            raise ConfigurationError("give weights= or reduce=, not both")
+        if len(weights) != len(labels):
+            raise ConfigurationError(f"{len(weights)} weights for {len(labels)} labels ({', '.join(labels)})")
+        out: List[Any] = [sum(w * v for w, v in zip(weights, row)) for row in rows]
+    elif reduce is _UNSET:
+        if len(labels) > 1:
+            raise ConfigurationError(
+                f"the head has {len(labels)} labels ({', '.join(labels)}): pass weights= or reduce= for one float "
+                "per sample, or use score_vector()"
+            )
+        out = [row[0] for row in rows]
+    elif reduce is None:
+        out = list(rows)
+    else:
+        fn = REDUCE.get(reduce) if isinstance(reduce, str) else reduce
+        if fn is None or not callable(fn):
+            raise ConfigurationError(f"reduce must be one of {sorted(REDUCE)}, a callable or None, got {reduce!r}")
+        out = [fn(row) for row in rows]
+    return out[0] if single else out
+
+
 def _is_ids(x: Any) -> bool:
     return isinstance(x, (list, tuple)) and (not x or isinstance(x[0], int))
 
@@ -434,6 +589,8 @@ _DOC_ARGS = """
             samples and keeps the rewards obtained) or ``"nan"`` (NaN for failed samples).
         engine_version: skip asking the servers their version.
         served_model: the served model name (default: read from ``/v1/models``).
+        steps: a process reward model's step format (``"qwen_prm"``, ``"math_shepherd"``; default:
+            from the architecture, ``Qwen2ForProcessRewardModel`` is ``"qwen_prm"``).
 """
 
 class AsyncRewardModelClient(_ClientBase):
@@ -448,6 +605,11 @@ class AsyncRewardModelClient(_ClientBase):
 
     __call__ = score = _ClientBase._score
     score_details = _ClientBase._score_details
+    score_vector = _ClientBase._score_vector
+    score_tokens = _ClientBase._score_tokens
+    score_steps = _ClientBase._score_steps
+    compare = _ClientBase._compare
+    rank = _ClientBase._rank
     score_ids = _ClientBase._score_ids
     stream = _ClientBase._stream
     sglang_request_reward = _ClientBase._sglang_request_reward
@@ -510,6 +672,11 @@ class RewardModelClient(_ClientBase):
 
     __call__ = score = _blocking(_ClientBase._score)
     score_details = _blocking(_ClientBase._score_details)
+    score_vector = _blocking(_ClientBase._score_vector)
+    score_tokens = _blocking(_ClientBase._score_tokens)
+    score_steps = _blocking(_ClientBase._score_steps)
+    compare = _blocking(_ClientBase._compare)
+    rank = _blocking(_ClientBase._rank)
     score_ids = _blocking(_ClientBase._score_ids)
     sglang_request_reward = _blocking(_ClientBase._sglang_request_reward)
     vllm_request_reward = _blocking(_ClientBase._vllm_request_reward)

@@ -170,6 +170,73 @@ def to_chat(index: int, sample: Any) -> ChatSample:
     return ChatSample(tuple(msgs))
 
 
+@dataclass(frozen=True)
+class StepSample:
+    """A process-reward sample: the prompt (a user turn), the steps, and the output text they tile.
+
+    ``starts[k]`` is where step ``k`` begins in ``output`` (the spans of :func:`to_steps`).
+    """
+
+    prompt: Tuple[Message, ...]
+    steps: Tuple[str, ...]
+    output: str
+    starts: Tuple[int, ...]
+
+    @property
+    def spans(self) -> List[Tuple[int, int]]:
+        """Each step's ``(start, end)`` characters in :attr:`output`."""
+        return [(a, a + len(step)) for a, step in zip(self.starts, self.steps)]
+
+
+#: The separator between steps of an ``output`` when a sample gives none (Qwen2.5-Math-PRM's usage).
+STEP_SEPARATOR = "\n\n"
+
+
+def to_steps(index: int, sample: Any) -> StepSample:
+    """Validate one process-reward sample: ``{prompt, steps: [str, ...][, step_separator]}`` or
+    ``{prompt, output, step_separator}``.
+
+    With ``steps``, the output is ``step_separator.join(steps)`` (default ``"\n\n"``); with
+    ``output``, the steps are its non-empty pieces between separators. Either way each step's span
+    is exactly its text in the output.
+    """
+    s = _check_mapping(index, sample)
+    prompt = _messages(index, "prompt", _require(index, s, "prompt"), need_role=True)
+    separator = s.get("step_separator", STEP_SEPARATOR)
+    if not isinstance(separator, str) or not separator:
+        raise InvalidSampleError(index, "step_separator", f"expected a non-empty string, got {separator!r}")
+    if s.get("steps") is not None:
+        if s.get("output") is not None:
+            raise InvalidSampleError(index, "steps", "give either steps or output + step_separator, not both")
+        steps = s["steps"]
+        if isinstance(steps, str) or not isinstance(steps, (list, tuple)):
+            raise InvalidSampleError(index, "steps", f"expected a list of strings, got {type(steps).__name__}")
+        starts, at = [], 0
+        for k, step in enumerate(steps):
+            if not isinstance(step, str):
+                raise InvalidSampleError(index, f"steps[{k}]", f"expected a string, got {type(step).__name__}")
+            if not step.strip():
+                raise InvalidSampleError(index, f"steps[{k}]", "empty: every step is scored, so each needs text")
+            check_text(index, f"steps[{k}]", step)
+            starts.append(at)
+            at += len(step) + len(separator)
+        output = separator.join(steps)
+    else:
+        output = _require(index, s, "output", "missing: a process-reward sample has steps or an output")
+        if not isinstance(output, str):
+            raise InvalidSampleError(index, "output", f"expected a string, got {type(output).__name__}")
+        check_text(index, "output", output)
+        steps, starts, at = [], [], 0
+        for piece in output.split(separator):
+            if piece.strip():
+                steps.append(piece)
+                starts.append(at)
+            at += len(piece) + len(separator)
+    if not steps:
+        raise InvalidSampleError(index, "steps", "no steps: a process-reward sample needs at least one")
+    return StepSample(tuple(prompt), tuple(steps), output, tuple(starts))
+
+
 def has_reference(samples: Sequence[Any]) -> bool:
     """Whether any sample carries a ``reference`` (which means POLAR)."""
     return any(isinstance(s, Mapping) and s.get("reference") is not None for s in samples)

@@ -92,8 +92,10 @@ class RemoteSink(Sink):
     def __init__(
         self, pool: EndpointPool, *, batch_size: Optional[int] = None, max_tokens_per_request: Optional[int] = None,
         as_text: Optional[Callable[[Sequence[Sequence[int]], bool], Tuple[List[str], List[bool]]]] = None,
+        output: str = "reward",
     ) -> None:
         self.pool = pool
+        self.output = output
         self.batch_size = batch_size
         self.max_tokens_per_request = max_tokens_per_request
         self.as_text = as_text
@@ -147,7 +149,7 @@ class RemoteSink(Sink):
         return out
 
     async def send(self, chunk: Chunk, policy: RetryPolicy, deadline_at: float) -> None:
-        await send_chunk(self.pool, chunk, policy, deadline_at)
+        await send_chunk(self.pool, chunk, policy, deadline_at, self.output)
 
     def closed_error(self, call: Call) -> Optional[BaseException]:
         if self.pool.unreachable() and all(r is None for r in call.results):

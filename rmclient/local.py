@@ -82,6 +82,7 @@ class TransformersBackend:
         pad_token_id: int = 0,
         max_padding: Optional[float] = 1.0,
         batch_invariant: Optional[bool] = False,
+        token_columns: Optional[Sequence[int]] = None,
     ) -> None:
         if padding_side not in ("right", "left"):
             raise ConfigurationError(f"padding_side must be 'right' or 'left', got {padding_side!r}")
@@ -96,6 +97,8 @@ class TransformersBackend:
         self.pad_token_id = pad_token_id
         self.max_padding = max_padding
         self.batch_invariant = batch_invariant
+        #: A ``*ForCausalLM`` scored by the LM head's logits of these token ids (Math-Shepherd PRMs).
+        self.token_columns = list(token_columns) if token_columns is not None else None
         self.forward_passes = 0  # forward passes run (batches of plan_batches)
         self._device: Optional[str] = None
         self._model: Any = None
@@ -119,6 +122,8 @@ class TransformersBackend:
         kwargs = {"dtype": getattr(torch, dtype), "trust_remote_code": self.trust_remote_code}
         if any(a.endswith("ForSequenceClassification") for a in archs):
             model = transformers.AutoModelForSequenceClassification.from_pretrained(self.path, **kwargs)
+        elif self.token_columns is not None:
+            model = transformers.AutoModelForCausalLM.from_pretrained(self.path, **kwargs)
         else:
             if not self.trust_remote_code and "auto_map" in self.config:
                 raise ConfigurationError(
@@ -127,10 +132,8 @@ class TransformersBackend:
             model = transformers.AutoModel.from_pretrained(self.path, **kwargs)
         model.to(device).eval()
         self._device = device
-        labels = getattr(model.config, "num_labels", 1)
-        if any(a.endswith("ForSequenceClassification") for a in archs) and labels != 1:
-            raise ConfigurationError(f"{self.path} has {labels} labels; a reward model has one")
-        head = next((getattr(model, n) for n in _HEAD_NAMES if hasattr(model, n)), None)
+        names = ("lm_head",) if self.token_columns is not None else _HEAD_NAMES
+        head = next((getattr(model, n) for n in names if hasattr(model, n)), None)
         if head is not None:
             head.register_forward_hook(lambda _m, _i, out: self._captured.append(out))
         elif archs and type(model).__name__ not in archs:
@@ -146,10 +149,12 @@ class TransformersBackend:
 
     def score(
         self, ids: Sequence[Sequence[int]], on_progress: Optional[Callable[[int], None]] = None,
-        names: Optional[Sequence[int]] = None,
-    ) -> List[float]:
+        names: Optional[Sequence[int]] = None, output: str = "reward",
+    ) -> List[Any]:
         """Raw rewards for each id sequence, in input order; ``on_progress(n)`` after each forward pass.
-        ``names``: the samples' indices in the caller's input, for error messages (default: positions)."""
+        ``names``: the samples' indices in the caller's input, for error messages (default: positions).
+        ``output`` (``adapters.base.OUTPUTS``): ``"reward"`` a float each, ``"vector"`` every label at the
+        last token, ``"tokens"`` every label at every token."""
         if not ids:
             return []
         vocab = self.config.get("vocab_size")
@@ -162,7 +167,7 @@ class TransformersBackend:
             if vocab and (min(x) < 0 or max(x) >= vocab):
                 raise InvalidSampleError(i, "input_ids", f"ids must be in [0, {vocab}), got {min(x)}..{max(x)}")
         lengths = [len(x) for x in ids]
-        rewards: List[float] = [0.0] * len(ids)
+        rewards: List[Any] = [0.0] * len(ids)
         with self._lock:
             self.model  # noqa: B018 - load first: the padding limit depends on the device
             if self._invariant():
@@ -172,12 +177,12 @@ class TransformersBackend:
         for batch in batches:
             with self._lock:  # one forward pass at a time; concurrent calls take turns between passes
                 self.forward_passes += 1
-                out = self._forward([ids[i] for i in batch])
+                out = self._forward([ids[i] for i in batch], output)
             for i, r in zip(batch, out):
                 rewards[i] = r
             if on_progress is not None:  # outside the lock: a slow callback holds up no one else
                 on_progress(len(batch))
-        bad = [i for i, r in enumerate(rewards) if not math.isfinite(r)]
+        bad = [i for i, r in enumerate(rewards) if not _finite(r)]
         if bad:
             shown = ", ".join(f"{names[i] if names is not None else i} ({rewards[i]})" for i in bad)
             raise ResponseError(
@@ -196,7 +201,7 @@ class TransformersBackend:
             return self.max_padding
         return 0.1 if str(self._device or "cpu").startswith("cpu") else 1.0
 
-    def _forward(self, seqs: Sequence[Sequence[int]]) -> List[float]:
+    def _forward(self, seqs: Sequence[Sequence[int]], output: str = "reward") -> List[Any]:
         import torch
 
         model = self.model
@@ -213,12 +218,31 @@ class TransformersBackend:
         with torch.inference_mode():
             out = model(input_ids=input_ids.to(self._device), attention_mask=mask.to(self._device))
         per_token = self._captured[-1] if self._captured else None
-        if per_token is not None and per_token.dim() == 3:  # [batch, seq, labels]: pick the last real token
-            values = per_token[torch.arange(len(seqs)), last.to(per_token.device), 0]
+        if per_token is not None and per_token.dim() == 3:  # [batch, seq, labels]
+            if self.token_columns is not None:
+                per_token = per_token[:, :, self.token_columns]
+            if output == "tokens":
+                rows = per_token.float().cpu()
+                return [rows[r, int(last[r]) - len(s) + 1 : int(last[r]) + 1].tolist() for r, s in enumerate(seqs)]
+            values = per_token[torch.arange(len(seqs)), last.to(per_token.device)]  # the last real token
         else:
+            if output == "tokens":
+                raise ConfigurationError(f"{type(model).__name__} gives one value per sequence, not per token")
             pooled = per_token if per_token is not None else _pooled_output(out)
-            values = pooled.reshape(len(seqs), -1)[:, 0]
-        return values.float().cpu().tolist()
+            values = pooled.reshape(len(seqs), -1)
+        values = values.float().cpu()
+        if output == "reward" and values.shape[-1] != 1:  # the head's real width, not the config's claim
+            raise ConfigurationError(
+                f"{self.path}'s head gives {values.shape[-1]} values per sample: score it with score_vector() (or "
+                "client(data, reduce=..., weights=...)) for one float"
+            )
+        return values.tolist() if output == "vector" else values[:, 0].tolist()
+
+
+def _finite(value: Any) -> bool:
+    if isinstance(value, list):
+        return all(_finite(v) for v in value)
+    return math.isfinite(value)
 
 
 def _pooled_output(out: Any) -> Any:

@@ -17,6 +17,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 from .errors import ConfigurationError
 from .modelinfo import context_length, load_config
 from .recipes import ChatTemplateRecipe, Encoded, PolarRecipe, adds_bos, is_polar_model, select_recipe
+from .steps import StepFormat, StepRecipe, step_format
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +42,9 @@ class Encoder:
     recipe: Optional[str] = None
     system_prompt: Optional[str] = None
     reward_token_id: Optional[int] = None
-    _recipes: Dict[Tuple[str, int], Recipe] = field(default_factory=dict, compare=False, repr=False)
+    #: A process reward model's step format (``rmclient.steps.FORMATS``); ``None``: from the config.
+    steps: Optional[str] = None
+    _recipes: Dict[Tuple[str, int], Any] = field(default_factory=dict, compare=False, repr=False)
     _lock: Any = field(default_factory=threading.Lock, compare=False, repr=False)
 
     @classmethod
@@ -78,6 +81,53 @@ class Encoder:
     @property
     def vocab_size(self) -> Optional[int]:
         return self.config.get("vocab_size")
+
+    @property
+    def num_labels(self) -> int:
+        """The values the head gives per token: several for a multi-objective classifier head.
+
+        Read from the config only for ``*ForSequenceClassification`` (``num_labels``, else ``id2label``);
+        a ``*ForRewardModel`` head has one output whatever its config's default labels say, a
+        ``*ForProcessRewardModel`` two classes."""
+        arch = self.architecture or ""
+        if arch.endswith("ProcessRewardModel"):
+            return 2
+        if not arch.endswith("ForSequenceClassification"):
+            return 1
+        labels = self.config.get("num_labels")
+        if isinstance(labels, int) and labels > 0:
+            return labels
+        id2label = self.config.get("id2label")
+        return len(id2label) if isinstance(id2label, dict) and id2label else 1
+
+    @property
+    def labels(self) -> List[str]:
+        """The head's label names (the config's ``id2label``; ``LABEL_k`` where it has none)."""
+        id2label = self.config.get("id2label") or {}
+        return [str(id2label.get(str(k), id2label.get(k, f"LABEL_{k}"))) for k in range(self.num_labels)]
+
+    @functools.cached_property
+    def step_format(self) -> Optional[StepFormat]:
+        """The model's step format when it is a process reward model, else ``None``."""
+        return step_format(self.steps, self.path, self.config)
+
+    def step_recipe(self, max_length: Optional[int] = None) -> StepRecipe:
+        """The encoding of process-reward samples for this PRM (:class:`ConfigurationError` if it is none)."""
+        fmt = self.step_format
+        if fmt is None:
+            raise ConfigurationError(
+                f"{self.path} ({self.architecture}) is not a process reward model rmclient knows "
+                "(Qwen2ForProcessRewardModel, or a Math-Shepherd-style *ForCausalLM with steps='math_shepherd')"
+            )
+        length = max_length or self.limit()[1]
+        with self._lock:
+            recipe = self._recipes.get(("steps", length))
+            if recipe is None:
+                system = self.system_prompt if self.system_prompt is not None else fmt.system_prompt
+                recipe = self._recipes[("steps", length)] = StepRecipe(
+                    self.tokenizer, fmt, max_length=length, system_prompt=system,
+                )
+        return recipe
 
     def limit(self, server_limit: Optional[int] = None) -> Tuple[str, int]:
         """``(what, tokens)``: the longest encoding, the smallest of ``max_length``, the model's

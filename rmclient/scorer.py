@@ -111,6 +111,26 @@ class Target:
             self._loop = LoopThread("rmclient-hook-loop")
         return self._check(self._loop.run(self.scorer(samples)), len(samples))
 
+    def _client(self, what: str) -> Any:
+        if self.kind not in ("client", "async_client"):
+            raise ConfigurationError(f"{what} needs a RewardModelClient or AsyncRewardModelClient, not a {self.kind}")
+        return self.scorer
+
+    def score_steps(self, samples: List[Sample], aggregate: str = "min") -> List[Any]:
+        """Process rewards (:class:`~rmclient.steps.StepRewards`) of ``samples``, from a client."""
+        client = self._client("kind='steps'")
+        if self.kind == "client":
+            return client.score_steps(samples, aggregate=aggregate)
+        if self._loop is None:
+            self._loop = LoopThread("rmclient-hook-loop")
+        return self._loop.run(client.score_steps(samples, aggregate=aggregate))
+
+    async def ascore_steps(self, samples: List[Sample], aggregate: str = "min") -> List[Any]:
+        client = self._client("kind='steps'")
+        if self.kind == "async_client":
+            return await client.score_steps(samples, aggregate=aggregate)
+        return await asyncio.to_thread(client.score_steps, samples, aggregate=aggregate)
+
     async def ascore(self, samples: List[Sample], group_ids: Optional[Sequence[Any]] = None) -> List[float]:
         if not samples:
             return []

@@ -17,7 +17,7 @@ import logging
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from tenacity import (
     AsyncRetrying,
@@ -217,8 +217,9 @@ def _halvable(exc: BaseException) -> bool:
 
 
 async def _request(
-    pool: EndpointPool, endpoint: Endpoint, chunk: Chunk, work: int, policy: RetryPolicy, deadline_at: float
-) -> List[float]:
+    pool: EndpointPool, endpoint: Endpoint, chunk: Chunk, work: int, policy: RetryPolicy, deadline_at: float,
+    output: str,
+) -> List[Any]:
     """One request on ``endpoint`` (already acquired): capped by the time left, its body by its size."""
     error: Optional[BaseException] = None
     started = time.monotonic()
@@ -227,13 +228,13 @@ async def _request(
         if left <= 0:
             raise ServerError(endpoint.url, None, "timed out (no time left before the call's deadline)")
         adapter = await pool.adapter_for(endpoint)
-        request = adapter.build_request(chunk.inputs)
+        request = adapter.build_request(chunk.inputs, output)
         where = endpoint.url + request.path
         body = await endpoint.transport.send(
             request, timeout=min(endpoint.read_timeout, left), max_bytes=policy.max_response_bytes(work)
         )
         try:
-            values = adapter.parse_response(body, len(chunk.inputs), where)
+            values = adapter.parse_response(body, len(chunk.inputs), where, output)
         except RMClientError:
             raise
         except Exception as exc:  # an answer shaped so oddly that parsing it broke: still only a bad answer
@@ -255,13 +256,13 @@ async def _request(
 
 
 async def _attempt(
-    pool: EndpointPool, chunk: Chunk, avoid: List[Endpoint], policy: RetryPolicy, deadline_at: float
-) -> List[float]:
+    pool: EndpointPool, chunk: Chunk, avoid: List[Endpoint], policy: RetryPolicy, deadline_at: float, output: str
+) -> List[Any]:
     """Send ``chunk`` to the least loaded endpoint; when it is much slower than the pool's recent
     latency for its size, send a duplicate to another endpoint and take whichever answers first."""
     work = chunk.work
     first = await pool.acquire(avoid, work)
-    tasks = {asyncio.ensure_future(_request(pool, first, chunk, work, policy, deadline_at)): first}
+    tasks = {asyncio.ensure_future(_request(pool, first, chunk, work, policy, deadline_at, output)): first}
     started, hedged = time.monotonic(), False
     errors: List[BaseException] = []
     try:
@@ -288,7 +289,7 @@ async def _attempt(
                         "hedging %d samples: no answer from %s after %.2f s (expected within %.2f s); also sent to %s",
                         len(chunk.inputs), first.url, time.monotonic() - started, delay, second.url,
                     )
-                    tasks[asyncio.ensure_future(_request(pool, second, chunk, work, policy, deadline_at))] = second
+                    tasks[asyncio.ensure_future(_request(pool, second, chunk, work, policy, deadline_at, output))] = second
         raise errors[0]
     finally:
         for task in tasks:
@@ -297,8 +298,11 @@ async def _attempt(
             await asyncio.gather(*tasks, return_exceptions=True)
 
 
-async def send_chunk(pool: EndpointPool, chunk: Chunk, policy: RetryPolicy, deadline_at: float) -> None:
-    """Score ``chunk`` on ``pool``: its rewards, or each sample's failure, go to its calls.
+async def send_chunk(
+    pool: EndpointPool, chunk: Chunk, policy: RetryPolicy, deadline_at: float, output: str = "reward"
+) -> None:
+    """Score ``chunk`` on ``pool``: its rewards (or ``output``s, see ``adapters.base.OUTPUTS``), or
+    each sample's failure, go to its calls.
 
     Retries draw on the budget of every call in the request. :class:`CallFailed` (no
     endpoint can serve the call, or the pool closed) and unexpected errors propagate.
@@ -328,15 +332,15 @@ async def send_chunk(pool: EndpointPool, chunk: Chunk, policy: RetryPolicy, dead
     try:
         async for attempt in retrying:
             with attempt:
-                values = await _attempt(pool, chunk, avoid, policy, deadline_at)
+                values = await _attempt(pool, chunk, avoid, policy, deadline_at, output)
     except (ServerError, ResponseError) as exc:
         if isinstance(exc, ServerError) and exc.status in CONFIG_STATUSES and not pool.usable():
             raise CallFailed(exc) from None
         if len(chunk.inputs) > 1 and _halvable(exc):
             half = len(chunk.inputs) // 2  # isolate the samples at fault
             await asyncio.gather(
-                send_chunk(pool, chunk.part(0, half), policy, deadline_at),
-                send_chunk(pool, chunk.part(half, len(chunk.inputs)), policy, deadline_at),
+                send_chunk(pool, chunk.part(0, half), policy, deadline_at, output),
+                send_chunk(pool, chunk.part(half, len(chunk.inputs)), policy, deadline_at, output),
             )
             return
         chunk.fail(str(exc))

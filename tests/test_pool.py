@@ -226,7 +226,7 @@ def test_sglang_limit_follows_a_small_kv_pool(polar_path):
 def test_a_bug_or_bad_configuration_surfaces_as_itself(polar_path, monkeypatch):
     from rmclient.adapters.sglang import SglangAdapter
 
-    def broken(self, inputs):
+    def broken(self, inputs, output="reward"):
         raise TypeError("adapter bug")
 
     with FakeEngine("sglang", "0.5.23") as fake:

@@ -183,8 +183,8 @@ def test_a_non_finite_reward_is_a_500_for_that_request_only(chat_path, chat_clie
     server = RewardServer(chat_path)
     forward = server.backend._forward
 
-    def poisoned(seqs):  # the model gives NaN for sequences that start with token 13
-        return [float("nan") if s[0] == 13 else r for s, r in zip(seqs, forward(seqs))]
+    def poisoned(seqs, output="reward"):  # the model gives NaN for sequences that start with token 13
+        return [float("nan") if s[0] == 13 else r for s, r in zip(seqs, forward(seqs, output))]
 
     monkeypatch.setattr(server.backend, "_forward", poisoned)
     with ServerThread(server) as s:

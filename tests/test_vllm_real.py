@@ -12,6 +12,7 @@ Skipped when .venv-vllm is absent, unless CI=true (then it fails).
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import time
@@ -72,7 +73,7 @@ if not _vllm_available():
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
-    from rmclient.testing import build_polar_model
+    from rmclient.testing import build_multilabel_rm, build_polar_model, build_qwen2_prm
     from rmclient.testing.remote_code import build_internlm2_reward_model, build_qwen2_reward_model
 
     root = tmp_path_factory.mktemp("vllm-models")
@@ -80,6 +81,8 @@ def models(tmp_path_factory):
         "polar": str(build_polar_model(root / "tiny-polar")),
         "internlm2": str(build_internlm2_reward_model(root / "tiny-internlm2-reward")),
         "qwen2": str(build_qwen2_reward_model(root / "tiny-qwen2-rm")),
+        "prm": str(build_qwen2_prm(root / "tiny-qwen2-prm")),
+        "multilabel": str(build_multilabel_rm(root / "tiny-multilabel-rm")),
     }
 
 
@@ -108,7 +111,7 @@ class _Servers:
                 self.models[name],
                 python=str(VLLM_PYTHON),
                 env=ENV,
-                trust_remote_code=(name == "internlm2"),
+                trust_remote_code=name in ("internlm2", "prm"),
                 served_model_name=name,
                 api_key=API_KEY if name == "qwen2" else None,
                 ready_timeout=300,
@@ -334,3 +337,84 @@ def test_api_key_reaches_vllm_in_its_environment(servers, models):
     client = RewardModelClient(models["qwen2"], server_type="vllm", server_address=server.url, api_key=API_KEY)
     got = client(samples)
     assert got == pytest.approx(reference_rewards(models["qwen2"], client.encode_ids(samples)), abs=TOL)
+
+
+# --- more than one float: process, dense and multi-objective rewards (issue 13) ---------------------------
+
+STEP_SAMPLES = [
+    {"prompt": "What is 2+2?", "steps": ["2+2 is 4.", "So the answer is 4."]},
+    {"prompt": "Capital of China?", "output": "Think.\n\nBeijing is the capital.\n\nDone.", "step_separator": "\n\n"},
+    {"prompt": "北京?", "output": "Step one ✓ | step two", "step_separator": " | "},
+]
+CHAT_SAMPLES = [
+    {"prompt": "What is the capital of China?", "output": "Beijing. The capital city."},
+    {"prompt": "Hello, how are you?", "output": "I am fine, thank you."},
+]
+
+
+def test_process_rewards_through_vllm_equal_the_forward_pass(servers, models):
+    """The launcher serves the PRM with ALL pooling and no activation; the client reads the two class
+    logits at every step token and takes softmax[1], as the model card does."""
+    from rmclient import RewardModelClient
+    from rmclient.testing.kinds import reference_step_rewards
+
+    server = servers["prm"]
+    flags = server.command[server.command.index("--pooler-config") + 1]
+    assert json.loads(flags) == {"pooling_type": "ALL", "use_activation": False}
+    client = RewardModelClient(models["prm"], server_type="vllm", server_address=server.url, trust_remote_code=True)
+    recipe = client.encoder.step_recipe()
+    expected = reference_step_rewards(models["prm"], [e.ids for e in recipe.encode(STEP_SAMPLES)], recipe.separator_id)
+    got = client.score_steps(STEP_SAMPLES)
+    for result, want in zip(got, expected):
+        assert len(result.rewards) == len(want) and result.cut == []
+        assert max(abs(a - b) for a, b in zip(result.rewards, want)) < TOL
+    local = RewardModelClient(models["prm"], trust_remote_code=True).score_steps(STEP_SAMPLES)
+    assert max(abs(a - b) for r, l in zip(got, local) for a, b in zip(r.rewards, l.rewards)) < TOL
+    with pytest.raises(ConfigurationError, match="score_steps"):
+        client(CHAT_SAMPLES)
+
+
+def test_dense_rewards_through_vllm_equal_the_reference(servers, models):
+    from rmclient import RewardModelClient
+    from rmclient.testing.remote_code import reference_token_rewards
+
+    client = RewardModelClient(models["qwen2"], server_type="vllm", server_address=servers["qwen2"].url,
+                               api_key=API_KEY)
+    ids = client.encode_ids(CHAT_SAMPLES)
+    expected = reference_token_rewards(models["qwen2"], ids)
+    for sample, x, dense, want in zip(CHAT_SAMPLES, ids, client.score_tokens(CHAT_SAMPLES), expected):
+        text = client.encode(sample)
+        start = len(client.tokenizer(text[: text.rfind(sample["output"])], add_special_tokens=False)["input_ids"])
+        assert max(abs(a - b) for a, b in zip(dense.values, want[start:start + len(dense.values)])) < TOL
+        assert "".join(sample["output"][a:b] for a, b in dense.spans) == sample["output"]
+
+
+@pytest.mark.parametrize("route", ["pooling", "classify"])
+def test_multi_objective_vectors_through_vllm_are_raw(servers, models, route):
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    from rmclient import RewardModelClient
+
+    from rmclient.adapters.vllm import VllmAdapter
+
+    server = servers["multilabel"]
+    remote = RewardModelClient(models["multilabel"], server_type="vllm", server_address=server.url)
+    ids = remote.encode_ids(CHAT_SAMPLES)
+    model = AutoModelForSequenceClassification.from_pretrained(models["multilabel"], dtype=torch.float32).eval()
+    with torch.no_grad():
+        expected = [model(torch.tensor([x])).logits[0].tolist() for x in ids]
+    if route == "pooling":  # the client's route
+        got = remote.score_vector(CHAT_SAMPLES)
+    else:  # the table's other raw route, asked by the adapter itself
+        adapter = VllmAdapter("0.32.0", architecture="LlamaForSequenceClassification", endpoint="classify")
+        request = adapter.build_request(ids, "vector")
+        answer = httpx.post(server.url + request.path, json=request.json, timeout=60)
+        assert answer.status_code == 200, answer.text
+        got = adapter.parse_response(answer.json(), len(ids), output="vector")
+    assert remote.labels == ["helpfulness", "correctness", "coherence"]
+    for g, e in zip(got, expected):
+        assert len(g) == 3 and max(abs(a - b) for a, b in zip(g, e)) < TOL
+    assert any(abs(sum(g) - 1.0) > 0.1 for g in got)  # raw logits, not a softmax
+    with pytest.raises(ConfigurationError, match="ONE pooling task"):
+        remote.score_tokens(CHAT_SAMPLES)

@@ -9,6 +9,8 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
+from rmclient.preference import PreferenceStats
+
 from .exits import EXIT_CODES_HELP, EXIT_OK, InputError
 from .parsers import add_subcommand
 from .reading import Record
@@ -26,8 +28,11 @@ answers are scored against. "chosen" and "rejected" are strings or lists of
 {"role", "content"} messages; without "prompt" they are whole conversations
 (message lists ending with the assistant turn). A pair is correct only when
 reward(chosen) > reward(rejected): ties count as wrong (the RewardBench v1
-rule). Reported overall and per subset: pairs, accuracy, ties and the mean
-margin, reward(chosen) - reward(rejected)."""
+rule). Reported overall and per subset: pairs, accuracy, ties, the mean
+margin, reward(chosen) - reward(rejected), and how well the margins predict
+the preferences as probabilities, P(chosen wins) = sigmoid(margin) (Bradley-
+Terry): the mean log-likelihood (0 is perfect, -0.693 a coin) and the
+expected calibration error (ECE, 10 bins), with the Brier score in --json."""
 
 EPILOG = f"""\
 examples:
@@ -36,7 +41,7 @@ examples:
   rmclient eval pairs.jsonl --model /models/rm --plot rewards.png -o pairs.scored.jsonl
 
 output (--json): {{"pairs", "correct", "accuracy", "ties", "mean_margin", "failed",
-  "subsets": {{NAME: {{same keys}}}}, "subset_mean_accuracy"}}
+  "bt_log_likelihood", "calibration_error", "brier", "subsets": {{NAME: {{same keys}}}}, "subset_mean_accuracy"}}
 
 {EXIT_CODES_HELP}"""
 
@@ -51,6 +56,7 @@ class Tally:
     failed: int = 0
     margin_sum: float = 0.0
     margins: int = 0
+    preference: PreferenceStats = field(default_factory=PreferenceStats)
 
     def add(self, chosen: float, rejected: float) -> None:
         self.pairs += 1
@@ -61,6 +67,7 @@ class Tally:
         self.ties += chosen == rejected
         self.margin_sum += chosen - rejected
         self.margins += 1
+        self.preference.add(chosen - rejected)
 
     def as_dict(self) -> Dict[str, Any]:
         return {
@@ -70,6 +77,7 @@ class Tally:
             "ties": self.ties,
             "mean_margin": self.margin_sum / self.margins if self.margins else None,
             "failed": self.failed,
+            **self.preference.as_dict(),
         }
 
 
@@ -185,15 +193,18 @@ def format_table(results: Results) -> str:
         rows += [(name, t) for name, t in sorted(results.subsets.items())]
     rows.append(("overall", results.overall))
     width = max(10, max(len(name) for name, _ in rows))
-    head = f"{'subset':<{width}}  {'pairs':>7}  {'accuracy':>8}  {'ties':>6}  {'mean margin':>12}"
+    head = (f"{'subset':<{width}}  {'pairs':>7}  {'accuracy':>8}  {'ties':>6}  {'mean margin':>12}  "
+            f"{'BT log-lik':>10}  {'ECE':>6}")
     lines = [head, "-" * len(head)]
     for i, (name, t) in enumerate(rows):
         d = t.as_dict()
         acc = "n/a" if d["accuracy"] is None else f"{d['accuracy']:.4f}"
         margin = "n/a" if d["mean_margin"] is None else f"{d['mean_margin']:.4f}"
+        ll = "n/a" if d["bt_log_likelihood"] is None else f"{d['bt_log_likelihood']:.4f}"
+        ece = "n/a" if d["calibration_error"] is None else f"{d['calibration_error']:.4f}"
         if name == "overall" and len(rows) > 1:
             lines.append("-" * len(head))
-        lines.append(f"{name:<{width}}  {d['pairs']:>7}  {acc:>8}  {d['ties']:>6}  {margin:>12}")
+        lines.append(f"{name:<{width}}  {d['pairs']:>7}  {acc:>8}  {d['ties']:>6}  {margin:>12}  {ll:>10}  {ece:>6}")
     return "\n".join(lines)
 
 

@@ -7,9 +7,12 @@ import math
 import sys
 from typing import Any, Dict, List
 
+from rmclient.steps import AGGREGATES
+
 from .exits import EXIT_CODES_HELP, EXIT_OK
 from .parsers import add_subcommand
 from .reading import Record
+from .scoring import KINDS
 from .stream import add_stream_arguments, stream
 from .writing import json_float, write_lines
 
@@ -51,6 +54,14 @@ def register(sub: "argparse._SubParsersAction") -> argparse.ArgumentParser:
                         "and score only the lines after them")
     p.add_argument("--reward-field", default="reward", metavar="NAME",
                    help="name of the field added to each line (default: %(default)s)")
+    p.add_argument("--kind", choices=KINDS, default="reward",
+                   help="what to write: one reward (default); 'steps' for a process reward model ({prompt, steps: "
+                        "[...]} or {prompt, output, step_separator} lines): the aggregate as the reward plus "
+                        "step_rewards (null for steps cut by the length limit), step_spans and cut_steps; 'tokens': "
+                        "the head's value at every output token, with token_spans; 'vector': {label: value} of a "
+                        "multi-objective head")
+    p.add_argument("--aggregate", choices=sorted(AGGREGATES), default="min",
+                   help="--kind steps: how the steps' rewards make the reward field (default: %(default)s)")
     p.add_argument("--with-tokens", action="store_true",
                    help="also add num_tokens (the token ids scored) and truncated (whether the sample was cut "
                         "to fit) to each line")
@@ -65,10 +76,12 @@ def run(args: argparse.Namespace) -> int:
 
     def write(out: Any, records: List[Record], rewards: List[float], scored: List[Any]) -> None:
         nonlocal failed
-        nan_lines = [r.line for r, x in zip(records, rewards) if math.isnan(x)]
+        nan_lines = [r.line for r, x in zip(records, rewards) if isinstance(x, float) and math.isnan(x)]
         failed += len(nan_lines)
         failed_lines.extend(nan_lines[: max(0, 20 - len(failed_lines))])
-        rows = [{**r.data, field: json_float(x)} for r, x in zip(records, rewards)]
+        rows = [{**r.data, field: json_float(x) if isinstance(x, float) else x} for r, x in zip(records, rewards)]
+        for row, s in zip(rows, scored):
+            row.update(getattr(s, "extra", {}))
         if args.with_tokens:
             for row, s in zip(rows, scored):
                 row.update(num_tokens=s.num_tokens, truncated=s.truncated)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Sequence, Tuple
 
 from rmclient.errors import InvalidSampleError, ScoringError
 
 from .exits import Failure, InputError
 
-__all__ = ["PartialScore", "Where", "score_samples", "describe_failures", "line_ranges", "renamed"]
+__all__ = ["KINDS", "KindScored", "PartialScore", "Where", "score_samples", "describe_failures", "line_ranges", "renamed"]
 
 class PartialScore(Exception):
     """Scoring stopped: the first ``len(scored)`` samples were scored, then ``error`` (InputError or Failure)."""
@@ -23,11 +24,41 @@ class PartialScore(Exception):
 Where = Callable[[int, str], Tuple[int, str]]
 
 
+#: ``--kind``: what is written per line (see ``rmclient score --help``).
+KINDS = ("reward", "steps", "tokens", "vector")
+
+
+@dataclass(frozen=True)
+class KindScored:
+    """A sample scored as a kind other than one reward: ``reward`` is what goes in the reward field
+    (the steps' aggregate, the per-token values, ``{label: value}``), ``extra`` the other fields."""
+
+    reward: Any
+    num_tokens: int
+    truncated: bool
+    extra: Dict[str, Any]
+
+
+def _score_kind(client: Any, samples: List[Dict[str, Any]], kind: str, aggregate: str, progress: Any) -> List[Any]:
+    if kind == "steps":
+        return [KindScored(r.aggregate, r.num_tokens, r.truncated,
+                           {"step_rewards": r.rewards, "step_spans": [list(x) for x in r.spans], "cut_steps": r.cut})
+                for r in client.score_steps(samples, aggregate=aggregate, progress=progress)]
+    if kind == "tokens":
+        return [KindScored(r.values, r.num_tokens, r.truncated, {"token_spans": [list(x) for x in r.spans]})
+                for r in client.score_tokens(samples, progress=progress)]
+    labels = client.labels
+    return [KindScored(dict(zip(labels, v)) if isinstance(v, list) else v, 0, False, {})
+            for v in client.score_vector(samples, progress=progress)]
+
+
 def score_samples(
-    client: Any, samples: Sequence[Dict[str, Any]], where: Where, *, hint: str = "", progress: Any = None
+    client: Any, samples: Sequence[Dict[str, Any]], where: Where, *, hint: str = "", progress: Any = None,
+    kind: str = "reward", aggregate: str = "min",
 ) -> List[Any]:
     """Each sample's :class:`~rmclient.client.Scored` (reward, tokens, cut) in order, or :class:`PartialScore`
     with those of the samples before the fault. ``progress(scored, total)``: as requests finish.
+    ``kind`` other than ``"reward"``: :class:`KindScored` (``aggregate`` for steps).
 
     A malformed sample becomes an :class:`InputError` naming its line and field;
     samples that could not be scored become a :class:`Failure` listing their
@@ -38,15 +69,20 @@ def score_samples(
     if not samples:
         return []
     try:
+        if kind != "reward":
+            return _score_kind(client, list(samples), kind, aggregate, progress)
         return client.score_details(list(samples), progress=progress)
     except InvalidSampleError as exc:
         line, field = where(exc.index, exc.field)
         error = InputError(f"line {line}, field {field!r}: {exc.reason}")
-        prefix = score_samples(client, samples[: exc.index], where, hint=hint) if exc.index > 0 else []
+        prefix = (score_samples(client, samples[: exc.index], where, hint=hint, kind=kind, aggregate=aggregate)
+                  if exc.index > 0 else [])
         raise PartialScore(prefix, error) from None
     except ScoringError as exc:
         first = min(exc.failures)
         message = describe_failures(exc.failures, where) + (f". {hint}" if hint else "")
+        if kind != "reward":  # the raw outputs before the fault are not results yet: rescored by --resume
+            raise PartialScore([], Failure(message)) from None
         encoded = client.encode_samples(list(samples[:first])) if first else []
         prefix = [Scored(float(r), len(e.ids), e.truncated) for r, e in zip(exc.rewards[:first], encoded)]
         raise PartialScore(prefix, Failure(message)) from None

@@ -130,7 +130,8 @@ def stream(args: argparse.Namespace, *, desc: str, samples_of: SamplesOf, write:
                 progress.set(base + n * scored // max(total, 1))  # lines, as requests finish
 
             try:
-                scored = score_samples(client, samples, where, hint=hint, progress=per_request)
+                scored = score_samples(client, samples, where, hint=hint, progress=per_request,
+                                       kind=getattr(args, "kind", "reward"), aggregate=getattr(args, "aggregate", "min"))
             except PartialScore as partial:
                 complete = sum(1 for end in ends if end <= len(partial.scored))
                 if complete:

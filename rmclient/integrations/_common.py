@@ -149,3 +149,17 @@ def build_samples(
             sample["reference"] = text_content(i, "reference", references[i])
         out.append(sample)
     return out
+
+
+#: The hooks' ``kind=``: one reward per completion, or a process reward model's steps (aggregated).
+HOOK_KINDS = ("reward", "steps")
+
+
+def as_step_samples(samples: Sequence[Sample], step_separator: str) -> List[Sample]:
+    """``{prompt, output}`` samples as process-reward samples: the output split at ``step_separator``."""
+    return [{"prompt": s["prompt"], "output": s["output"], "step_separator": step_separator} for s in samples]
+
+
+def check_kind(kind: str) -> None:
+    if kind not in HOOK_KINDS:
+        raise ConfigurationError(f"kind must be one of {HOOK_KINDS}, got {kind!r}")

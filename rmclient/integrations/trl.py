@@ -29,7 +29,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 from ..errors import ConfigurationError
 from ..scorer import Target
-from ._common import build_samples, group_ids_by_prompt, resolve_references
+from ._common import as_step_samples, build_samples, check_kind, group_ids_by_prompt, resolve_references
 
 #: Keyword arguments TRL adds that are not dataset columns.
 TRL_KWARGS = frozenset(
@@ -80,6 +80,9 @@ def make_reward_func(
     strip_think: bool = False,
     group_by_prompt: bool = True,
     asynchronous: Optional[bool] = None,
+    kind: str = "reward",
+    aggregate: str = "min",
+    step_separator: str = "\n\n",
 ) -> Any:
     """A ``GRPOTrainer`` reward function that scores with ``scorer``.
 
@@ -100,11 +103,16 @@ def make_reward_func(
         group_by_prompt: hand a composition one group id per distinct prompt (for
             ``normalize="group"``); TRL puts a prompt's generations side by side.
         asynchronous: return an ``async def`` function (default: when the scorer is async).
+        kind: ``"steps"`` for a process reward model: each completion is split into steps at
+            ``step_separator`` and its reward is the ``aggregate`` (``"min"``, ``"last"``, ``"mean"``,
+            ``"prod"``) of its step rewards; the per-step lists go to TRL's completions table as the
+            column ``step_rewards`` (through ``log_extra``, where the TRL version has it).
 
     Failures follow the client's ``on_error``: ``"raise"`` stops the training step with
     :class:`~rmclient.ScoringError`; ``"nan"`` gives NaN, which TRL treats as "no reward
     from this function" for that completion.
     """
+    check_kind(kind)
     target = Target(scorer)
     if asynchronous is None:
         asynchronous = target.is_async
@@ -118,12 +126,17 @@ def make_reward_func(
 
         async def reward_func(prompts: Sequence[Any], completions: Sequence[Any], **kwargs: Any) -> List[float]:
             samples, groups = hook.prepare(prompts, completions, kwargs)
+            if kind == "steps":
+                steps = await target.ascore_steps(as_step_samples(samples, step_separator), aggregate)
+                return _logged_steps(steps, kwargs)
             return await target.ascore(samples, group_ids=groups)
 
     else:
 
         def reward_func(prompts: Sequence[Any], completions: Sequence[Any], **kwargs: Any) -> List[float]:  # type: ignore[misc]
             samples, groups = hook.prepare(prompts, completions, kwargs)
+            if kind == "steps":
+                return _logged_steps(target.score_steps(as_step_samples(samples, step_separator), aggregate), kwargs)
             return target.score(samples, group_ids=groups)
 
     reward_func.__name__ = reward_func.__qualname__ = hook.name
@@ -131,6 +144,14 @@ def make_reward_func(
     reward_func.target = target  # type: ignore[attr-defined]
     reward_func.samples = hook.samples  # type: ignore[attr-defined]
     return reward_func
+
+
+def _logged_steps(steps: Sequence[Any], kwargs: Dict[str, Any]) -> List[float]:
+    """The aggregates for TRL; the step lists to its completions table (``log_extra``, TRL >= 1.x)."""
+    log_extra = kwargs.get("log_extra")
+    if callable(log_extra):
+        log_extra("step_rewards", [r.rewards for r in steps])
+    return [r.aggregate for r in steps]
 
 
 def make_async_reward_func(scorer: Any, **options: Any) -> Any:

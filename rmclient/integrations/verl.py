@@ -42,7 +42,9 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from rmclient.errors import ConfigurationError, InvalidSampleError
 from rmclient.scorer import Target
-from rmclient.integrations._common import build_samples, group_ids_by_prompt, plain, resolve_references
+from rmclient.integrations._common import (
+    as_step_samples, build_samples, check_kind, group_ids_by_prompt, plain, resolve_references,
+)
 from rmclient.integrations.settings import client_from_settings, read_settings
 
 
@@ -80,38 +82,55 @@ def _samples(
 
 
 def make_compute_score(
-    scorer: Any, *, prompt_key: str = "prompt", strip_think: bool = False, asynchronous: bool = False
+    scorer: Any, *, prompt_key: str = "prompt", strip_think: bool = False, asynchronous: bool = False,
+    kind: str = "reward", aggregate: str = "min", step_separator: str = "\n\n",
 ) -> Any:
     """verl's per-sample ``compute_score(data_source, solution_str, ground_truth, extra_info=None, **kwargs)``.
 
     ``asynchronous=True`` returns an ``async def`` one: verl's reward loop awaits it
-    instead of running it in its thread pool.
+    instead of running it in its thread pool. ``kind="steps"`` (a process reward model): the
+    solution is split into steps at ``step_separator`` and the answer is a dict, which verl's
+    reward managers read as ``score`` (the ``aggregate`` of the step rewards) plus
+    ``reward_extra_info`` columns ``step_rewards`` and ``cut_steps``.
     """
+    check_kind(kind)
     target = Target(scorer)
 
     def samples(solution_str: Any, ground_truth: Any, extra_info: Any) -> List[Dict[str, Any]]:
-        return _samples(
+        found = _samples(
             target, [solution_str], [ground_truth], [extra_info], prompt_key=prompt_key, strip_think=strip_think
         )
+        return as_step_samples(found, step_separator) if kind == "steps" else found
 
     if asynchronous:
 
         async def compute_score(
             data_source: Any = None, solution_str: Any = None, ground_truth: Any = None, extra_info: Any = None,
             **kwargs: Any,
-        ) -> float:
-            return float((await target.ascore(samples(solution_str, ground_truth, extra_info), group_ids=[0]))[0])
+        ) -> Any:
+            todo = samples(solution_str, ground_truth, extra_info)
+            if kind == "steps":
+                return _step_result((await target.ascore_steps(todo, aggregate))[0])
+            return float((await target.ascore(todo, group_ids=[0]))[0])
 
     else:
 
         def compute_score(  # type: ignore[misc]
             data_source: Any = None, solution_str: Any = None, ground_truth: Any = None, extra_info: Any = None,
             **kwargs: Any,
-        ) -> float:
-            return float(target.score(samples(solution_str, ground_truth, extra_info), group_ids=[0])[0])
+        ) -> Any:
+            todo = samples(solution_str, ground_truth, extra_info)
+            if kind == "steps":
+                return _step_result(target.score_steps(todo, aggregate)[0])
+            return float(target.score(todo, group_ids=[0])[0])
 
     compute_score.target = target  # type: ignore[attr-defined]
     return compute_score
+
+
+def _step_result(steps: Any) -> Dict[str, Any]:
+    """verl's dict form of a reward: ``score`` plus columns for ``reward_extra_info``."""
+    return {"score": float(steps.aggregate), "step_rewards": steps.rewards, "cut_steps": steps.cut}
 
 
 def make_async_compute_score(scorer: Any, **options: Any) -> Any:

@@ -11,18 +11,23 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import dataclasses
+import functools
 import logging
 import time
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from .. import jsonsafe
-from ..adapters.base import request_object
+from ..adapters.base import OUTPUTS, request_object
 from ..adapters.openrlhf import get_reward_response, parse_get_reward_request
-from ..adapters.rmclient import parse_rewards_request, rewards_response
+from ..adapters.rmclient import kind_response, parse_rewards_request, rewards_kind, rewards_response
 from ..adapters.sglang import classify_response, parse_classify_request
+from ..adapters.vllm import parse_pooling_request, pooling_response
 from ..batcher import DynamicBatcher
-from ..errors import ConfigurationError
+from ..errors import ConfigurationError, ProtocolError
 from ..model import Encoder
+from ..spans import dense_rewards
+from ..preference import sigmoid
+from ..steps import softmax, step_rewards
 from .deps import require_serve
 from .errors import RequestError
 from .limits import Limits
@@ -142,10 +147,12 @@ class RewardServer:
         self.tokenizer = self.encoder.tokenizer
         if client is None:
             pad = self.tokenizer.pad_token_id
+            fmt = self.encoder.step_format
             self.backend = TransformersBackend(
                 self.model, self.encoder.config, device=device, dtype=dtype, trust_remote_code=trust_remote_code,
                 batch_size=max_batch_size, max_tokens=max_batch_tokens, pad_token_id=pad if pad is not None else 0,
                 max_padding=max_padding, batch_invariant=False,
+                token_columns=self.encoder.step_recipe().token_columns if fmt and fmt.returned_tokens else None,
             )
         self.max_padding = self.backend.max_padding
         self.limits = Limits(
@@ -158,17 +165,22 @@ class RewardServer:
         self.header_timeout = header_timeout
         self.body_timeout = body_timeout
         self.metrics = ServerMetrics(self.stats)
-        self.batcher = DynamicBatcher(
-            self.backend.score,
-            max_tokens=max_batch_tokens,
-            max_batch_size=max_batch_size,
-            max_wait=max_wait_ms / 1000.0,
-            executor=self._model_pool,
-            on_batch=self.metrics.batch_size.observe,
+        #: One batcher per output (``adapters.base.OUTPUTS``), each made on first use; ``batcher``: rewards.
+        self._batchers: Dict[str, DynamicBatcher] = {}
+        self._batcher_options = dict(
+            max_tokens=max_batch_tokens, max_batch_size=max_batch_size, max_wait=max_wait_ms / 1000.0,
+            executor=self._model_pool, on_batch=self.metrics.batch_size.observe,
         )
+        self.batcher = self._batcher("reward")
         self.started = time.time()
         self.http_requests = 0
         self.http_errors: Dict[int, int] = {}
+
+    def _batcher(self, output: str) -> DynamicBatcher:
+        if output not in self._batchers:
+            score = self.backend.score if output == "reward" else functools.partial(self.backend.score, output=output)
+            self._batchers[output] = DynamicBatcher(score, **self._batcher_options)
+        return self._batchers[output]
 
     @property
     def max_samples(self) -> int:
@@ -185,14 +197,15 @@ class RewardServer:
         t0 = time.perf_counter()
         model = self.backend.model
         bos = self.tokenizer.bos_token_id
-        self.backend.score([[bos if bos is not None else 0]])
+        self.backend.score([[bos if bos is not None else 0]], output="vector")  # any head's shape
         logger.info("%s loaded (%s) in %.1f s", self.model, type(model).__name__, time.perf_counter() - t0)
 
     async def _on_startup(self, app: Any) -> None:
         await asyncio.get_running_loop().run_in_executor(self._model_pool, self.load)
 
     async def _on_cleanup(self, app: Any) -> None:
-        await self.batcher.close()
+        for batcher in self._batchers.values():
+            await batcher.close()
         self._model_pool.shutdown(wait=False)
         self._token_pool.shutdown(wait=False)
         self._big_pool.shutdown(wait=False)
@@ -214,6 +227,7 @@ class RewardServer:
         app.router.add_post("/classify", self.classify)
         app.router.add_post("/get_reward", self.get_reward)
         app.router.add_post("/v1/rewards", self.rewards)
+        app.router.add_post("/pooling", self.pooling)
         app.router.add_get("/health", self.health)
         app.router.add_get("/metrics", self.prometheus)
         app.router.add_get("/stats", self.stats_route)
@@ -263,8 +277,11 @@ class RewardServer:
 
         return await asyncio.get_running_loop().run_in_executor(self._lane(request), run)
 
-    async def _score(self, ids: List[List[int]], route: str) -> List[float]:
-        rewards = await self.batcher.score(ids)
+    async def _score(self, ids: List[List[int]], route: str, output: str = "reward") -> List[Any]:
+        try:
+            rewards = await self._batcher(output).score(ids)
+        except ConfigurationError as exc:  # this model cannot give that output (a PRM's reward, ...)
+            raise RequestError(400, str(exc), kind="unsupported") from None
         self.metrics.samples.labels(route).inc(len(ids))
         return rewards
 
@@ -277,6 +294,9 @@ class RewardServer:
         t0 = time.perf_counter()
         body = await self._json(request)
         kind, items, single = await self._off_loop(request, parse_classify_request, body)
+        output = body.get("output") or "reward"  # ours (RmclientAdapter); sglang sends none
+        if output not in OUTPUTS:
+            raise ProtocolError(f"'output' must be one of {list(OUTPUTS)}, got {output!r}", field="output")
         self.limits.count(len(items))
         if kind == "text":
             field = "text"
@@ -287,9 +307,35 @@ class RewardServer:
             await self._off_loop(request, self.limits.vocabulary, items, field)
             ids = items
         self.limits.lengths(ids, field)
-        rewards = await self._score(ids, "/classify")
+        rewards = await self._score(ids, "/classify", output)
         latency = round(time.perf_counter() - t0, 6)
         return web.json_response(classify_response(rewards, [len(x) for x in ids], single, latency))
+
+    async def pooling(self, request: Any) -> Any:
+        """vLLM ``POST /pooling``, as vLLM answers it: ``task`` ``"classify"`` (every label at the last
+        token; the default for a sequence head) or ``"token_classify"`` (per token; the default for reward
+        and process reward models, and a PRM answers at its step tokens only, as vLLM's STEP pooling).
+        The head's activation (softmax over several labels, else sigmoid) unless ``use_activation: false``."""
+        from aiohttp import web
+
+        req = await self._off_loop(request, parse_pooling_request, await self._json(request))
+        self.limits.count(len(req.items))
+        if req.kind == "text":
+            self.limits.texts(req.items, "input")
+            ids = await self._tokenize(request, req.items, req.add_special_tokens)
+        else:
+            await self._off_loop(request, self.limits.vocabulary, req.items, "input")
+            ids = req.items
+        self.limits.lengths(ids, "input")
+        per_token = (self.encoder.architecture or "").endswith("RewardModel")
+        task = req.task or ("token_classify" if per_token else "classify")
+        rows = await self._score(ids, "/pooling", "tokens" if task == "token_classify" else "vector")
+        if task == "token_classify" and self.encoder.step_format is not None:
+            sep = self.encoder.step_recipe().separator_id
+            rows = [[r for t, r in zip(x, out) if t == sep] for x, out in zip(ids, rows)]
+        if req.use_activation is not False:
+            rows = [[_activated(r) for r in out] if task == "token_classify" else _activated(out) for out in rows]
+        return web.json_response(pooling_response(self.served_model_name, rows, [len(x) for x in ids], int(time.time())))
 
     async def get_reward(self, request: Any) -> Any:
         """OpenRLHF ``POST /get_reward``: whole texts, tokenized without adding special tokens."""
@@ -307,8 +353,12 @@ class RewardServer:
         """Native ``POST /v1/rewards``: raw samples, encoded here with the server's fixed recipe."""
         from aiohttp import web
 
-        samples, return_encodings = parse_rewards_request(await self._json(request))
+        body = await self._json(request)
+        samples, return_encodings = parse_rewards_request(body)
+        kind, aggregate = rewards_kind(body, "steps" if self.encoder.step_format else "reward")
         self.limits.count(len(samples))
+        if kind != "reward":
+            return web.json_response(await self._kind(request, samples, kind, aggregate))
         encoded = await asyncio.get_running_loop().run_in_executor(
             self._lane(request), self.encoder.encode, samples
         )
@@ -317,6 +367,32 @@ class RewardServer:
         rewards = await self._score(ids, "/v1/rewards")
         encodings = [(e.text, e.ids) for e in encoded] if return_encodings else None
         return web.json_response(rewards_response(self.served_model_name, rewards, [len(x) for x in ids], encodings))
+
+    async def _kind(self, request: Any, samples: List[Any], kind: str, aggregate: str) -> Dict[str, Any]:
+        """``/v1/rewards`` of ``kind`` ``"steps"``, ``"tokens"`` or ``"vector"`` (the client's post-processing)."""
+        loop = asyncio.get_running_loop()
+        if kind == "steps":
+            if self.encoder.step_format is None:
+                raise RequestError(400, f"{self.model} is not a process reward model: no 'steps' kind", kind="unsupported")
+            recipe = self.encoder.step_recipe()
+            encoded = await loop.run_in_executor(self._lane(request), recipe.encode, samples)
+            self.limits.lengths([e.ids for e in encoded], "<sample>")
+            rows = await self._score([e.ids for e in encoded], "/v1/rewards", "tokens")
+            results: List[Any] = [step_rewards(e, r, recipe.format.positive, aggregate) for e, r in zip(encoded, rows)]
+        else:
+            chat = self.encoder.recipe_for(samples)
+            if kind == "tokens" and chat.name != "chat_template":
+                raise RequestError(400, "kind 'tokens' takes chat-template samples (prompt + output)", kind="unsupported")
+            valid = await loop.run_in_executor(self._lane(request), chat.validate, samples)
+            encoded = chat.encode_valid(valid)
+            self.limits.lengths([e.ids for e in encoded], "<sample>")
+            rows = await self._score([e.ids for e in encoded], "/v1/rewards", "tokens" if kind == "tokens" else "vector")
+            if kind == "tokens":
+                outputs = [v.messages[-1]["content"] for v in valid]
+                results = dense_rewards(encoded, outputs, self.tokenizer, rows)
+            else:
+                results = [(r, len(e.ids)) for r, e in zip(rows, encoded)]
+        return kind_response(self.served_model_name, kind, results, self.encoder.labels)
 
     # -- information routes ---------------------------------------------------------
 
@@ -389,3 +465,8 @@ class RewardServer:
         from aiohttp import web
 
         return web.json_response({"model_path": self.model, "is_generation": False})
+
+
+def _activated(values: List[float]) -> List[float]:
+    """vLLM's default activation of a classifier head: softmax over several labels, sigmoid of one."""
+    return softmax(values) if len(values) > 1 else [sigmoid(values[0])]

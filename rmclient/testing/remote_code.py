@@ -15,7 +15,8 @@ InternLM2ForRewardModel
 Qwen2ForRewardModel
     a standard ``Qwen2Model`` under ``model.`` and ``score.0`` (hidden -> hidden,
     bias) -> ReLU -> ``score.2`` (hidden -> 1, bias). Its config is the built-in
-    ``qwen2`` one.
+    ``qwen2`` one. ``Qwen2ForProcessRewardModel`` (``rmclient.testing.kinds``) is the
+    same with 2 labels; the reference head returns all of them.
 
 The reward of a sequence is the head's output at its last token. The
 reference forward maps the saved weights back onto transformers'
@@ -194,11 +195,16 @@ def build_internlm2_reward_model(out_dir: PathLike, *, seed: int = 2) -> Path:
 
 def build_qwen2_reward_model(out_dir: PathLike, *, seed: int = 3) -> Path:
     """A tiny Qwen2ForRewardModel (built-in qwen2 config, tokenizer without BOS)."""
+    return _qwen2_checkpoint(Path(out_dir), build_tokenizer(add_bos=False), seed=seed)
+
+
+def _qwen2_checkpoint(
+    out: Path, tok, *, seed: int, arch: str = "Qwen2ForRewardModel", num_labels: int = 1, **config_extra
+) -> Path:
+    """A seeded ``Qwen2Model`` under ``model.`` and the ``score.0``/ReLU/``score.2`` head (``num_labels`` out)."""
     import torch
     from transformers import Qwen2Config, Qwen2Model
 
-    out = Path(out_dir)
-    tok = build_tokenizer(add_bos=False)
     cfg = Qwen2Config(
         vocab_size=len(tok),
         max_position_embeddings=4096,
@@ -221,10 +227,10 @@ def build_qwen2_reward_model(out_dir: PathLike, *, seed: int = 3) -> Path:
     h = cfg.hidden_size
     t["score.0.weight"] = torch.randn(h, h, generator=gen) / h**0.5
     t["score.0.bias"] = torch.randn(h, generator=gen) * 0.1
-    t["score.2.weight"] = torch.randn(1, h, generator=gen)
-    t["score.2.bias"] = torch.randn(1, generator=gen) * 0.1
+    t["score.2.weight"] = torch.randn(num_labels, h, generator=gen)
+    t["score.2.bias"] = torch.randn(num_labels, generator=gen) * 0.1
     config = {
-        "architectures": ["Qwen2ForRewardModel"],
+        "architectures": [arch],
         "model_type": "qwen2",
         "vocab_size": len(tok),
         "hidden_act": "silu",
@@ -239,10 +245,11 @@ def build_qwen2_reward_model(out_dir: PathLike, *, seed: int = 3) -> Path:
         "bos_token_id": None,
         "eos_token_id": tok.eos_token_id,
         "pad_token_id": tok.pad_token_id,
-        "num_labels": 1,
+        "num_labels": num_labels,
         "tie_word_embeddings": False,
         "torch_dtype": "float32",
         **_DIMS,
+        **config_extra,
     }
     return _save(out, t, config, tok)
 
@@ -254,7 +261,7 @@ def _load(model_dir: Path):
 
 
 def _backbone_and_head(model_dir: Path):
-    """(transformers backbone, head function hidden -> reward) built from the saved weights."""
+    """(transformers backbone, head function hidden -> [tokens, num_labels]) built from the saved weights."""
     import torch
 
     config, t = _load(model_dir)
@@ -293,7 +300,7 @@ def _backbone_and_head(model_dir: Path):
         def head(hidden):
             return hidden @ v_head.T
 
-    elif arch == "Qwen2ForRewardModel":
+    elif arch in ("Qwen2ForRewardModel", "Qwen2ForProcessRewardModel"):  # the PRM: all num_labels columns
         from transformers import Qwen2Config, Qwen2Model
 
         cfg = Qwen2Config(use_sliding_window=False, **common)

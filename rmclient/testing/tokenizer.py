@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, List, Optional, Union
+from typing import Any, List, Optional, Sequence, Union
 
 #: Special tokens, at fixed ids 0.. in this order.
 SPECIAL_TOKENS: List[str] = [
@@ -46,12 +46,15 @@ def build_tokenizer(
     vocab_size: int = 640,
     add_bos: bool = True,
     chat_template: Optional[str] = CHATML_TEMPLATE,
+    extra_special_tokens: Sequence[str] = (),
 ):
     """Build (and optionally save) a small byte-level BPE ``PreTrainedTokenizerFast``.
 
     ``add_bos`` makes plain encoding prepend ``<s>`` (as Llama/InternLM2 do);
     without it the tokenizer behaves like Qwen2 (no BOS at all, Qwen2's pre-tokenizer), so
     transformers 4 and 5 tokenize it alike whatever the model type.
+    ``extra_special_tokens`` (e.g. ``"<extra_0>"``) are added as special tokens after
+    the trained vocabulary, so no existing id moves and each stays one id in any text.
     """
     from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
@@ -83,7 +86,7 @@ def build_tokenizer(
         bos_token=BOS if add_bos else None,
         eos_token=EOS,
         pad_token=PAD,
-        additional_special_tokens=SPECIAL_TOKENS[3:],
+        additional_special_tokens=SPECIAL_TOKENS[3:] + [t for t in extra_special_tokens if t not in SPECIAL_TOKENS],
     )
     if chat_template:
         fast.chat_template = chat_template if add_bos else chat_template.replace("{{ bos_token }}", "")

@@ -1,0 +1,113 @@
+"""Pairwise and listwise preference from rewards (Bradley-Terry), and how well rewards predict preferences.
+
+Under the Bradley-Terry model a reward model is trained with, output A beats B
+with probability ``sigmoid(r_A - r_B)``; a list of outputs ranks by reward, and
+the chance each one is the best is the softmax of the rewards (Plackett-Luce's
+first choice).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Sequence
+
+
+def sigmoid(x: float) -> float:
+    """``1 / (1 + exp(-x))`` without overflow."""
+    if x >= 0:
+        return 1.0 / (1.0 + math.exp(-x))
+    e = math.exp(x)
+    return e / (1.0 + e)
+
+
+def log_sigmoid(x: float) -> float:
+    """``log(sigmoid(x))`` without overflow or log(0)."""
+    return -math.log1p(math.exp(-x)) if x >= 0 else x - math.log1p(math.exp(x))
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """``P(a > b)`` under Bradley-Terry, and both rewards."""
+
+    p_a: float
+    reward_a: float
+    reward_b: float
+
+    @property
+    def p_b(self) -> float:
+        """``P(b > a) = 1 - P(a > b)``."""
+        return sigmoid(self.reward_b - self.reward_a)
+
+
+@dataclass(frozen=True)
+class Ranking:
+    """A list of outputs ranked by reward."""
+
+    rewards: List[float]
+    #: Indices of the outputs, best first (ties keep input order).
+    order: List[int]
+
+    @property
+    def p_best(self) -> List[float]:
+        """Each output's probability of being the best: the softmax of the rewards."""
+        top = max(self.rewards)
+        exp = [math.exp(r - top) for r in self.rewards]
+        return [e / sum(exp) for e in exp]
+
+    def p(self, i: int, j: int) -> float:
+        """``P(output i > output j)``."""
+        return sigmoid(self.rewards[i] - self.rewards[j])
+
+
+def compare(reward_a: float, reward_b: float) -> Comparison:
+    return Comparison(sigmoid(reward_a - reward_b), reward_a, reward_b)
+
+
+def rank(rewards: Sequence[float]) -> Ranking:
+    values = list(rewards)
+    return Ranking(values, sorted(range(len(values)), key=lambda i: -values[i]))
+
+
+class PreferenceStats:
+    """How well margins (reward(chosen) - reward(rejected), one per pair) predict the preferences,
+    accumulated pair by pair in constant memory (``bins`` calibration bins).
+
+    ``bt_log_likelihood``: the mean ``log sigmoid(margin)`` (0 is perfect; ``log 0.5`` a coin);
+    ``calibration_error``: the expected calibration error of ``P(chosen > rejected) = sigmoid(margin)``
+    (each pair counted with the side the model favours, binned by that probability into ``bins``
+    equal bins over [0.5, 1]: the weighted mean of |accuracy - confidence|; a tie is half right);
+    ``brier``: the mean ``(1 - sigmoid(margin))^2``.
+    """
+
+    def __init__(self, bins: int = 10) -> None:
+        self.n = 0
+        self._ll = self._brier = 0.0
+        self._counts = [0] * bins
+        self._right = [0.0] * bins
+        self._confidence = [0.0] * bins
+
+    def add(self, margin: float) -> None:
+        bins = len(self._counts)
+        self.n += 1
+        self._ll += log_sigmoid(margin)
+        self._brier += (1.0 - sigmoid(margin)) ** 2
+        p = sigmoid(abs(margin))
+        b = min(bins - 1, int((p - 0.5) * 2 * bins))
+        self._counts[b] += 1
+        self._confidence[b] += p
+        self._right[b] += 1.0 if margin > 0 else (0.5 if margin == 0 else 0.0)
+
+    def as_dict(self) -> Dict[str, Optional[float]]:
+        if not self.n:
+            return {"bt_log_likelihood": None, "calibration_error": None, "brier": None}
+        ece = sum(abs(r - c) for r, c in zip(self._right, self._confidence)) / self.n
+        return {"bt_log_likelihood": self._ll / self.n, "calibration_error": ece, "brier": self._brier / self.n}
+
+
+def preference_metrics(margins: Sequence[float], bins: int = 10) -> Dict[str, Optional[float]]:
+    """:class:`PreferenceStats` of ``margins``."""
+    stats = PreferenceStats(bins)
+    for m in margins:
+        stats.add(m)
+    return stats.as_dict()
