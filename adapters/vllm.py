@@ -86,6 +86,9 @@ class VllmRow(VersionRow):
     causal: Serving
     #: ``*ForProcessRewardModel`` (Qwen2.5-Math-PRM): per-token class logits (``"tokens"`` only).
     process: Serving = field(default_factory=lambda: Serving(refused=NO_PRM))
+    #: A Math-Shepherd-style ``*ForCausalLM`` PRM (launched with ``steps="math_shepherd"``): the LM logits
+    #: of "+" and "-" at every token, as a two-label classifier.
+    shepherd: Serving = field(default_factory=lambda: Serving(refused=NO_SHEPHERD))
     #: Architectures served differently from their kind (e.g. Qwen2 seq-cls before 0.10).
     by_arch: Mapping[str, Serving] = field(default_factory=dict)
     #: ``model`` is required in requests.
@@ -124,6 +127,14 @@ NO_SOFTMAX = _pooler("--override-pooler-config", softmax=False)
 NO_ACTIVATION_0_10 = _pooler("--override-pooler-config", softmax=False, activation=False)
 NO_ACTIVATION = _pooler("--pooler-config", use_activation=False)
 USE_ACTIVATION = {"use_activation": False}
+#: From 0.19 a causal LM converted to a classifier over the LM-head rows of "+" and "-"
+#: (``no_post_processing``: the raw logits) and served for token_classify at every token.
+_SHEPHERD = Serving(
+    RUNNER + ("--convert", "classify", "--hf-overrides",
+              json.dumps({"classifier_from_token": ["+", "-"], "method": "no_post_processing"})),
+    _pooler("--pooler-config", task="token_classify", pooling_type="ALL", use_activation=False),
+    tokens=Route("/pooling", {"task": "token_classify", "use_activation": False}),
+)
 #: From 0.11.1 the PRM's only task is token_classify: every token with ALL pooling, raw by the request.
 _PRM_TOKEN_CLASSIFY = Serving(
     RUNNER, _pooler("--pooler-config", pooling_type="ALL", use_activation=False),
@@ -142,6 +153,12 @@ NO_RAW_0_10_0 = (
 )
 CAUSAL_BEFORE_0_10_1 = "vLLM before 0.10.1 has no --convert classify for a *ForCausalLM checkpoint"
 NO_PRM = "this vLLM version serves no process reward model rmclient can read raw (see TABLE)"
+NO_SHEPHERD = (
+    "rmclient serves Math-Shepherd-style PRMs on vLLM >= 0.19 (seen on 0.32): `--convert classify` with "
+    "`classifier_from_token` [\"+\", \"-\"] and the token_classify task in the pooler config (0.19 added it). vLLM's "
+    "documented `--task reward` + `returned_token_ids` recipe pools hidden states, not the LM's logits "
+    "(vllm#16545, open; --convert reward is gone from 0.16)"
+)
 
 _REWARD_TASK = Serving(TASK_REWARD, routes=(POOLING,), raw_by="default", tokens=POOLING)
 #: Qwen2ForProcessRewardModel pools STEP (the rows at step_tag_id 151651 only) with a softmax by default:
@@ -251,8 +268,8 @@ TABLE: Tuple[VllmRow, ...] = (
         note="`--runner pooling --pooler-config '{\"use_activation\": false}'`; request "
         "`use_activation: false` (+ `task: classify` for seq-cls on /pooling); /classify text only",
     ),
-    VllmRow(
-        "0.15.0", None,
+    _ROW_0_15 := VllmRow(
+        "0.15.0", "0.19.0",
         seq_cls=Serving(RUNNER, NO_ACTIVATION, (
             Route("/pooling", {"task": "classify", **USE_ACTIVATION}),
             Route("/classify", USE_ACTIVATION),
@@ -267,8 +284,17 @@ TABLE: Tuple[VllmRow, ...] = (
         "0.16.0:200-207 (only `use_activation`); config/model.py 0.16.0:77 (--convert reward gone); PRM: "
         "qwen2_rm.py 0.32.0:105-114 (tok_pooling_type STEP at step_tag_id 151651: `data: []` for any other "
         "tokenizer, seen), config/pooler.py 0.32.0:33-124 (pooling_type ALL: every token, seen on 0.32)",
-        seen="0.15.1, 0.16.0, 0.20.2, 0.25.0, 0.32.0",
+        seen="0.15.1, 0.16.0",
         note="as 0.11.1 - 0.15, and /classify takes token ids (seen to 0.32)",
+    ),
+    replace(
+        _ROW_0_15, min_version="0.19.0", max_version=None,
+        causal=replace(_ROW_0_15.causal, tokens=_SHEPHERD.tokens, no_tokens=NO_SHEPHERD),
+        shepherd=_SHEPHERD,
+        source=_ROW_0_15.source + "; Math-Shepherd: config/pooler.py 0.19.0 (`task` in the pooler config), "
+        "models/adapters.py 0.32.0 (classifier_from_token, method no_post_processing)",
+        seen="0.20.2, 0.25.0, 0.32.0",
+        note="as 0.15; a Math-Shepherd PRM with `--convert classify` and classifier_from_token (seen on 0.32)",
     ),
 )
 

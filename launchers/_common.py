@@ -65,6 +65,9 @@ class LaunchOptions:
     dtype: Optional[str] = None
     mem_fraction_static: Optional[float] = None  # sglang only
     architecture: Optional[str] = None
+    #: A process reward model's step format (``rmclient.steps.FORMATS``): ``"math_shepherd"`` serves a
+    #: ``*ForCausalLM`` as a Math-Shepherd PRM; Qwen2ForProcessRewardModel needs none (its architecture says).
+    steps: Optional[str] = None
     extra_args: List[str] = field(default_factory=list)
 
     @classmethod

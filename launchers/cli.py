@@ -91,6 +91,10 @@ def add_launch_arguments(parser: argparse.ArgumentParser, *, engine: Optional[st
     parser.add_argument(
         "--architecture", default=None, help="model architecture when config.json is not local (e.g. a hub id)"
     )
+    parser.add_argument("--steps", choices=("qwen_prm", "math_shepherd"), default=None,
+                        help="a process reward model's step format: math_shepherd serves a *ForCausalLM "
+                             "Math-Shepherd PRM (the LM logits of '+' and '-' at every token); a "
+                             "Qwen2ForProcessRewardModel needs none")
     parser.add_argument("--python", default=None, help="interpreter of the engine's environment (default: this one)")
     parser.add_argument("--engine-version", default=None, help="emit the flags of this engine version")
     parser.add_argument("--engine-args", action="append", default=[], help="extra engine arguments (shell-quoted)")
@@ -114,6 +118,7 @@ def _options(args: argparse.Namespace) -> dict:
         dtype=args.dtype,
         mem_fraction_static=args.mem_fraction_static,
         architecture=args.architecture,
+        steps=args.steps,
         extra_args=extra,
     )
 

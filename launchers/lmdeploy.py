@@ -30,6 +30,8 @@ def engine_args(
     model_path: str, opts: LaunchOptions, version: Version, row: LmdeployRow, arch: Optional[str], kind: str
 ) -> List[str]:
     """lmdeploy's flags for ``row`` (see ``EngineSpec.build_command``)."""
+    if opts.steps:
+        raise ConfigurationError("lmdeploy serves no process reward models (one float per sample, every version)")
     if kind != ModelKind.UNKNOWN and arch not in REWARD_ARCHITECTURES:
         raise ConfigurationError(
             f"lmdeploy serves only {sorted(REWARD_ARCHITECTURES)} as reward models, not {arch}"

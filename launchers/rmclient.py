@@ -63,6 +63,7 @@ def engine_args(
     add_common(cmd, "--served-model-name", opts.served_model_name)
     add_common(cmd, "--max-model-len", opts.max_model_len)
     add_common(cmd, "--dtype", opts.dtype)
+    add_common(cmd, "--steps", opts.steps)
     return cmd
 
 

@@ -37,6 +37,8 @@ def engine_args(
     model_path: str, opts: LaunchOptions, version: Version, row: SglangRow, arch: Optional[str], kind: str
 ) -> List[str]:
     """sglang's flags for ``row`` (see ``EngineSpec.build_command``)."""
+    if opts.steps:
+        raise ConfigurationError("sglang serves no process reward models (LAST pooling only, every release)")
     if not supports(row, arch):
         since = first_version_serving(arch)
         raise ConfigurationError(

@@ -36,7 +36,7 @@ def engine_args(
             "(*ForRewardModel); pass architecture= / --architecture to choose",
             model_path,
         )
-    serving = row.serving(arch)
+    serving = row.shepherd if opts.steps == "math_shepherd" else row.serving(arch)
     if serving.refused:
         raise ConfigurationError(
             f"vLLM {format_version(version)} cannot serve {arch or model_path} with its raw reward: "

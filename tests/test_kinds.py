@@ -524,3 +524,22 @@ def test_vllm_vector_and_token_outputs_per_kind():
     rm = VllmAdapter("0.11.0", architecture="InternLM2ForRewardModel")
     assert rm.refuses("tokens") is None and rm.build_request([[1]], "tokens").path == "/pooling"
     assert VllmAdapter("0.10.0", architecture="Qwen2ForRewardModel").refuses("tokens") is None
+
+
+def test_vllm_launches_a_math_shepherd_prm_from_0_19(tmp_path):
+    from rmclient.launchers import vllm
+    from rmclient.launchers._common import LaunchOptions
+
+    path = str(build_math_shepherd_prm(tmp_path / "tiny-math-shepherd"))
+    cmd = vllm.build_command(path, LaunchOptions(steps="math_shepherd"), engine_version="0.32.0")
+    assert cmd[cmd.index("--convert") + 1] == "classify"
+    assert json.loads(cmd[cmd.index("--hf-overrides") + 1]) == {"classifier_from_token": ["+", "-"],
+                                                                "method": "no_post_processing"}
+    assert json.loads(cmd[cmd.index("--pooler-config") + 1]) == {"task": "token_classify", "pooling_type": "ALL",
+                                                                 "use_activation": False}
+    with pytest.raises(ConfigurationError, match="vllm#16545"):
+        vllm.build_command(path, LaunchOptions(steps="math_shepherd"), engine_version="0.16.0")
+    from rmclient.launchers import sglang
+
+    with pytest.raises(ConfigurationError, match="no process reward models"):
+        sglang.build_command(path, LaunchOptions(steps="math_shepherd"), engine_version="0.5.23")

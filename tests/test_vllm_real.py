@@ -73,7 +73,7 @@ if not _vllm_available():
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
-    from rmclient.testing import build_multilabel_rm, build_polar_model, build_qwen2_prm
+    from rmclient.testing import build_math_shepherd_prm, build_multilabel_rm, build_polar_model, build_qwen2_prm
     from rmclient.testing.remote_code import build_internlm2_reward_model, build_qwen2_reward_model
 
     root = tmp_path_factory.mktemp("vllm-models")
@@ -83,6 +83,7 @@ def models(tmp_path_factory):
         "qwen2": str(build_qwen2_reward_model(root / "tiny-qwen2-rm")),
         "prm": str(build_qwen2_prm(root / "tiny-qwen2-prm")),
         "multilabel": str(build_multilabel_rm(root / "tiny-multilabel-rm")),
+        "shepherd": str(build_math_shepherd_prm(root / "tiny-math-shepherd")),
     }
 
 
@@ -113,6 +114,7 @@ class _Servers:
                 env=ENV,
                 trust_remote_code=name in ("internlm2", "prm"),
                 served_model_name=name,
+                steps="math_shepherd" if name == "shepherd" else None,
                 api_key=API_KEY if name == "qwen2" else None,
                 ready_timeout=300,
                 stop_grace=20,
@@ -418,3 +420,19 @@ def test_multi_objective_vectors_through_vllm_are_raw(servers, models, route):
     assert any(abs(sum(g) - 1.0) > 0.1 for g in got)  # raw logits, not a softmax
     with pytest.raises(ConfigurationError, match="ONE pooling task"):
         remote.score_tokens(CHAT_SAMPLES)
+
+
+def test_math_shepherd_steps_through_vllm_equal_the_lm_logits(servers, models):
+    """`rmclient launch vllm --steps math_shepherd`: the LM-head rows of "+" and "-" as a two-label
+    classifier at every token (raw); the client takes softmax[0] at each step tag."""
+    from rmclient import RewardModelClient
+    from rmclient.testing.kinds import reference_shepherd_rewards
+
+    server = servers["shepherd"]
+    assert json.loads(server.command[server.command.index("--hf-overrides") + 1]) == {
+        "classifier_from_token": ["+", "-"], "method": "no_post_processing"}
+    client = RewardModelClient(models["shepherd"], server_type="vllm", server_address=server.url)
+    assert client.encoder.step_format.name == "math_shepherd"
+    expected = reference_shepherd_rewards(models["shepherd"], [e.ids for e in client.encoder.step_recipe().encode(STEP_SAMPLES)])
+    for result, want in zip(client.score_steps(STEP_SAMPLES), expected):
+        assert len(result.rewards) == len(want) and max(abs(a - b) for a, b in zip(result.rewards, want)) < TOL

@@ -102,6 +102,7 @@ class RewardServer:
         dtype: Optional[str] = None,
         recipe: Optional[str] = None,
         system_prompt: Optional[str] = None,
+        steps: Optional[str] = None,
         max_length: Optional[int] = None,
         max_response_length: int = 4096,
         response_cut_side: str = "right",
@@ -133,7 +134,7 @@ class RewardServer:
         else:
             encoder = Encoder.load(
                 self.model, trust_remote_code=trust_remote_code, max_response_length=max_response_length,
-                response_cut_side=response_cut_side, system_prompt=system_prompt,
+                response_cut_side=response_cut_side, system_prompt=system_prompt, steps=steps,
             )
         self.max_model_len = max_model_len or encoder.model_max_len or 16384
         if client is None:

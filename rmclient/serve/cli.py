@@ -78,6 +78,8 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     enc.add_argument("--recipe", choices=("polar", "chat_template"), default=None,
                      help="default: the model's own (polar for a POLAR model, else chat_template), fixed at startup")
     enc.add_argument("--system-prompt", default=None, help="system turn for the chat-template recipe")
+    enc.add_argument("--steps", choices=("qwen_prm", "math_shepherd"), default=None,
+                     help="a process reward model's step format (default: from the architecture)")
     enc.add_argument("--max-length", type=int, default=None, help="default: min(16384, max_model_len)")
     enc.add_argument("--max-response-length", type=int, default=4096, help="POLAR's response budget")
     enc.add_argument("--response-cut-side", choices=("right", "left"), default="right",
@@ -130,6 +132,7 @@ def run_serve(args: argparse.Namespace) -> int:
             dtype=args.dtype,
             recipe=args.recipe,
             system_prompt=args.system_prompt,
+            steps=args.steps,
             max_length=args.max_length,
             max_response_length=args.max_response_length,
             response_cut_side=args.response_cut_side,
