@@ -115,7 +115,10 @@ def rewards_request(
     return body
 
 
-def kind_response(model: str, kind: str, results: Sequence[Any], labels: Sequence[str] = ()) -> Dict[str, Any]:
+def kind_response(
+    model: str, kind: str, results: Sequence[Any], labels: Sequence[str] = (),
+    encodings: Optional[Sequence[Tuple[str, Sequence[int]]]] = None,
+) -> Dict[str, Any]:
     """The ``/v1/rewards`` answer of a kind other than ``"reward"``, from the client's result objects:
 
     * ``steps``: ``{"rewards": [aggregate, ...], "steps": [{"rewards": [p | null], "spans", "cut"}]}``
@@ -123,7 +126,7 @@ def kind_response(model: str, kind: str, results: Sequence[Any], labels: Sequenc
     * ``tokens``: ``{"tokens": [{"values", "spans"}]}`` (the output's tokens and their character spans);
     * ``vector``: ``{"labels": [...], "vectors": [[...], ...]}``;
 
-    each with ``"model"``, ``"kind"`` and ``"num_tokens"``.
+    each with ``"model"``, ``"kind"`` and ``"num_tokens"`` (and ``"encodings"`` when given).
     """
     out: Dict[str, Any] = {"model": model, "kind": kind}
     if kind == "steps":
@@ -137,6 +140,8 @@ def kind_response(model: str, kind: str, results: Sequence[Any], labels: Sequenc
         out["labels"] = list(labels)
         out["vectors"] = [list(v) for v, _ in results]
         out["num_tokens"] = [n for _, n in results]
+    if encodings is not None:
+        out["encodings"] = [{"text": text, "input_ids": list(ids)} for text, ids in encodings]
     return out
 
 

@@ -527,7 +527,10 @@ def parse_pooling_request(body: Any) -> PoolingRequest:
     activation = body.get("use_activation")
     if activation is not None and not isinstance(activation, bool):
         raise ProtocolError("'use_activation' must be true or false", field="use_activation")
-    return PoolingRequest(kind, items, task, activation, bool(body.get("add_special_tokens", True)))
+    special = body.get("add_special_tokens", True)
+    if not isinstance(special, bool):
+        raise ProtocolError("'add_special_tokens' must be true or false", field="add_special_tokens")
+    return PoolingRequest(kind, items, task, activation, special)
 
 
 def pooling_response(model: str, outputs: Sequence[Any], lengths: Sequence[int], created: int) -> Dict[str, Any]:

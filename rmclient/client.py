@@ -29,13 +29,13 @@ from ._loop import LoopThread
 from .data import as_list
 from .dispatch import ON_ERROR, LocalSink, RemoteSink, RetryPolicy, Scheduler
 from .engines import server_type as engine_of
-from .errors import ClientClosedError, ConfigurationError
+from .errors import ClientClosedError, ConfigurationError, ScoringError
 from .model import Encoder
 from .pool import EndpointPool, parse_addresses
 from .preference import Comparison, Ranking, compare, rank
 from .recipes import Encoded
-from .spans import dense_rewards
-from .steps import StepRewards, check_aggregate, step_rewards
+from .spans import dense_inputs, dense_rewards
+from .steps import AGGREGATES, check_aggregate, step_results
 from .transport import API_KEY_ENV
 
 logger = logging.getLogger(__name__)
@@ -45,9 +45,7 @@ Data = Union[Sample, Sequence[Sample]]
 Rewards = Union[float, List[float]]
 #: ``reduce=`` of a multi-label head: a name of :data:`REDUCE`, a callable of the vector, or ``None`` (the vector).
 Reduce = Union[str, Callable[[List[float]], float], None]
-REDUCE: Dict[str, Callable[[List[float]], float]] = {
-    "mean": lambda v: sum(v) / len(v), "sum": sum, "min": min, "max": max,
-}
+REDUCE: Dict[str, Callable[[List[float]], float]] = {"mean": AGGREGATES["mean"], "sum": sum, "min": min, "max": max}
 _UNSET: Any = object()
 #: ``progress=``: ``True`` for a bar on stderr (tqdm), or ``callback(scored, total)`` after each request.
 Progress = Union[bool, Callable[[int, int], None], None]
@@ -364,8 +362,9 @@ class _ClientBase:
                 f"{self.path} is a process reward model: score it with score_steps(data, aggregate=...)"
             )
         if weights is not None or reduce is not _UNSET or self.encoder.num_labels > 1:
-            vectors = await self._score_vector(data, progress=progress)
-            return _reduced(vectors, self.encoder.labels, reduce, weights)
+            vectors, single = await self._score_output(data, "vector", progress)
+            out = _reduced(vectors, self.encoder.labels, reduce, weights)
+            return out[0] if single else out
         rewards, meta, single = await self._score_all(data, progress)
         cut = sum(1 for m in meta if m and m[1])
         if cut:
@@ -394,9 +393,15 @@ class _ClientBase:
         scheduler = await self._output_scheduler(output, deadline_at)
         return (await _tracked(scheduler, [list(x) for x in ids], progress, deadline_at=deadline_at))[0]
 
+    def _not_a_prm(self, what: str) -> None:
+        if self.encoder.step_format is not None:
+            raise ConfigurationError(f"{self.path} is a process reward model: {what} would read its class "
+                                     "logits as rewards; score it with score_steps()")
+
     async def _score_vector(self, data: Data, *, progress: Progress = None) -> Any:
         """Every label of a multi-objective head (``num_labels > 1``), raw, per sample: a list of floats
         in the order of :attr:`labels` (a list of such lists for a list of samples)."""
+        self._not_a_prm("score_vector()")
         values, single = await self._score_output(data, "vector", progress)
         return values[0] if single else values
 
@@ -405,7 +410,8 @@ class _ClientBase:
         character span in the output (:class:`~rmclient.spans.TokenRewards`), per sample.
 
         For heads that score every token (``*ForRewardModel``, seq-cls heads in-process); chat-template
-        samples only (``prompt`` + ``output`` or ``messages``)."""
+        samples only (``prompt`` + ``output`` or ``messages``), whose output is whole in the encoding."""
+        self._not_a_prm("score_tokens()")
         if self.server_type != "transformers":
             await self._connect(self._deadline_at())
         samples, single = as_list(data)
@@ -414,8 +420,8 @@ class _ClientBase:
             raise ConfigurationError("score_tokens() takes chat-template samples (prompt + output), not POLAR ones")
         chats = recipe.validate(samples)
         encoded = recipe.encode_valid(chats)
-        rows = await self._score_ids_output([e.ids for e in encoded], "tokens", progress)
-        result = dense_rewards(encoded, [c.messages[-1]["content"] for c in chats], self.tokenizer, rows)
+        where = dense_inputs(recipe, chats, encoded)  # bad samples fail before anything is sent
+        result = await self._finished(encoded, "tokens", progress, lambda rows: dense_rewards(where, encoded, rows))
         return result[0] if single else result
 
     async def _score_steps(self, data: Data, *, aggregate: str = "min", progress: Progress = None) -> Any:
@@ -429,19 +435,25 @@ class _ClientBase:
         samples, single = as_list(data)
         recipe = self.encoder.step_recipe(self.effective_max_length())
         encoded = recipe.encode(samples)
-        rows = await self._score_ids_output([e.ids for e in encoded], "tokens", progress)
-        result = []
-        for e, r in zip(encoded, rows):
-            if isinstance(r, float):  # on_error="nan": the caller chose NaN for failed samples
-                n = len(e.sample.steps)
-                result.append(StepRewards([r] * n, e.sample.spans, r, e.cut_steps, len(e.ids)))
-            else:
-                result.append(step_rewards(e, r, recipe.format.positive, aggregate, f"{self.server_type} output"))
+        result = await self._finished(encoded, "tokens", progress, lambda rows: step_results(
+            encoded, rows, recipe.format.positive, aggregate, f"{self.server_type} output"))
         cut = [i for i, x in enumerate(result) if x.cut]
         if cut:
             logger.warning("%d of %d samples lost steps to max_length=%d (their rewards are None; see .cut)",
                            len(cut), len(result), recipe.max_length)
         return result[0] if single else result
+
+    async def _finished(self, encoded: Sequence[Any], output: str, progress: Progress,
+                        finish: Callable[[List[Any]], List[Any]]) -> List[Any]:
+        """Score the encoded samples' ``output`` and ``finish`` the raw rows into results; on a
+        :class:`~rmclient.errors.ScoringError` its ``rewards`` become those results too (``None`` at
+        the failed samples), so nothing already scored is lost."""
+        try:
+            rows = await self._score_ids_output([e.ids for e in encoded], output, progress)
+        except ScoringError as exc:
+            exc.rewards = finish(list(exc.rewards))
+            raise
+        return finish(rows)
 
     async def _compare(
         self, prompt: Any, a: Any, b: Any, reference: Any = None, *, reduce: Reduce = _UNSET,
@@ -526,10 +538,16 @@ def _sample(prompt: Any, output: Any, reference: Any) -> Dict[str, Any]:
     return sample
 
 
-def _reduced(vectors: Any, labels: List[str], reduce: Reduce, weights: Optional[Sequence[float]]) -> Any:
-    """One float per sample from multi-label vectors (or the vectors, ``reduce=None``)."""
-    single = bool(vectors) and not isinstance(vectors[0], list)
-    rows = [vectors] if single else vectors
+def _reduced(rows: List[Any], labels: List[str], reduce: Reduce, weights: Optional[Sequence[float]]) -> List[Any]:
+    """One float per sample from multi-label vectors (or the vectors, ``reduce=None``); a failed sample's
+    NaN (``on_error="nan"``) stays NaN."""
+    if any(isinstance(r, float) for r in rows):  # NaN for failed samples: reduce the others
+        ok = [i for i, r in enumerate(rows) if not isinstance(r, float)]
+        done = _reduced([rows[i] for i in ok], labels, reduce, weights) if ok else []
+        out_nan: List[Any] = [math.nan] * len(rows)
+        for i, v in zip(ok, done):
+            out_nan[i] = v
+        return out_nan
     if weights is not None:
         if reduce is not _UNSET:
             raise ConfigurationError("give weights= or reduce=, not both")
@@ -550,7 +568,7 @@ def _reduced(vectors: Any, labels: List[str], reduce: Reduce, weights: Optional[
         if fn is None or not callable(fn):
             raise ConfigurationError(f"reduce must be one of {sorted(REDUCE)}, a callable or None, got {reduce!r}")
         out = [fn(row) for row in rows]
-    return out[0] if single else out
+    return out
 
 
 def _is_ids(x: Any) -> bool:
@@ -620,6 +638,10 @@ class AsyncRewardModelClient(_ClientBase):
     async def ascore(self, samples: Sequence[Sample]) -> List[float]:
         """The :class:`~rmclient.scorer.Scorer` entry point: rewards of a list of samples."""
         return await self._score(list(samples))  # type: ignore[return-value]
+
+    async def ascore_steps(self, samples: Sequence[Sample], aggregate: str = "min") -> List[Any]:
+        """:meth:`score_steps` of a list of samples (the hooks' entry point, as :meth:`ascore`)."""
+        return await self._score_steps(list(samples), aggregate=aggregate)  # type: ignore[return-value]
 
     async def aclose(self) -> None:
         """Close this event loop's server connections."""
@@ -704,6 +726,11 @@ class RewardModelClient(_ClientBase):
         """The :class:`~rmclient.scorer.Scorer` entry point, from any event loop: the work runs on the
         client's own loop, so concurrent awaits (verl's per-sample reward loop) share requests."""
         future = self._thread.submit(self._score(list(samples)))
+        return await asyncio.wrap_future(future)  # type: ignore[return-value]
+
+    async def ascore_steps(self, samples: Sequence[Sample], aggregate: str = "min") -> List[Any]:
+        """:meth:`score_steps` from any event loop, on the client's own loop (as :meth:`ascore`)."""
+        future = self._thread.submit(self._score_steps(list(samples), aggregate=aggregate))
         return await asyncio.wrap_future(future)  # type: ignore[return-value]
 
     def close(self) -> None:

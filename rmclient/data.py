@@ -202,6 +202,8 @@ def to_steps(index: int, sample: Any) -> StepSample:
     """
     s = _check_mapping(index, sample)
     prompt = _messages(index, "prompt", _require(index, s, "prompt"), need_role=True)
+    if not prompt:
+        raise InvalidSampleError(index, "prompt", "empty: a process-reward sample needs the question")
     separator = s.get("step_separator", STEP_SEPARATOR)
     if not isinstance(separator, str) or not separator:
         raise InvalidSampleError(index, "step_separator", f"expected a non-empty string, got {separator!r}")

@@ -184,7 +184,7 @@ class TransformersBackend:
                 on_progress(len(batch))
         bad = [i for i, r in enumerate(rewards) if not _finite(r)]
         if bad:
-            shown = ", ".join(f"{names[i] if names is not None else i} ({rewards[i]})" for i in bad)
+            shown = ", ".join(f"{names[i] if names is not None else i} ({_nonfinite(rewards[i])})" for i in bad)
             raise ResponseError(
                 f"transformers:{self.path}", f"the model gave a non-finite reward for sample(s) {shown}",
                 [rewards[i] for i in bad],
@@ -237,6 +237,13 @@ class TransformersBackend:
                 "client(data, reduce=..., weights=...)) for one float"
             )
         return values.tolist() if output == "vector" else values[:, 0].tolist()
+
+
+def _nonfinite(value: Any) -> Any:
+    """The first value that is not finite (a whole per-token matrix would flood the message)."""
+    if isinstance(value, list):
+        return next(_nonfinite(v) for v in value if not _finite(v))
+    return value
 
 
 def _finite(value: Any) -> bool:

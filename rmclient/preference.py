@@ -13,6 +13,14 @@ from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence
 
 
+def softmax(values: Sequence[float]) -> List[float]:
+    """``exp(v) / sum(exp)`` of each value, without overflow."""
+    top = max(values)
+    exp = [math.exp(v - top) for v in values]
+    total = sum(exp)
+    return [e / total for e in exp]
+
+
 def sigmoid(x: float) -> float:
     """``1 / (1 + exp(-x))`` without overflow."""
     if x >= 0:
@@ -51,9 +59,7 @@ class Ranking:
     @property
     def p_best(self) -> List[float]:
         """Each output's probability of being the best: the softmax of the rewards."""
-        top = max(self.rewards)
-        exp = [math.exp(r - top) for r in self.rewards]
-        return [e / sum(exp) for e in exp]
+        return softmax(self.rewards)
 
     def p(self, i: int, j: int) -> float:
         """``P(output i > output j)``."""
@@ -65,8 +71,9 @@ def compare(reward_a: float, reward_b: float) -> Comparison:
 
 
 def rank(rewards: Sequence[float]) -> Ranking:
+    """Best first; a NaN (a failed output under ``on_error="nan"``) ranks last."""
     values = list(rewards)
-    return Ranking(values, sorted(range(len(values)), key=lambda i: -values[i]))
+    return Ranking(values, sorted(range(len(values)), key=lambda i: (math.isnan(values[i]), -values[i])))
 
 
 class PreferenceStats:
@@ -82,12 +89,17 @@ class PreferenceStats:
 
     def __init__(self, bins: int = 10) -> None:
         self.n = 0
+        #: Margins that were not finite (a failed sample): not counted.
+        self.skipped = 0
         self._ll = self._brier = 0.0
         self._counts = [0] * bins
         self._right = [0.0] * bins
         self._confidence = [0.0] * bins
 
     def add(self, margin: float) -> None:
+        if not math.isfinite(margin):
+            self.skipped += 1
+            return
         bins = len(self._counts)
         self.n += 1
         self._ll += log_sigmoid(margin)

@@ -202,6 +202,9 @@ def _join(prompt: str, piece: str, wrapper: str) -> str:
     return prompt + piece if wrapper == "pretrain" or piece == "" else prompt + "\n" + piece
 
 
+_MARK = "\u27e6rmclient-output\u27e7"
+
+
 @dataclass(frozen=True)
 class _Chat:
     """A validated chat sample with its messages as they will be rendered (system prompt included)."""
@@ -268,6 +271,14 @@ class ChatTemplateRecipe:
                 text, ids = self._fit(chat)
             out.append(Encoded(text, ids, over))
         return out
+
+    def output_suffix(self, chat: _Chat) -> str:
+        """What the template writes after the scored output (``<|im_end|>\n``...): rendered with a marker
+        in place of the output, so the output can be found exactly in the encoded text."""
+        messages = [dict(m) for m in chat.messages]
+        messages[-1]["content"] = _MARK
+        text = self._render(chat.index, messages)
+        return text[text.index(_MARK) + len(_MARK):] if _MARK in text else ""
 
     def _render(self, index: int, messages: List[Dict[str, str]]) -> str:
         try:

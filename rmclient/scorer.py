@@ -126,10 +126,8 @@ class Target:
         return self._loop.run(client.score_steps(samples, aggregate=aggregate))
 
     async def ascore_steps(self, samples: List[Sample], aggregate: str = "min") -> List[Any]:
-        client = self._client("kind='steps'")
-        if self.kind == "async_client":
-            return await client.score_steps(samples, aggregate=aggregate)
-        return await asyncio.to_thread(client.score_steps, samples, aggregate=aggregate)
+        """The same from an event loop (a sync client's work runs on its own loop: calls coalesce)."""
+        return await self._client("kind='steps'").ascore_steps(samples, aggregate=aggregate)
 
     async def ascore(self, samples: List[Sample], group_ids: Optional[Sequence[Any]] = None) -> List[float]:
         if not samples:

@@ -14,28 +14,32 @@ import bisect
 from dataclasses import dataclass
 from typing import Any, Callable, List, Optional, Sequence, Tuple, Union
 
-from .errors import ConfigurationError, ResponseError
+from .errors import ConfigurationError, InvalidSampleError, ResponseError
 
 Span = Tuple[int, int]
 #: ``rule(token_span, spans, values) -> value``: a caller's own way to spread.
 Rule = Callable[[Span, Sequence[Span], Sequence[float]], float]
 
 
-def output_token_spans(tokenizer: Any, text: str, ids: Sequence[int], output: str) -> Tuple[List[int], List[Span]]:
-    """The positions in ``ids`` of the tokens that carry ``output`` (the last occurrence of it in
-    ``text``, the encoded text of ``ids``) and each one's span in ``output``, clipped to it.
+def output_token_spans(
+    tokenizer: Any, text: str, ids: Sequence[int], output: str, suffix: str = "",
+) -> Tuple[List[int], List[Span]]:
+    """The positions in ``ids`` of the tokens that carry ``output`` in ``text`` (the encoded text of
+    ``ids``, where the output is followed by the template's ``suffix``) and each one's span in
+    ``output``, clipped to it.
 
     ``ids`` may have a BOS more than ``text`` gives. :class:`ConfigurationError` when ``text`` does not
-    tokenize back to ``ids`` (no exact offsets) or does not contain ``output``.
+    tokenize back to ``ids`` (no exact offsets) or does not hold ``output`` whole before ``suffix``.
     """
     enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     got, offsets = list(enc["input_ids"]), list(enc["offset_mapping"])
     shift = len(ids) - len(got)
     if shift not in (0, 1) or list(ids[shift:]) != got:
         raise ConfigurationError("the encoded text does not tokenize back to its ids: no exact spans")
-    start = text.rfind(output)
-    if start < 0 or not output:
-        raise ConfigurationError("the output does not appear in its encoded text (changed by the chat template)")
+    start = text.rfind(output + suffix) if output else -1
+    if start < 0:
+        raise ConfigurationError("the output is not whole in its encoding (cut by the length limit, or changed "
+                                 "by the chat template)")
     end = start + len(output)
     positions, spans = [], []
     for k, (a, b) in enumerate(offsets):
@@ -43,6 +47,20 @@ def output_token_spans(tokenizer: Any, text: str, ids: Sequence[int], output: st
             positions.append(k + shift)
             spans.append((max(a, start) - start, min(b, end) - start))
     return positions, spans
+
+
+def dense_inputs(recipe: Any, chats: Sequence[Any], encoded: Sequence[Any]) -> List[Tuple[List[int], List[Span]]]:
+    """Each chat-template sample's output tokens (positions in its ids) and their spans, found before
+    anything is sent; a sample whose output cannot be located exactly is an
+    :class:`~rmclient.errors.InvalidSampleError` naming it."""
+    out = []
+    for chat, e in zip(chats, encoded):
+        try:
+            out.append(output_token_spans(recipe.tokenizer, e.text, e.ids, chat.messages[-1]["content"],
+                                          recipe.output_suffix(chat)))
+        except ConfigurationError as exc:
+            raise InvalidSampleError(chat.index, "output", f"no per-token values: {exc}") from None
+    return out
 
 
 def token_offsets(tokenizer: Any, output: str) -> List[Span]:
@@ -114,16 +132,17 @@ class TokenRewards:
     truncated: bool
 
 
-def dense_rewards(encoded: Any, outputs: Sequence[str], tokenizer: Any, rows: Sequence[Any]) -> List[TokenRewards]:
-    """:class:`TokenRewards` of chat-template samples from their per-token head outputs ``rows`` (label 0
-    at each output token); ``encoded`` are the samples' :class:`~rmclient.recipes.Encoded`, ``outputs``
-    their output texts. A NaN row (a failed sample, ``on_error="nan"``) gives NaN values."""
-    out = []
-    for i, (e, text, r) in enumerate(zip(encoded, outputs, rows)):
-        try:
-            positions, spans = output_token_spans(tokenizer, e.text, e.ids, text)
-        except ConfigurationError as exc:
-            raise ConfigurationError(f"sample {i}: {exc}") from None
+def dense_rewards(
+    where: Sequence[Tuple[List[int], List[Span]]], encoded: Sequence[Any], rows: Sequence[Any],
+) -> List[Optional[TokenRewards]]:
+    """:class:`TokenRewards` from per-token head outputs ``rows`` (label 0 at each output token of
+    :func:`dense_inputs`); a NaN row (``on_error="nan"``) gives NaN values, a missing one (``None``,
+    a failure) ``None``."""
+    out: List[Optional[TokenRewards]] = []
+    for i, ((positions, spans), e, r) in enumerate(zip(where, encoded, rows)):
+        if r is None:
+            out.append(None)
+            continue
         if isinstance(r, float):
             values = [r] * len(positions)
         elif len(r) != len(e.ids):

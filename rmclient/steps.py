@@ -28,6 +28,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 from .batch_tokenizer import BatchTokenizer
 from .data import StepSample, to_steps
 from .errors import ConfigurationError, InvalidSampleError, ResponseError
+from .preference import softmax
 from .recipes import adds_bos
 
 QWEN_PRM_SYSTEM = "Please reason step by step, and put your final answer within \\boxed{}."
@@ -171,8 +172,8 @@ class StepRecipe:
                 index, "steps[0]", f"the prompt and the first step take {positions[0] + 1} tokens, more than "
                 f"max_length={self.max_length}: no step can be scored",
             )
-        if len(kept) < len(positions):
-            ids = ids[: kept[-1] + 1]  # keep the prompt and the steps that fit, whole
+        if len(ids) > self.max_length:  # keep the prompt and the steps that fit, whole; the template's tail
+            ids = ids[: kept[-1] + 1]     # after the last step cannot change the logits at the step tokens
             text = self.tokenizer.decode(ids[len(self._bos):], skip_special_tokens=False)
         bos = self.tokenizer.bos_token
         if self._bos and bos and text.startswith(bos):  # the text form is for a server that adds BOS itself
@@ -224,13 +225,6 @@ def check_aggregate(aggregate: str) -> Callable[[List[float]], float]:
     return AGGREGATES[aggregate]
 
 
-def softmax(values: Sequence[float]) -> List[float]:
-    top = max(values)
-    exp = [math.exp(v - top) for v in values]
-    total = sum(exp)
-    return [e / total for e in exp]
-
-
 def step_rewards(
     encoded: StepEncoded, rows: Sequence[Sequence[float]], positive: int, aggregate: str, where: str = "",
 ) -> StepRewards:
@@ -245,3 +239,26 @@ def step_rewards(
     rewards: List[Optional[float]] = list(scored) + [None] * len(encoded.cut_steps)
     return StepRewards(rewards, encoded.sample.spans, check_aggregate(aggregate)(scored), encoded.cut_steps,
                        len(encoded.ids))
+
+
+def failed_steps(encoded: StepEncoded) -> StepRewards:
+    """The :class:`StepRewards` of a sample that failed under ``on_error="nan"`` (the caller's choice):
+    NaN for every step that was sent, ``None`` for the cut ones."""
+    kept = len(encoded.positions)
+    rewards: List[Optional[float]] = [math.nan] * kept + [None] * len(encoded.cut_steps)
+    return StepRewards(rewards, encoded.sample.spans, math.nan, encoded.cut_steps, len(encoded.ids))
+
+
+def step_results(encoded: Sequence[StepEncoded], rows: Sequence[Any], positive: int, aggregate: str,
+                 where: str = "") -> List[Optional[StepRewards]]:
+    """:func:`step_rewards` of each sample; a NaN row (``on_error="nan"``) gives :func:`failed_steps`,
+    a missing one (``None``: a failure inside :class:`~rmclient.errors.ScoringError`) ``None``."""
+    out: List[Optional[StepRewards]] = []
+    for e, r in zip(encoded, rows):
+        if r is None:
+            out.append(None)
+        elif isinstance(r, float):
+            out.append(failed_steps(e))
+        else:
+            out.append(step_rewards(e, r, positive, aggregate, where))
+    return out

@@ -543,3 +543,146 @@ def test_vllm_launches_a_math_shepherd_prm_from_0_19(tmp_path):
 
     with pytest.raises(ConfigurationError, match="no process reward models"):
         sglang.build_command(path, LaunchOptions(steps="math_shepherd"), engine_version="0.5.23")
+
+
+# -- edges found in review -------------------------------------------------------------------
+
+
+def test_a_chain_never_exceeds_max_length_at_any_limit(prm_path, prm):
+    chain = {"prompt": "Count.", "steps": [f"Step {k}: {k}." for k in range(6)]}
+    full = prm.encoder.step_recipe().encode([chain])[0]
+    full_rewards = prm.score_steps(chain).rewards
+    for limit in range(full.positions[0] + 1, len(full.ids) + 2):
+        client = RewardModelClient(prm_path, trust_remote_code=True, max_length=limit)
+        e = client.encoder.step_recipe().encode([chain])[0]
+        assert len(e.ids) <= limit and e.ids == full.ids[: len(e.ids)]
+        assert e.truncated == (len(e.positions) < 6) and e.positions == full.positions[: len(e.positions)]
+        got = client.score_steps(chain)
+        kept = len(e.positions)
+        assert got.cut == list(range(kept, 6)) and got.rewards[kept:] == [None] * (6 - kept)
+        assert max(abs(a - b) for a, b in zip(got.rewards[:kept], full_rewards)) < ABS
+
+
+def test_empty_prompts_and_kinds_a_prm_cannot_serve(prm, prm_server):
+    with pytest.raises(InvalidSampleError) as info:
+        prm.score_steps([STEPS[0], {"prompt": [], "steps": ["a"]}])
+    assert (info.value.index, info.value.field) == (1, "prompt")
+    for method in (prm.score_tokens, prm.score_vector):
+        with pytest.raises(ConfigurationError, match="process reward model"):
+            method(CHAT)
+    for body in ({"samples": [{"prompt": [], "steps": ["a"]}]}, {"samples": CHAT, "kind": "tokens"},
+                 {"samples": CHAT, "kind": "vector"}):
+        answer = httpx.post(prm_server.url + "/v1/rewards", json=body)
+        assert answer.status_code == 400, answer.text
+    bad = httpx.post(prm_server.url + "/pooling", json={"input": [[1, 2]], "add_special_tokens": "no"})
+    assert bad.status_code == 400
+
+
+def test_dense_rewards_find_an_output_that_also_appears_in_the_template(chat_path):
+    """An output such as "end" or "m" also matches inside "<|im_end|>": located by the template's own
+    prefix (rendered with the generation prompt), independently of the code under test."""
+    from transformers import AutoModelForSequenceClassification
+
+    client = RewardModelClient(chat_path)
+    model = AutoModelForSequenceClassification.from_pretrained(chat_path, dtype=torch.float32).eval()
+    tok = client.tokenizer
+    for output in ("end", "m", "im", "Beijing."):
+        sample = {"prompt": "Say it.", "output": output}
+        ids = client.encode_ids(sample)
+        prefix = tok.apply_chat_template([{"role": "user", "content": "Say it."}], tokenize=False,
+                                         add_generation_prompt=True)
+        start = len(tok(prefix, add_special_tokens=False)["input_ids"])  # the template emits BOS itself
+        n = len(tok(output, add_special_tokens=False)["input_ids"])
+        assert tok.decode(ids[start:start + n]) == output
+        with torch.no_grad():
+            per_token = model.score(model.model(torch.tensor([ids])).last_hidden_state)[0, :, 0].tolist()
+        dense = client.score_tokens(sample)
+        assert dense.values == pytest.approx(per_token[start:start + n], abs=ABS)
+        assert "".join(output[a:b] for a, b in dense.spans) == output
+
+
+def test_dense_rewards_of_a_cut_output_fail_before_scoring(chat_path):
+    client = RewardModelClient(chat_path, max_length=12)
+    passes = client.local_backend.forward_passes
+    with pytest.raises(InvalidSampleError) as info:
+        client.score_tokens([CHAT[1], {"prompt": "Hi", "output": "word " * 40}])
+    assert info.value.field == "output" and client.local_backend.forward_passes == passes
+
+
+def test_results_before_a_failure_are_kept(prm, monkeypatch):
+    from rmclient.errors import ScoringError
+    from rmclient.steps import StepRewards
+
+    recipe = prm.encoder.step_recipe()
+    encoded = recipe.encode(STEPS[:2])
+    rows = prm.local_backend.score([encoded[0].ids], output="tokens")
+
+    async def failing(ids, output, progress=None):
+        raise ScoringError({1: "server down"}, [rows[0], None])
+
+    monkeypatch.setattr(prm, "_score_ids_output", failing)
+    with pytest.raises(ScoringError) as info:
+        prm.score_steps(STEPS[:2])
+    first, second = info.value.rewards
+    assert isinstance(first, StepRewards) and second is None
+    assert close(first.rewards, reference_step_rewards(prm.path, [encoded[0].ids], recipe.separator_id)[0])
+
+
+def test_failed_samples_stay_nan_through_reduce():
+    from rmclient.client import _UNSET, _reduced
+
+    labels = ["a", "b", "c"]
+    got = _reduced([math.nan, [1.0, 2.0, 6.0]], labels, "mean", None)
+    assert math.isnan(got[0]) and got[1] == 3.0
+    got = _reduced([[1.0, 2.0, 6.0], math.nan], labels, _UNSET, [1.0, 0.0, 0.5])
+    assert got[0] == 4.0 and math.isnan(got[1])
+
+
+def test_cli_vector_lines_carry_real_token_counts(multilabel_path, multilabel, tmp_path):
+    data = tmp_path / "chat.jsonl"
+    data.write_text("".join(json.dumps(s) + "\n" for s in CHAT))
+    out = tmp_path / "out.jsonl"
+    run = subprocess.run([sys.executable, "-m", "rmclient", "score", str(data), "-o", str(out), "--model",
+                          multilabel_path, "--kind", "vector", "--with-tokens", "--no-progress"],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["num_tokens"] for r in rows] == [len(x) for x in multilabel.encode_ids(CHAT)]
+    assert close([list(r["reward"].values()) for r in rows], multilabel.score_vector(CHAT))
+    assert list(rows[0]["reward"]) == multilabel.labels
+
+
+def test_nan_in_rankings_and_preference_stats():
+    from rmclient.preference import PreferenceStats, rank
+
+    assert rank([1.0, math.nan, 2.0, 0.5]).order == [2, 0, 3, 1]
+    stats = PreferenceStats()
+    for m in (1.0, math.nan, -1.0):
+        stats.add(m)
+    assert stats.n == 2 and stats.skipped == 1
+    ln3 = math.log(3.0)  # P = 0.75 for each pair, and 3 of 4 are right: perfectly calibrated
+    assert preference_metrics([ln3, ln3, ln3, -ln3])["calibration_error"] == pytest.approx(0.0, abs=1e-12)
+    assert preference_metrics([ln3] * 4)["calibration_error"] == pytest.approx(0.25, abs=1e-12)
+
+
+def test_a_sync_clients_steps_coalesce_from_an_event_loop(prm):
+    from rmclient.scorer import Target
+
+    target = Target(prm)
+
+    async def main():
+        return await asyncio.gather(*(target.ascore_steps([s]) for s in STEPS))
+
+    got = [r[0].rewards for r in asyncio.run(main())]
+    assert close(got, [r.rewards for r in prm.score_steps(STEPS)])
+
+
+def test_spread_by_hand():
+    spans, values = [(0, 3), (5, 8)], [1.0, 2.0]
+    tokens = [(0, 2), (2, 4), (4, 6), (6, 8)]
+    assert spread(values, spans, tokens) == [1.0, 1.0, 2.0, 2.0]  # (2, 4) ends in the gap: the step before
+    assert spread(values, spans, [(0, 1)] + tokens[1:]) == [1.0, 1.0, 2.0, 2.0]
+    assert spread(values, spans, tokens, rule="end", fill=0.0) == [0.0, 1.0, 0.0, 2.0]
+    assert spread(values, spans, tokens, rule=lambda t, s, v: float(t[1])) == [2.0, 4.0, 6.0, 8.0]
+    with pytest.raises(ConfigurationError, match="2 values for 1 spans"):
+        spread(values, spans[:1], tokens)

@@ -7,12 +7,12 @@ import math
 import sys
 from typing import Any, Dict, List
 
+from rmclient.adapters.rmclient import KINDS
 from rmclient.steps import AGGREGATES
 
 from .exits import EXIT_CODES_HELP, EXIT_OK
 from .parsers import add_subcommand
 from .reading import Record
-from .scoring import KINDS
 from .stream import add_stream_arguments, stream
 from .writing import json_float, write_lines
 

@@ -9,7 +9,7 @@ from rmclient.errors import InvalidSampleError, ScoringError
 
 from .exits import Failure, InputError
 
-__all__ = ["KINDS", "KindScored", "PartialScore", "Where", "score_samples", "describe_failures", "line_ranges", "renamed"]
+__all__ = ["KindScored", "PartialScore", "Where", "score_samples", "describe_failures", "line_ranges", "renamed"]
 
 class PartialScore(Exception):
     """Scoring stopped: the first ``len(scored)`` samples were scored, then ``error`` (InputError or Failure)."""
@@ -24,10 +24,6 @@ class PartialScore(Exception):
 Where = Callable[[int, str], Tuple[int, str]]
 
 
-#: ``--kind``: what is written per line (see ``rmclient score --help``).
-KINDS = ("reward", "steps", "tokens", "vector")
-
-
 @dataclass(frozen=True)
 class KindScored:
     """A sample scored as a kind other than one reward: ``reward`` is what goes in the reward field
@@ -39,17 +35,31 @@ class KindScored:
     extra: Dict[str, Any]
 
 
+def _kind_scored(kind: str, result: Any, labels: List[str], encoded: Any = None) -> KindScored:
+    """One line's fields from a result of ``score_steps`` / ``score_tokens`` / ``score_vector``."""
+    if kind == "steps":
+        return KindScored(result.aggregate, result.num_tokens, result.truncated, {
+            "step_rewards": result.rewards, "step_spans": [list(x) for x in result.spans], "cut_steps": result.cut})
+    if kind == "tokens":
+        return KindScored(result.values, result.num_tokens, result.truncated,
+                          {"token_spans": [list(x) for x in result.spans]})
+    vector = dict(zip(labels, result)) if isinstance(result, list) else result  # NaN: failed (--on-error nan)
+    return KindScored(vector, len(encoded.ids), encoded.truncated, {})
+
+
 def _score_kind(client: Any, samples: List[Dict[str, Any]], kind: str, aggregate: str, progress: Any) -> List[Any]:
     if kind == "steps":
-        return [KindScored(r.aggregate, r.num_tokens, r.truncated,
-                           {"step_rewards": r.rewards, "step_spans": [list(x) for x in r.spans], "cut_steps": r.cut})
-                for r in client.score_steps(samples, aggregate=aggregate, progress=progress)]
-    if kind == "tokens":
-        return [KindScored(r.values, r.num_tokens, r.truncated, {"token_spans": [list(x) for x in r.spans]})
-                for r in client.score_tokens(samples, progress=progress)]
-    labels = client.labels
-    return [KindScored(dict(zip(labels, v)) if isinstance(v, list) else v, 0, False, {})
-            for v in client.score_vector(samples, progress=progress)]
+        results = client.score_steps(samples, aggregate=aggregate, progress=progress)
+    elif kind == "tokens":
+        results = client.score_tokens(samples, progress=progress)
+    else:
+        results = client.score_vector(samples, progress=progress)
+    return _kinds_scored(client, samples, kind, results)
+
+
+def _kinds_scored(client: Any, samples: List[Dict[str, Any]], kind: str, results: List[Any]) -> List[KindScored]:
+    encoded = client.encode_samples(samples) if kind == "vector" else [None] * len(results)
+    return [_kind_scored(kind, r, client.labels, e) for r, e in zip(results, encoded)]
 
 
 def score_samples(
@@ -81,8 +91,10 @@ def score_samples(
     except ScoringError as exc:
         first = min(exc.failures)
         message = describe_failures(exc.failures, where) + (f". {hint}" if hint else "")
-        if kind != "reward":  # the raw outputs before the fault are not results yet: rescored by --resume
-            raise PartialScore([], Failure(message)) from None
+        if kind != "reward":  # the results before the first failure are kept (the client finished them)
+            done = list(samples[:first])
+            raise PartialScore(_kinds_scored(client, done, kind, exc.rewards[:first]) if first else [],
+                               Failure(message)) from None
         encoded = client.encode_samples(list(samples[:first])) if first else []
         prefix = [Scored(float(r), len(e.ids), e.truncated) for r, e in zip(exc.rewards[:first], encoded)]
         raise PartialScore(prefix, Failure(message)) from None

@@ -25,9 +25,10 @@ from ..adapters.vllm import parse_pooling_request, pooling_response
 from ..batcher import DynamicBatcher
 from ..errors import ConfigurationError, ProtocolError
 from ..model import Encoder
-from ..spans import dense_rewards
-from ..preference import sigmoid
-from ..steps import softmax, step_rewards
+from ..adapters.base import model_kind
+from ..preference import sigmoid, softmax
+from ..spans import dense_inputs, dense_rewards
+from ..steps import step_results
 from .deps import require_serve
 from .errors import RequestError
 from .limits import Limits
@@ -328,7 +329,7 @@ class RewardServer:
             await self._off_loop(request, self.limits.vocabulary, req.items, "input")
             ids = req.items
         self.limits.lengths(ids, "input")
-        per_token = (self.encoder.architecture or "").endswith("RewardModel")
+        per_token = model_kind(self.encoder.architecture) in ("reward", "process")
         task = req.task or ("token_classify" if per_token else "classify")
         rows = await self._score(ids, "/pooling", "tokens" if task == "token_classify" else "vector")
         if task == "token_classify" and self.encoder.step_format is not None:
@@ -359,7 +360,10 @@ class RewardServer:
         kind, aggregate = rewards_kind(body, "steps" if self.encoder.step_format else "reward")
         self.limits.count(len(samples))
         if kind != "reward":
-            return web.json_response(await self._kind(request, samples, kind, aggregate))
+            return web.json_response(await self._kind(request, samples, kind, aggregate, return_encodings))
+        if self.encoder.step_format is not None:
+            raise RequestError(400, f"{self.model} is a process reward model: kind 'reward' is not served "
+                               "(use 'steps')", kind="unsupported")
         encoded = await asyncio.get_running_loop().run_in_executor(
             self._lane(request), self.encoder.encode, samples
         )
@@ -369,31 +373,39 @@ class RewardServer:
         encodings = [(e.text, e.ids) for e in encoded] if return_encodings else None
         return web.json_response(rewards_response(self.served_model_name, rewards, [len(x) for x in ids], encodings))
 
-    async def _kind(self, request: Any, samples: List[Any], kind: str, aggregate: str) -> Dict[str, Any]:
-        """``/v1/rewards`` of ``kind`` ``"steps"``, ``"tokens"`` or ``"vector"`` (the client's post-processing)."""
-        loop = asyncio.get_running_loop()
-        if kind == "steps":
-            if self.encoder.step_format is None:
-                raise RequestError(400, f"{self.model} is not a process reward model: no 'steps' kind", kind="unsupported")
-            recipe = self.encoder.step_recipe()
-            encoded = await loop.run_in_executor(self._lane(request), recipe.encode, samples)
-            self.limits.lengths([e.ids for e in encoded], "<sample>")
-            rows = await self._score([e.ids for e in encoded], "/v1/rewards", "tokens")
-            results: List[Any] = [step_rewards(e, r, recipe.format.positive, aggregate) for e, r in zip(encoded, rows)]
-        else:
-            chat = self.encoder.recipe_for(samples)
-            if kind == "tokens" and chat.name != "chat_template":
+    async def _kind(self, request: Any, samples: List[Any], kind: str, aggregate: str,
+                    return_encodings: bool) -> Dict[str, Any]:
+        """``/v1/rewards`` of ``kind`` ``"steps"``, ``"tokens"`` or ``"vector"``: encoded in the request's
+        lane, scored by the batcher of its output, finished as the client does."""
+        prm = self.encoder.step_format is not None
+        if (kind == "steps") != prm:
+            raise RequestError(400, f"{self.model} is {'a' if prm else 'not a'} process reward model: "
+                               f"kind {kind!r} is not served (use {'steps' if prm else 'reward, tokens or vector'})",
+                               kind="unsupported")
+
+        def encode() -> Tuple[Any, List[Any], Any]:
+            if kind == "steps":
+                recipe = self.encoder.step_recipe()
+                return recipe, recipe.encode(samples), None
+            recipe = self.encoder.recipe_for(samples)
+            if kind == "tokens" and recipe.name != "chat_template":
                 raise RequestError(400, "kind 'tokens' takes chat-template samples (prompt + output)", kind="unsupported")
-            valid = await loop.run_in_executor(self._lane(request), chat.validate, samples)
-            encoded = chat.encode_valid(valid)
-            self.limits.lengths([e.ids for e in encoded], "<sample>")
-            rows = await self._score([e.ids for e in encoded], "/v1/rewards", "tokens" if kind == "tokens" else "vector")
-            if kind == "tokens":
-                outputs = [v.messages[-1]["content"] for v in valid]
-                results = dense_rewards(encoded, outputs, self.tokenizer, rows)
-            else:
-                results = [(r, len(e.ids)) for r, e in zip(rows, encoded)]
-        return kind_response(self.served_model_name, kind, results, self.encoder.labels)
+            chats = recipe.validate(samples)
+            encoded = recipe.encode_valid(chats)
+            return recipe, encoded, dense_inputs(recipe, chats, encoded) if kind == "tokens" else None
+
+        recipe, encoded, where = await asyncio.get_running_loop().run_in_executor(self._lane(request), encode)
+        ids = [e.ids for e in encoded]
+        self.limits.lengths(ids, "<sample>")
+        rows = await self._score(ids, "/v1/rewards", "vector" if kind == "vector" else "tokens")
+        if kind == "steps":
+            results: List[Any] = step_results(encoded, rows, recipe.format.positive, aggregate)
+        elif kind == "tokens":
+            results = dense_rewards(where, encoded, rows)
+        else:
+            results = [(r, len(x)) for r, x in zip(rows, ids)]
+        encodings = [(e.text, e.ids) for e in encoded] if return_encodings else None
+        return kind_response(self.served_model_name, kind, results, self.encoder.labels, encodings)
 
     # -- information routes ---------------------------------------------------------
 
