@@ -74,6 +74,9 @@ class Serving:
     #: served, ``no_tokens`` says why. Every label at the last token (``"vector"``) comes on ``routes``.
     tokens: Optional[Route] = None
     no_tokens: str = SEQ_CLS_NO_TOKENS
+    #: The PRM is pooled at its step token only (STEP): the launch must name the tokenizer's
+    #: ``step_tag_id`` in ``raw_launch``'s pooler config, and the answer has one row per step.
+    step_tag: bool = False
 
 
 @dataclass(frozen=True)
@@ -165,6 +168,9 @@ _REWARD_TASK = Serving(TASK_REWARD, routes=(POOLING,), raw_by="default", tokens=
 #: ALL pooling gives every token's two logits, the activation off gives them raw (launch flags only).
 PRM_ALL_0_10 = _pooler("--override-pooler-config", pooling_type="ALL", softmax=False)
 _PRM_REWARD_TASK = Serving(TASK_REWARD, PRM_ALL_0_10, raw_by="launch", tokens=POOLING)
+#: Before 0.10 the model always passes step_tag_id (151651) and ALL pooling asserts it is None
+#: (qwen2_rm.py 0.8.5:118-131, layers/pooler.py 0.8.5:55, seen): STEP at the tokenizer's own step token.
+_PRM_STEP_0_7 = Serving(TASK_REWARD, NO_SOFTMAX, raw_by="launch", tokens=POOLING, step_tag=True)
 #: Qwen2/Qwen3 seq-cls before 0.10: a softmax (0.7-0.8) or sigmoid (0.9) head, off only at launch.
 _SEQ_CLS_CLASSIFY_TASK = Serving(TASK_CLASSIFY, NO_SOFTMAX, (POOLING,), raw_by="launch")
 _QWEN_SEQ_CLS = ("Qwen2ForSequenceClassification", "Qwen3ForSequenceClassification")
@@ -177,7 +183,7 @@ TABLE: Tuple[VllmRow, ...] = (
         seq_cls=Serving(refused="vLLM 0.7 does not serve Llama/Gemma2 *ForSequenceClassification "
                         "(registry.py 0.7.0:345-355: not supported)"),
         reward=_REWARD_TASK,
-        process=_PRM_REWARD_TASK,
+        process=_PRM_STEP_0_7,
         causal=_NO_CAUSAL,
         by_arch={"Qwen2ForSequenceClassification": _SEQ_CLS_CLASSIFY_TASK},
         model_required=True,
@@ -191,7 +197,7 @@ TABLE: Tuple[VllmRow, ...] = (
         "0.8.0", "0.8.4",
         seq_cls=_SEQ_CLS_CLASSIFY_TASK,
         reward=_REWARD_TASK,
-        process=_PRM_REWARD_TASK,
+        process=_PRM_STEP_0_7,
         causal=_NO_CAUSAL,
         data_parallel=False,
         source="engine/arg_utils.py 0.8.4:449 (--data-parallel-size first); otherwise as 0.8.4 - 0.9",
@@ -201,7 +207,7 @@ TABLE: Tuple[VllmRow, ...] = (
         "0.8.4", "0.9.0",
         seq_cls=_SEQ_CLS_CLASSIFY_TASK,
         reward=_REWARD_TASK,
-        process=_PRM_REWARD_TASK,
+        process=_PRM_STEP_0_7,
         causal=_NO_CAUSAL,
         source="layers/pooler.py 0.8.5:243-247 (seq-cls: softmax over the labels unless the pooler "
         "config says softmax false); models/qwen2_rm.py 0.8.5:111-115 (reward: raw)",
@@ -213,7 +219,7 @@ TABLE: Tuple[VllmRow, ...] = (
         "0.9.0", "0.10.0",
         seq_cls=Serving(refused=NOT_SEQ_CLS_0_9),
         reward=_REWARD_TASK,
-        process=_PRM_REWARD_TASK,
+        process=_PRM_STEP_0_7,
         causal=_NO_CAUSAL,
         by_arch={arch: _SEQ_CLS_CLASSIFY_TASK for arch in _QWEN_SEQ_CLS},
         source="models/adapters.py 0.9.2:176-180 + layers/pooler.py 0.9.2:323-335 (Qwen2/Qwen3 seq-cls: "

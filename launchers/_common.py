@@ -99,6 +99,25 @@ class ModelKind:
     UNKNOWN = "unknown"  # no local config.json (hub id) and no --architecture
 
 
+def added_token_id(model_path: Union[str, Path], token: str) -> Optional[int]:
+    """The id of the added token ``token`` in ``model_path``'s tokenizer files (``tokenizer.json``'s
+    ``added_tokens``, else ``tokenizer_config.json``'s ``added_tokens_decoder``); ``None`` when the
+    folder is not local or lacks it. No tokenizer is loaded."""
+    root = Path(model_path)
+    try:
+        data = json.loads((root / "tokenizer.json").read_text())
+        for item in data.get("added_tokens") or []:
+            if item.get("content") == token:
+                return int(item["id"])
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    try:
+        decoder = json.loads((root / "tokenizer_config.json").read_text()).get("added_tokens_decoder") or {}
+        return next((int(k) for k, v in decoder.items() if isinstance(v, dict) and v.get("content") == token), None)
+    except (OSError, ValueError, TypeError):
+        return None
+
+
 def read_architecture(model_path: Union[str, Path]) -> Optional[str]:
     """``architectures[0]`` from ``model_path/config.json`` when that is a local folder, else ``None``.
 

@@ -9,13 +9,16 @@ the ONE vLLM table, ``rmclient.adapters.vllm.TABLE``, which the client reads too
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import List, Optional
 
 from rmclient.adapters.vllm import TABLE, VllmRow, works_for
 from rmclient.errors import ConfigurationError
 
-from ._common import EngineSpec, LaunchOptions, ModelKind, Version, add_common, format_version
+from rmclient.steps import FORMATS
+
+from ._common import EngineSpec, LaunchOptions, ModelKind, Version, add_common, added_token_id, format_version
 
 logger = logging.getLogger("rmclient.launchers.vllm")
 
@@ -43,7 +46,7 @@ def engine_args(
             f"{serving.refused}. Versions that can: {works_for(arch)}"
         )
     cmd = ["-m", "vllm.entrypoints.openai.api_server", "--model", str(model_path)]
-    cmd += list(serving.launch) + list(serving.raw_launch)
+    cmd += list(serving.launch) + _with_step_tag(list(serving.raw_launch), model_path, serving.step_tag)
     cmd += ["--tensor-parallel-size", str(opts.tensor_parallel_size)]
     if opts.data_parallel_size > 1:
         if not row.data_parallel:
@@ -68,6 +71,20 @@ def engine_args(
     if opts.mem_fraction_static is not None:
         raise ConfigurationError("mem_fraction_static is an sglang option; vLLM has --gpu-memory-utilization")
     return cmd
+
+
+def _with_step_tag(raw_launch: List[str], model_path: str, step_tag: bool) -> List[str]:
+    """A STEP-pooled PRM's pooler config with the tokenizer's own step token (vLLM's default, 151651, is
+    Qwen's ``<extra_0>``: right for Qwen2.5-Math-PRM, an empty answer for any other vocabulary)."""
+    if not step_tag:
+        return raw_launch
+    tag = added_token_id(model_path, FORMATS["qwen_prm"].separator)
+    if tag is None:
+        logger.info("no local tokenizer for %s: vLLM pools at its default step_tag_id 151651 (Qwen's <extra_0>)",
+                    model_path)
+        return raw_launch
+    flag, config = raw_launch
+    return [flag, json.dumps({**json.loads(config), "step_tag_id": tag})]
 
 
 SPEC = EngineSpec(

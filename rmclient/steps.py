@@ -228,11 +228,15 @@ def check_aggregate(aggregate: str) -> Callable[[List[float]], float]:
 def step_rewards(
     encoded: StepEncoded, rows: Sequence[Sequence[float]], positive: int, aggregate: str, where: str = "",
 ) -> StepRewards:
-    """The :class:`StepRewards` of one sample from its per-token raw head outputs ``rows`` (one row
-    of class logits per id): the softmax's ``positive`` column at each step position."""
-    if len(rows) != len(encoded.ids):
-        raise ResponseError(where, f"{len(rows)} per-token values for {len(encoded.ids)} tokens", None)
-    width = len(rows[0])
+    """The :class:`StepRewards` of one sample from its raw head outputs ``rows``: one row of class
+    logits per id, or one per step token (an engine pooling the step tokens only, as vLLM's STEP
+    pooling before 0.10); the softmax's ``positive`` column at each step."""
+    if len(rows) == len(encoded.positions) != len(encoded.ids):
+        rows = {p: r for p, r in zip(encoded.positions, rows)}  # type: ignore[assignment]
+    elif len(rows) != len(encoded.ids):
+        raise ResponseError(where, f"{len(rows)} rows of values for {len(encoded.ids)} tokens and "
+                            f"{len(encoded.positions)} steps", None)
+    width = len(rows[encoded.positions[0]])
     if width < 2 or positive >= width:
         raise ResponseError(where, f"the head gives {width} value(s) per token; a PRM gives one per class (2)", None)
     scored = [softmax(rows[p])[positive] for p in encoded.positions]

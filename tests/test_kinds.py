@@ -474,7 +474,7 @@ PRM_ARCH = "Qwen2ForProcessRewardModel"
 
 
 @pytest.mark.parametrize("version, launch, fields", [
-    ("0.8.5", ["--task", "reward", "--override-pooler-config", '{"pooling_type": "ALL", "softmax": false}'], {}),
+    ("0.10.0", ["--task", "reward", "--override-pooler-config", '{"pooling_type": "ALL", "softmax": false}'], {}),
     ("0.10.1.1", ["--runner", "pooling", "--override-pooler-config", '{"pooling_type": "ALL", "softmax": false}'], {}),
     ("0.12.0", ["--runner", "pooling", "--pooler-config", '{"pooling_type": "ALL", "use_activation": false}'],
      {"task": "token_classify", "use_activation": False}),
@@ -686,3 +686,25 @@ def test_spread_by_hand():
     assert spread(values, spans, tokens, rule=lambda t, s, v: float(t[1])) == [2.0, 4.0, 6.0, 8.0]
     with pytest.raises(ConfigurationError, match="2 values for 1 spans"):
         spread(values, spans[:1], tokens)
+
+
+def test_vllm_before_0_10_pools_a_prm_at_its_own_step_token(prm_path, prm):
+    """0.7 - 0.9 always pass step_tag_id and refuse ALL pooling: STEP at the tokenizer's <extra_0>, one
+    row of raw logits per step, which the client reads as the steps' rows."""
+    from rmclient.adapters.vllm import VllmAdapter
+    from rmclient.launchers import vllm
+    from rmclient.testing.kinds import reference_token_logits
+
+    recipe = prm.encoder.step_recipe()
+    cmd = vllm.build_command(prm_path, engine_version="0.8.5")
+    assert json.loads(cmd[cmd.index("--override-pooler-config") + 1]) == {
+        "softmax": False, "step_tag_id": recipe.separator_id}
+    encoded = recipe.encode(STEPS[:2])
+    logits = reference_token_logits(prm_path, [e.ids for e in encoded])
+    body = {"data": [{"index": i, "data": [rows[p] for p in e.positions]} for i, (e, rows) in
+                     enumerate(zip(encoded, logits))]}
+    rows = VllmAdapter("0.8.5", architecture=PRM_ARCH).parse_response(body, 2, output="tokens")
+    from rmclient.steps import step_rewards
+
+    got = [step_rewards(e, r, 1, "min").rewards for e, r in zip(encoded, rows)]
+    assert close(got, reference_step_rewards(prm_path, [e.ids for e in encoded], recipe.separator_id))

@@ -58,3 +58,19 @@ def test_old_vllm_gives_the_raw_reward_or_is_refused(models, version, model, tmp
     else:
         assert "refused" in result["launcher"]
         assert result["client"].startswith(("refused", "engine fails"))
+
+
+@pytest.fixture(scope="module")
+def kind_models(tmp_path_factory):
+    return vllm_check.build_models(tmp_path_factory.mktemp("matrix-kind-models"), kinds=True)
+
+
+@pytest.mark.skipif(not VERSIONS, reason="no old vLLM environment under .venv-matrix (tests/matrix/install_vllm.sh)")
+@pytest.mark.parametrize("version", VERSIONS)
+def test_old_vllm_serves_process_rewards_raw(kind_models, version, tmp_path):
+    """The PRM row of each old version (STEP pooling at the tokenizer's own step token before 0.10, ALL
+    pooling with the activation off at launch or by request after), through our launcher and client."""
+    venv = MATRIX / f"vllm-{version}"
+    result = vllm_check.check_kind("prm", kind_models["prm"], venv, version, tmp_path)
+    assert result["status"] == result["expected"] == "raw", result
+    assert result["max_diff"] < vllm_check.TOL and "left_behind" not in result

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The real-vLLM version matrix: for each version, build its CPU environment (install_vllm.sh), then
 # launch four tiny reward models through rmclient's launcher and score them through its client
-# (vllm_check.py): raw rewards equal to the in-process forward pass, or the documented refusal.
+# (vllm_check.py): raw rewards equal to the in-process forward pass, or the documented refusal; then
+# the reward kinds (a process reward model, a multi-label head, dense per-token rewards): vllm-kinds.md.
 #
 #   tests/matrix/vllm.sh                      # every version below (about 1.5 h on 2 cores, ~50 GB)
 #   tests/matrix/vllm.sh 0.10.1.1 0.12.0      # some versions
@@ -32,7 +33,8 @@ for v in $VERSIONS; do
         continue
     fi
     t1=$(date +%s)
-    "$PY" "$HERE/vllm_check.py" "$MATRIX_DIR/vllm-$v" --out "$RESULTS/$v.json" --models "$MATRIX_DIR/models" || status=1
+    "$PY" "$HERE/vllm_check.py" "$MATRIX_DIR/vllm-$v" --out "$RESULTS/$v.json" --models "$MATRIX_DIR/models" \
+        --kinds || status=1   # and the reward kinds: process, multi-label, dense
     t2=$(date +%s)
     "$PY" - "$RESULTS/$v.json" "$((t1 - t0))" "$((t2 - t1))" <<'PY'
 import json, sys
@@ -44,5 +46,6 @@ print(f"vLLM {report['version']}: install {install} s, check {check} s")
 PY
 done
 "$PY" "$HERE/report.py" "$RESULTS" > "$RESULTS/vllm.md"
+"$PY" "$HERE/report.py" --kinds "$RESULTS" "tests/matrix/vllm.sh $VERSIONS" > "$RESULTS/vllm-kinds.md"
 cat "$RESULTS/vllm.md"
 exit $status
