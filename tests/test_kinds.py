@@ -708,3 +708,26 @@ def test_vllm_before_0_10_pools_a_prm_at_its_own_step_token(prm_path, prm):
 
     got = [step_rewards(e, r, 1, "min").rewards for e, r in zip(encoded, rows)]
     assert close(got, reference_step_rewards(prm_path, [e.ids for e in encoded], recipe.separator_id))
+
+
+def test_the_reward_kinds_example_runs_and_its_numbers_are_the_models(prm, chat_path, multilabel):
+    """examples/reward_kinds.py builds the same tiny (seeded) models and prints every kind."""
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "examples" / "reward_kinds.py"
+    run = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    out = json.loads(run.stdout)
+    solution = "2 + 2 = 4.\n\nSo the answer is 4."
+    want = prm.score_steps({"prompt": "What is 2+2?", "output": solution, "step_separator": "\n\n"})
+    assert close(out["steps"]["rewards"], want.rewards) and out["steps"]["aggregate"] == pytest.approx(want.aggregate)
+    assert set(out["steps"]["per_policy_token"]) == set(out["steps"]["rewards"])
+    assert "".join(out["tokens"]["pieces"]) == "Beijing is the capital."
+    chat = RewardModelClient(chat_path)
+    ra, rb = chat([{"prompt": "What is the capital of China?", "output": o} for o in ("Beijing.", "Shanghai.")])
+    assert out["compare"]["p_a"] == pytest.approx(sigmoid(ra - rb), abs=1e-6)
+    assert out["compare"]["p_a"] + out["compare"]["p_b"] == pytest.approx(1.0)
+    samples = [{"prompt": "Hi", "output": "Hello! How can I help?"}, {"prompt": "Hi", "output": "What."}]
+    assert close(out["vector"]["vectors"], multilabel.score_vector(samples))
+    assert out["vector"]["weighted"] == pytest.approx(
+        [0.5 * v[0] + 0.3 * v[1] + 0.2 * v[2] for v in multilabel.score_vector(samples)], abs=ABS)
