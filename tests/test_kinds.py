@@ -731,3 +731,18 @@ def test_the_reward_kinds_example_runs_and_its_numbers_are_the_models(prm, chat_
     assert close(out["vector"]["vectors"], multilabel.score_vector(samples))
     assert out["vector"]["weighted"] == pytest.approx(
         [0.5 * v[0] + 0.3 * v[1] + 0.2 * v[2] for v in multilabel.score_vector(samples)], abs=ABS)
+
+
+def test_verl_module_functions_take_kind_steps_from_reward_kwargs(prm_path, prm):
+    from rmclient.integrations import verl
+
+    kwargs = {"model": prm_path, "trust_remote_code": True, "kind": "steps", "aggregate": "last"}
+    solution, info = "2+2 is 4.\n\nSo the answer is 4.", {"prompt": "What is 2+2?"}
+    want = prm.score_steps({"prompt": "What is 2+2?", "output": solution, "step_separator": "\n\n"})
+    one = verl.compute_score(data_source="math", solution_str=solution, ground_truth=None, extra_info=info, **kwargs)
+    assert one["score"] == pytest.approx(want.rewards[-1], abs=ABS) and close(one["step_rewards"], want.rewards)
+    batch = verl.compute_score_batch(data_sources=["math"] * 2, solution_strs=[solution, "It is 4."],
+                                     ground_truths=[None, None], extra_infos=[info, info], **kwargs)
+    assert [b["score"] for b in batch][0] == pytest.approx(one["score"], abs=ABS) and len(batch) == 2
+    with pytest.raises(ConfigurationError, match="unknown aggregate"):
+        verl.compute_score(solution_str=solution, extra_info=info, **{**kwargs, "aggregate": "median"})

@@ -25,6 +25,9 @@ SETTINGS: Dict[str, Any] = {
     "prompt_key": "prompt",
     "reference_column": "reference",
     "strip_think": False,
+    "kind": "reward",  # "steps": a process reward model, scored per step and aggregated
+    "aggregate": "min",
+    "step_separator": "\n\n",
 }
 _BOOLEAN_SETTINGS = ("trust_remote_code", "strip_think")
 #: The settings that configure the client (the rest configure the hook).
@@ -44,6 +47,7 @@ def read_settings(kwargs: Mapping[str, Any], environ: Mapping[str, str]) -> Dict
     A missing, ``None`` or empty keyword falls through to the environment; ``False`` does not.
     """
     from ..recipes import RECIPES
+    from ..steps import AGGREGATES
 
     cfg: Dict[str, Any] = {}
     for key, default in SETTINGS.items():
@@ -58,6 +62,11 @@ def read_settings(kwargs: Mapping[str, Any], environ: Mapping[str, str]) -> Dict
         cfg["server_address"] = tuple(str(a) for a in address)
     if cfg["recipe"] is not None and cfg["recipe"] not in RECIPES:
         raise ConfigurationError(f"unknown recipe {cfg['recipe']!r} (RMCLIENT_RECIPE); choose one of {RECIPES}")
+    if cfg["kind"] not in ("reward", "steps"):
+        raise ConfigurationError(f"unknown kind {cfg['kind']!r} (RMCLIENT_KIND); choose 'reward' or 'steps'")
+    if cfg["aggregate"] not in AGGREGATES:
+        raise ConfigurationError(f"unknown aggregate {cfg['aggregate']!r} (RMCLIENT_AGGREGATE); choose one of "
+                                 f"{sorted(AGGREGATES)}")
     return cfg
 
 

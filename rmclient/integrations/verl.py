@@ -138,11 +138,16 @@ def make_async_compute_score(scorer: Any, **options: Any) -> Any:
     return make_compute_score(scorer, asynchronous=True, **options)
 
 
-def make_compute_score_batch(scorer: Any, *, prompt_key: str = "prompt", strip_think: bool = False) -> Any:
+def make_compute_score_batch(
+    scorer: Any, *, prompt_key: str = "prompt", strip_think: bool = False, kind: str = "reward",
+    aggregate: str = "min", step_separator: str = "\n\n",
+) -> Any:
     """The batch reward manager's ``compute_score_batch(data_sources, solution_strs, ground_truths, extra_infos, **kwargs)``.
 
     Samples with the same prompt share a group id (for a composition's ``normalize="group"``).
+    ``kind="steps"``: one dict per sample, as :func:`make_compute_score` gives.
     """
+    check_kind(kind)
     target = Target(scorer)
 
     def compute_score_batch(
@@ -163,6 +168,8 @@ def make_compute_score_batch(scorer: Any, *, prompt_key: str = "prompt", strip_t
         samples = _samples(
             target, solution_strs, ground_truths, extra_infos, prompt_key=prompt_key, strip_think=strip_think
         )
+        if kind == "steps":
+            return [_step_result(r) for r in target.score_steps(as_step_samples(samples, step_separator), aggregate)]
         groups = group_ids_by_prompt([s["prompt"] for s in samples])
         return [float(r) for r in target.score(samples, group_ids=groups)]
 
@@ -184,7 +191,8 @@ def _configured(kind: str, kwargs: Mapping[str, Any]) -> Any:
         fn = _scorers.get(key)
     if fn is None:
         client = client_from_settings(kwargs, os.environ)
-        options = {"prompt_key": cfg["prompt_key"], "strip_think": cfg["strip_think"]}
+        options = {"prompt_key": cfg["prompt_key"], "strip_think": cfg["strip_think"], "kind": cfg["kind"],
+                   "aggregate": cfg["aggregate"], "step_separator": cfg["step_separator"]}
         if kind == "batch":
             fn = make_compute_score_batch(client, **options)
         else:
