@@ -119,15 +119,7 @@ class Encoder:
                 f"{self.path} ({self.architecture}) is not a process reward model rmclient knows "
                 "(Qwen2ForProcessRewardModel, or a Math-Shepherd-style *ForCausalLM with steps='math_shepherd')"
             )
-        length = max_length or self.limit()[1]
-        with self._lock:
-            recipe = self._recipes.get(("steps", length))
-            if recipe is None:
-                system = self.system_prompt if self.system_prompt is not None else fmt.system_prompt
-                recipe = self._recipes[("steps", length)] = StepRecipe(
-                    self.tokenizer, fmt, max_length=length, system_prompt=system,
-                )
-        return recipe
+        return self._cached("steps", max_length)
 
     def limit(self, server_limit: Optional[int] = None) -> Tuple[str, int]:
         """``(what, tokens)``: the longest encoding, the smallest of ``max_length``, the model's
@@ -144,22 +136,29 @@ class Encoder:
 
     def recipe_for(self, samples: Sequence[Any], max_length: Optional[int] = None) -> Recipe:
         """The recipe object for ``samples`` at ``max_length`` tokens (default: :meth:`limit`), built once."""
-        name = self.recipe_name(samples)
+        return self._cached(self.recipe_name(samples), max_length)
+
+    def _cached(self, name: str, max_length: Optional[int]) -> Any:
+        """The recipe ``name`` (``"polar"``, ``"chat_template"``, ``"steps"``) at ``max_length`` tokens
+        (default: :meth:`limit`), built once."""
         length = max_length or self.limit()[1]
         with self._lock:
             recipe = self._recipes.get((name, length))
             if recipe is None:
-                if self.recipe is None and name == "polar" and not is_polar_model(self.path, self.config):
-                    logger.warning(
-                        "%s is not named as a POLAR model, but the data has 'reference': using the POLAR recipe "
-                        "(pass recipe='chat_template' to score with the chat template and ignore 'reference')",
-                        self.path,
-                    )
-                recipe = self._build(name, length)
-                self._recipes[(name, length)] = recipe
+                recipe = self._recipes[(name, length)] = self._build(name, length)
         return recipe
 
-    def _build(self, name: str, max_length: int) -> Recipe:
+    def _build(self, name: str, max_length: int) -> Any:
+        if name == "steps":
+            fmt = self.step_format
+            system = self.system_prompt if self.system_prompt is not None else fmt.system_prompt
+            return StepRecipe(self.tokenizer, fmt, max_length=max_length, system_prompt=system)
+        if self.recipe is None and name == "polar" and not is_polar_model(self.path, self.config):
+            logger.warning(
+                "%s is not named as a POLAR model, but the data has 'reference': using the POLAR recipe "
+                "(pass recipe='chat_template' to score with the chat template and ignore 'reference')",
+                self.path,
+            )
         if name == "polar":
             return PolarRecipe(
                 self.tokenizer, max_length=max_length, max_response_length=self.max_response_length,
