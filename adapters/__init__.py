@@ -10,6 +10,7 @@ from rmclient.errors import ConfigurationError
 from .base import Adapter, EncodedInput, Request, ServerInfo, check_rewards, model_kind, split_inputs
 from .versions import Version, VersionRow, engine_version, parse_version
 from .lmdeploy import LmdeployAdapter
+from .openai import OpenaiAdapter
 from .openrlhf import OpenrlhfAdapter
 from .rmclient import RmclientAdapter
 from .sglang import SglangAdapter
@@ -21,6 +22,7 @@ ADAPTERS: Dict[str, Type[Adapter]] = {
     "vllm": VllmAdapter,
     "lmdeploy": LmdeployAdapter,
     "openrlhf": OpenrlhfAdapter,
+    "openai": OpenaiAdapter,  # any OpenAI-compatible chat-completions server: an LLM judge
     "rmclient": RmclientAdapter,  # our own server, `rmclient serve`
 }
 
@@ -37,7 +39,7 @@ def get_adapter(server_type: str, version: Optional[str] = None, **kw: Any) -> A
 
 
 __all__ = [
-    "ADAPTERS", "Adapter", "EncodedInput", "LmdeployAdapter", "OpenrlhfAdapter", "Request", "RmclientAdapter",
+    "ADAPTERS", "Adapter", "EncodedInput", "LmdeployAdapter", "OpenaiAdapter", "OpenrlhfAdapter", "Request", "RmclientAdapter",
     "SglangAdapter", "ServerInfo", "Version", "VersionRow", "VllmAdapter", "check_rewards", "engine_version", "get_adapter",
     "model_kind", "parse_version", "split_inputs",
 ]

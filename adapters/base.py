@@ -43,6 +43,8 @@ class ServerInfo:
     model: Optional[str] = None
     #: The longest input (in tokens) the server scores; ``None``: it does not say.
     max_input_len: Optional[int] = None
+    #: The engine behind a generic protocol (an OpenAI-compatible server's ``owned_by``).
+    engine: Optional[str] = None
 
 
 def model_kind(architecture: Optional[str]) -> str:
@@ -129,6 +131,11 @@ class Adapter:
             return check_rewards(values, n, where, body)
         return check_outputs(values, n, where, body, output)
 
+    def read(self, body: Any, inputs: Sequence[Any], endpoint: str = "", output: str = "reward") -> List[Any]:
+        """The values of ``body`` for the request built from ``inputs`` (:meth:`parse_response`; an
+        adapter whose answers need more than their count, the judge's, overrides this)."""
+        return self.parse_response(body, len(inputs), endpoint, output)
+
     def _values(self, body: Any, n: int, where: str, output: str = "reward") -> Sequence[Any]:
         """The raw values in ``body`` in input order (checked by :func:`check_rewards` / :func:`check_outputs`)."""
         raise NotImplementedError
@@ -138,6 +145,11 @@ class Adapter:
         """What the answers of ``info_routes`` (path -> JSON body) say: by default ``/v1/models``'s card."""
         name, max_len = cls._model_card(bodies.get("/v1/models"))
         return ServerInfo(model=name, max_input_len=max_len)
+
+    @staticmethod
+    def discovered_options(info: ServerInfo) -> Dict[str, Any]:
+        """Constructor options that follow from what the server said (none by default)."""
+        return {}
 
     @staticmethod
     def _version_field(body: Any) -> Optional[str]:

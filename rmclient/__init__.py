@@ -18,6 +18,8 @@ from .errors import (
     ServersUnreachable,
 )
 from .extras import MissingDependency
+from .judge import AsyncJudgeClient, JudgeClient, PairVerdict, Verdict
+from .judge_recipes import JudgeRecipe
 from .model import Encoder
 from .preference import Comparison, Ranking
 from .recipes import Encoded
@@ -34,6 +36,11 @@ except PackageNotFoundError:  # pragma: no cover - a source tree that was never 
 __all__ = [
     "RewardModelClient",
     "AsyncRewardModelClient",
+    "JudgeClient",
+    "AsyncJudgeClient",
+    "JudgeRecipe",
+    "Verdict",
+    "PairVerdict",
     "ScoringError",
     "ServersUnreachable",
     "ClientClosedError",

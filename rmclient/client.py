@@ -33,6 +33,7 @@ from .errors import ClientClosedError, ConfigurationError, ScoringError
 from .model import Encoder
 from .pool import EndpointPool, parse_addresses
 from .preference import Comparison, Ranking, compare, rank
+from .progress import Progress, Tracker
 from .recipes import Encoded
 from .spans import dense_inputs, dense_rewards
 from .steps import AGGREGATES, check_aggregate, step_results
@@ -47,8 +48,6 @@ Rewards = Union[float, List[float]]
 Reduce = Union[str, Callable[[List[float]], float], None]
 REDUCE: Dict[str, Callable[[List[float]], float]] = {"mean": AGGREGATES["mean"], "sum": sum, "min": min, "max": max}
 _UNSET: Any = object()
-#: ``progress=``: ``True`` for a bar on stderr (tqdm), or ``callback(scored, total)`` after each request.
-Progress = Union[bool, Callable[[int, int], None], None]
 T = TypeVar("T")
 
 
@@ -63,34 +62,23 @@ class Scored:
     truncated: bool
 
 
-class _Tracker:
-    """A call's progress: a tqdm bar, a callback, or nothing. ``update`` may come from a worker thread."""
-
-    def __init__(self, progress: Progress, total: int) -> None:
-        self.total, self.done = total, 0
-        self.callback = progress if callable(progress) else None
-        self.bar = None
-        self._lock = threading.Lock()
-        if progress is True:
-            from tqdm.auto import tqdm
-
-            self.bar = tqdm(total=total, desc="scoring", unit="samples", dynamic_ncols=True)
-
-    def update(self, n: int) -> None:
-        with self._lock:
-            self.done += n
-            if self.bar is not None:
-                self.bar.update(n)
-            if self.callback is not None:
-                self.callback(self.done, self.total)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-
-
 class _ClientBase:
     """Configuration, the Encoder, the backends, and the one (async) implementation of every method."""
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Any:
+        """``server_type="openai"`` gives an LLM judge (:class:`~rmclient.judge.JudgeClient`, or its
+        async twin): the same calls, scored by a chat model on any OpenAI-compatible server."""
+        server_type = kwargs.get("server_type", args[4] if len(args) > 4 else None)
+        if isinstance(server_type, str) and server_type.lower() == "openai":
+            from .judge import AsyncJudgeClient, JudgeClient, judge_from_client_args
+
+            if cls not in (RewardModelClient, AsyncRewardModelClient):
+                raise ConfigurationError(f"{cls.__name__} is a reward-model client: for an LLM judge use "
+                                         "rmclient.judge.JudgeClient (or subclass it)")
+
+            judge = AsyncJudgeClient if issubclass(cls, AsyncRewardModelClient) else JudgeClient
+            return judge_from_client_args(judge, args, kwargs)
+        return super().__new__(cls)
 
     def __init__(
         self,
@@ -524,7 +512,7 @@ async def _tracked(scheduler: Scheduler, items: List[Any], progress: Progress, *
     """``scheduler.score(items, **options)`` with ``progress`` (a bar or a callback) shown as requests finish."""
     if progress is None:
         return await scheduler.score(items, **options)
-    tracker = _Tracker(progress, len(items))
+    tracker = Tracker(progress, len(items))
     try:
         return await scheduler.score(items, on_scored=tracker.update, **options)
     finally:
@@ -583,7 +571,9 @@ _DOC_ARGS = """
         response_cut_side: ``"right"`` keeps a long response's head (training), ``"left"`` its tail.
         server_type: ``"transformers"`` (in-process), ``"sglang"``, ``"vllm"``, ``"lmdeploy"``,
             ``"rmclient"`` (our own ``rmclient serve``, exact ids) or ``"openrlhf"`` (OpenRLHF's
-            ``serve_rm``, whole texts via ``/get_reward``; ``rmclient serve`` answers it too).
+            ``serve_rm``, whole texts via ``/get_reward``; ``rmclient serve`` answers it too), or
+            ``"openai"``: an LLM judge on any chat-completions server (a :class:`~rmclient.judge.JudgeClient`;
+            ``path`` is the served model name).
         server_address: ``host:port`` or URL of the server; a list or a comma-separated string for several.
         recipe: ``"polar"`` or ``"chat_template"``; chosen from the model and data when ``None``.
         system_prompt: a system turn for the chat-template recipe (Qwen2.5-Math-RM needs one).

@@ -34,6 +34,7 @@ ENGINES: Dict[str, Engine] = {
         Engine("vllm", "a vLLM server (POST /pooling or /classify)", "vllm", "vllm"),
         Engine("lmdeploy", "an lmdeploy server (POST /pooling)", "lmdeploy", "lmdeploy"),
         Engine("openrlhf", "OpenRLHF's serve_rm (POST /get_reward, whole texts)", "openrlhf", None),
+        Engine("openai", "an LLM judge: any OpenAI-compatible server (POST /v1/chat/completions)", "openai", None),
         Engine("rmclient", "our own server, `rmclient serve` (exact token ids)", "rmclient", "rmclient",
                aliases=("transformers",)),
     )

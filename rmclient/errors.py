@@ -50,11 +50,14 @@ class ServerError(RMClientError):
         message: str,
         *,
         attempts: int = 1,
+        retry_after: Optional[float] = None,
     ) -> None:
         self.endpoint = endpoint
         self.status = status
         self.server_message = message
         self.attempts = attempts
+        #: Seconds the server asked to wait before the next attempt (a 429's or 503's ``Retry-After``).
+        self.retry_after = retry_after
         where = f"{endpoint} answered {status}" if status is not None else f"{endpoint} failed"
         tries = f" after {attempts} attempts" if attempts > 1 else ""
         super().__init__(f"{where}{tries}: {message}")

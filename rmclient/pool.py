@@ -112,6 +112,7 @@ class Endpoint:
                     break
         self.info = cls.read_info(bodies)
         version = version or self.info.version
+        options = {**cls.discovered_options(self.info), **options}  # what the user set wins
         self.adapter = get_adapter(
             self.server_type, version, model=model or self.info.model, architecture=architecture, **options
         )

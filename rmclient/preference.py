@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 
 def softmax(values: Sequence[float]) -> List[float]:
@@ -74,6 +74,80 @@ def rank(rewards: Sequence[float]) -> Ranking:
     """Best first; a NaN (a failed output under ``on_error="nan"``) ranks last."""
     values = list(rewards)
     return Ranking(values, sorted(range(len(values)), key=lambda i: (math.isnan(values[i]), -values[i])))
+
+
+def bradley_terry(
+    n: int, games: Sequence[Tuple[int, int, float]], prior: float = 1.0, tol: float = 1e-10, max_iter: int = 100
+) -> List[float]:
+    """Bradley-Terry log-strengths (mean 0) of ``n`` items from ``games`` ``(i, j, P(i beats j))``.
+
+    The maximum-likelihood fit on soft wins, by Newton's method (the log-likelihood is concave; a
+    step that does not raise it is halved). ``prior``: each item also plays that many games against
+    a virtual opponent of log-strength 0 and wins half of them, so an item that never wins still
+    gets a finite strength (``prior`` must be > 0). An item in no game gets NaN.
+    """
+    if not prior > 0:
+        raise ValueError(f"prior must be > 0 (an item that never wins has no finite strength), got {prior}")
+    played = [0] * n
+    for i, j, _ in games:
+        played[i] += 1
+        played[j] += 1
+
+    def loglik(theta: List[float]) -> float:
+        total = sum(prior * (0.5 * log_sigmoid(t) + 0.5 * log_sigmoid(-t)) for t in theta)
+        for i, j, p in games:
+            d = theta[i] - theta[j]
+            total += p * log_sigmoid(d) + (1.0 - p) * log_sigmoid(-d)
+        return total
+
+    theta = [0.0] * n
+    current = loglik(theta)
+    for _ in range(max_iter):
+        grad = [prior * (0.5 - sigmoid(t)) for t in theta]
+        hess = [[0.0] * n for _ in range(n)]  # minus the Hessian: positive definite
+        for k, t in enumerate(theta):
+            hess[k][k] = prior * sigmoid(t) * sigmoid(-t)
+        for i, j, p in games:
+            q = sigmoid(theta[i] - theta[j])
+            w = q * (1.0 - q)
+            grad[i] += p - q
+            grad[j] -= p - q
+            hess[i][i] += w
+            hess[j][j] += w
+            hess[i][j] -= w
+            hess[j][i] -= w
+        step = _solve(hess, grad)
+        scale = 1.0
+        while True:
+            trial = [t + scale * s for t, s in zip(theta, step)]
+            value = loglik(trial)
+            if value >= current or scale < 1e-6:
+                break
+            scale /= 2
+        theta, current = trial, value
+        if max(abs(scale * s) for s in step) < tol:
+            break
+    seen = [k for k in range(n) if played[k]]
+    centre = sum(theta[k] for k in seen) / len(seen) if seen else 0.0
+    return [theta[k] - centre if played[k] else math.nan for k in range(n)]
+
+
+def _solve(a: List[List[float]], b: List[float]) -> List[float]:
+    """``x`` with ``a x = b`` for a symmetric positive definite ``a`` (Gaussian elimination; small ``n``)."""
+    n = len(b)
+    m = [row[:] + [v] for row, v in zip(a, b)]
+    for c in range(n):
+        pivot = max(range(c, n), key=lambda r: abs(m[r][c]))
+        m[c], m[pivot] = m[pivot], m[c]
+        for r in range(c + 1, n):
+            f = m[r][c] / m[c][c]
+            if f:
+                for k in range(c, n + 1):
+                    m[r][k] -= f * m[c][k]
+    x = [0.0] * n
+    for r in range(n - 1, -1, -1):
+        x[r] = (m[r][n] - sum(m[r][k] * x[k] for k in range(r + 1, n))) / m[r][r]
+    return x
 
 
 class PreferenceStats:

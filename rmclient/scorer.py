@@ -5,6 +5,7 @@ A scorer is anything the hooks and compositions can score a list of rmclient sam
 * a :class:`~rmclient.RewardModelClient` (sync) or :class:`~rmclient.AsyncRewardModelClient`
   (both have ``ascore`` and an ``encoder``, whose recipe policy says whether they take the reference);
 * a :class:`~rmclient.compose.RewardComposition` (also takes the samples' prompt groups);
+* an LLM judge (:class:`~rmclient.judge.JudgeClient`, :class:`~rmclient.judge.AsyncJudgeClient`);
 * a plain function ``f(samples) -> list[float]``, sync or ``async``.
 """
 
@@ -139,4 +140,6 @@ class Target:
             return self._check(await self.scorer.ascore(samples), len(samples))
         if self.kind == "async_function":
             return self._check(await self.scorer(samples), len(samples))
+        if is_async_callable(getattr(self.scorer, "ascore", None)):  # a sync scorer with its own loop (a judge)
+            return self._check(await self.scorer.ascore(samples), len(samples))
         return self._check(await asyncio.to_thread(self.scorer, samples), len(samples))

@@ -35,6 +35,8 @@ from .pool import CallFailed, Endpoint, EndpointPool
 
 #: How often an attempt without latency data yet looks again whether it should be hedged.
 HEDGE_POLL = 0.25
+#: The longest ``Retry-After`` honoured (a longer one waits this long).
+MAX_RETRY_AFTER = 60.0
 
 logger = logging.getLogger(__name__)
 
@@ -206,7 +208,15 @@ def _retryable(exc: BaseException, pool: Optional[EndpointPool] = None) -> bool:
         if exc.status in CONFIG_STATUSES:
             return pool is not None and pool.usable()
         return exc.retryable
-    return isinstance(exc, ResponseError)
+    return isinstance(exc, ResponseError) and getattr(exc, "retryable", True)
+
+
+def _asked_wait(exc: Optional[BaseException]) -> float:
+    """Seconds a server asked to wait (``Retry-After`` of a 429 or 503), at most ``MAX_RETRY_AFTER``."""
+    asked = getattr(exc, "retry_after", None)
+    if not asked or getattr(exc, "status", None) not in (429, 503):
+        return 0.0
+    return min(float(asked), MAX_RETRY_AFTER)
 
 
 def _halvable(exc: BaseException) -> bool:
@@ -234,7 +244,7 @@ async def _request(
             request, timeout=min(endpoint.read_timeout, left), max_bytes=policy.max_response_bytes(work)
         )
         try:
-            values = adapter.parse_response(body, len(chunk.inputs), where, output)
+            values = adapter.read(body, chunk.inputs, where, output)
         except RMClientError:
             raise
         except Exception as exc:  # an answer shaped so oddly that parsing it broke: still only a bad answer
@@ -316,16 +326,23 @@ async def send_chunk(
         calls = chunk.calls()
         if not calls or any(c.retries_left <= 0 for c in calls):
             return False
-        if state.attempt_number >= policy.attempts or time.monotonic() >= deadline_at:
+        if state.attempt_number >= policy.attempts or time.monotonic() + _asked_wait(exc) >= deadline_at:
             return False  # the request is out of attempts or time: leave the budget to the others
         for c in calls:
             c.retries_left -= 1
         logger.warning("retrying %d samples (first index %d): %s", len(chunk.inputs), chunk.indices[0], exc)
         return True
 
+    backoff = wait_exponential(multiplier=policy.initial, max=policy.max_wait) + wait_random(0, policy.initial)
+
+    def wait(state: RetryCallState) -> float:
+        """The backoff, or longer when the server said how long (``Retry-After``), within the deadline."""
+        exc = state.outcome.exception() if state.outcome is not None else None
+        return max(0.0, min(max(backoff(state), _asked_wait(exc)), deadline_at - time.monotonic()))
+
     retrying = AsyncRetrying(
         stop=stop_after_attempt(policy.attempts) | stop_after_delay(max(0.0, deadline_at - time.monotonic())),
-        wait=wait_exponential(multiplier=policy.initial, max=policy.max_wait) + wait_random(0, policy.initial),
+        wait=wait,
         retry=may_retry,
         reraise=True,
     )

@@ -9,6 +9,8 @@ Nothing is ever returned in place of a response: failures raise
 from __future__ import annotations
 
 import asyncio
+import datetime
+import email.utils
 from typing import Any, Optional
 
 import httpx
@@ -46,6 +48,24 @@ def _server_message(raw: bytes) -> str:
                 value = body[key]
                 return (value.get("message", str(value)) if isinstance(value, dict) else str(value))[:500]
     return text[:500]
+
+
+def retry_after_seconds(value: Optional[str]) -> Optional[float]:
+    """A ``Retry-After`` header (seconds, or an HTTP date) as seconds from now; ``None`` if absent or unreadable."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=datetime.timezone.utc)
+    return max(0.0, (when - datetime.datetime.now(datetime.timezone.utc)).total_seconds())
 
 
 class Transport:
@@ -89,7 +109,7 @@ class Transport:
             kwargs["timeout"] = timeout
         try:
             exchange = self._exchange(request, endpoint, max_bytes, kwargs)
-            status, raw = await (exchange if timeout is None else asyncio.wait_for(exchange, timeout))
+            status, raw, retry_after = await (exchange if timeout is None else asyncio.wait_for(exchange, timeout))
         except httpx.UnsupportedProtocol as exc:
             raise ConfigurationError(f"{endpoint}: not an http(s) address ({exc})") from exc
         except (httpx.TimeoutException, asyncio.TimeoutError) as exc:
@@ -97,7 +117,7 @@ class Transport:
         except httpx.TransportError as exc:
             raise ServerError(endpoint, None, f"{type(exc).__name__}: {exc}") from exc
         if status >= 400:
-            raise ServerError(endpoint, status, _server_message(raw))
+            raise ServerError(endpoint, status, _server_message(raw), retry_after=retry_after)
         try:
             if len(raw) > _PARSE_OFF_LOOP:
                 return await asyncio.to_thread(jsonsafe.loads, raw)
@@ -105,8 +125,10 @@ class Transport:
         except (ValueError, UnicodeDecodeError) as exc:
             raise ResponseError(endpoint, f"the body is not JSON ({exc})", raw[:300].decode("utf-8", "replace")) from None
 
-    async def _exchange(self, request: Request, endpoint: str, max_bytes: int, kwargs: Any) -> "tuple[int, bytes]":
-        """``(status, body)``, reading at most ``max_bytes`` (64 KiB of an error answer)."""
+    async def _exchange(
+        self, request: Request, endpoint: str, max_bytes: int, kwargs: Any
+    ) -> "tuple[int, bytes, Optional[float]]":
+        """``(status, body, Retry-After seconds)``, reading at most ``max_bytes`` (64 KiB of an error answer)."""
         async with self._client.stream(request.method, request.path, **kwargs) as response:
             limit = max_bytes if response.status_code < 400 else _MAX_ERROR_BYTES
             declared = response.headers.get("content-length")
@@ -120,7 +142,7 @@ class Transport:
                         break  # enough of an error message
                     raise ResponseError(endpoint, f"the answer is over the limit of {limit} bytes; not read further")
                 chunks.append(chunk)
-            return response.status_code, b"".join(chunks)
+            return response.status_code, b"".join(chunks), retry_after_seconds(response.headers.get("retry-after"))
 
     async def aclose(self) -> None:
         """Close the pooled connections."""

@@ -13,6 +13,7 @@ import pytest
 from rmclient.adapters import (
     ADAPTERS,
     LmdeployAdapter,
+    OpenaiAdapter,
     OpenrlhfAdapter,
     Request,
     RmclientAdapter,
@@ -128,7 +129,7 @@ def test_unknown_version_uses_unknown_row_and_logs(server_type, version, caplog)
 def test_get_adapter_names_and_kwargs():
     assert ADAPTERS == {
         "sglang": SglangAdapter, "vllm": VllmAdapter, "lmdeploy": LmdeployAdapter, "openrlhf": OpenrlhfAdapter,
-        "rmclient": RmclientAdapter,
+        "rmclient": RmclientAdapter, "openai": OpenaiAdapter,
     }
     a = get_adapter("vLLM", "0.16.0", model="rm", architecture=LLAMA_SC, endpoint="classify")
     assert isinstance(a, VllmAdapter)
@@ -136,7 +137,7 @@ def test_get_adapter_names_and_kwargs():
 
 
 def test_get_adapter_unknown_type_lists_valid_names():
-    with pytest.raises(ConfigurationError, match="'tgi'; valid: lmdeploy, openrlhf, rmclient, sglang, vllm"):
+    with pytest.raises(ConfigurationError, match="'tgi'; valid: lmdeploy, openai, openrlhf, rmclient, sglang, vllm"):
         get_adapter("tgi")
 
 

@@ -20,6 +20,7 @@ BELOW_CLIENT = (
     "rmclient.transport", "rmclient.recipes", "rmclient.data", "rmclient.engines", "rmclient.errors",
     "rmclient.scorer", "rmclient.compose", "rmclient._loop", "rmclient.modelinfo", "rmclient.batch_tokenizer",
     "rmclient.batcher", "rmclient.serve", "rmclient.extras", "rmclient.logs", "rmclient.metrics", "rmclient.jsonsafe",
+    "rmclient.judge_recipes", "rmclient.verdicts", "rmclient.progress", "rmclient.preference",
 )
 #: The one kind of upward edge allowed: the facades' ``as_reward_func`` / ``as_compute_score``, imported on use.
 FACADE_EDGES = {

@@ -60,8 +60,12 @@ def read_settings(kwargs: Mapping[str, Any], environ: Mapping[str, str]) -> Dict
     address = cfg["server_address"]
     if address is not None and not isinstance(address, str):  # a list (or omegaconf ListConfig) of servers
         cfg["server_address"] = tuple(str(a) for a in address)
-    if cfg["recipe"] is not None and cfg["recipe"] not in RECIPES:
-        raise ConfigurationError(f"unknown recipe {cfg['recipe']!r} (RMCLIENT_RECIPE); choose one of {RECIPES}")
+    from ..judge_recipes import JUDGE_RECIPES
+
+    judge = str(cfg["server_type"]).lower() == "openai"
+    valid = sorted(JUDGE_RECIPES) if judge else RECIPES  # an LLM judge's recipes are its own
+    if cfg["recipe"] is not None and cfg["recipe"] not in valid:
+        raise ConfigurationError(f"unknown recipe {cfg['recipe']!r} (RMCLIENT_RECIPE); choose one of {valid}")
     if cfg["kind"] not in ("reward", "steps"):
         raise ConfigurationError(f"unknown kind {cfg['kind']!r} (RMCLIENT_KIND); choose 'reward' or 'steps'")
     if cfg["aggregate"] not in AGGREGATES:
