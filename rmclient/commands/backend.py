@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any, Dict, List, Tuple
 
 from rmclient.engines import SERVER_TYPES, SERVERS
+from rmclient.judge_recipes import JUDGE_RECIPES
 from rmclient.errors import ConfigurationError
 from rmclient.transport import API_KEY_ENV
 
@@ -57,7 +58,8 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("model and recipe")
     g.add_argument("--model", required=True, metavar="PATH",
                    help="model folder or hub id: the tokenizer, config and recipe come from it "
-                        "(with a server backend only its tokenizer and config are read)")
+                        "(with a server backend only its tokenizer and config are read; with --backend openai, "
+                        "the judge's served model name)")
     g.add_argument("--recipe", choices=("polar", "chat_template"), default=None,
                    help="how samples are encoded (default: chosen from the model and the data)")
     g.add_argument("--max-length", type=int, default=None, metavar="N",
@@ -78,6 +80,19 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
                    help="attempts per request before a sample is reported as failed (default 5)")
     g.add_argument("--deadline", type=float, default=None, metavar="SECONDS",
                    help="seconds for one chunk of samples, retries included (default 600)")
+    j = parser.add_argument_group("LLM judge (--backend openai: any OpenAI-compatible chat server)")
+    j.add_argument("--judge", default=None, metavar="RECIPE", choices=sorted(JUDGE_RECIPES),
+                   help=f"the judge recipe: {', '.join(sorted(JUDGE_RECIPES))} (default pointwise); --model is "
+                        "the served model name")
+    j.add_argument("--judge-template", default=None, metavar="FILE",
+                   help="a Jinja2 template of the judge's prompt (variables: prompt, output, reference, "
+                        "principles, lo, hi; a, b for pairwise recipes; the fence filter)")
+    j.add_argument("--principle", action="append", default=None, metavar="TEXT",
+                   help="a principle to judge by (repeat it for several)")
+    j.add_argument("--temperature", type=float, default=None, help="the judge's temperature (default 0)")
+    j.add_argument("--seed", type=int, default=None, help="the judge's sampling seed (default 42)")
+    j.add_argument("--judge-samples", type=int, default=None, metavar="N",
+                   help="replies per verdict, averaged (the n of the request; default 1)")
 
 
 def add_backend_arguments(parser: argparse.ArgumentParser) -> None:
@@ -108,9 +123,48 @@ def selected_backend(args: argparse.Namespace) -> Backend:
     return backend
 
 
+#: Reward-model options a judge has no use for: refused with ``--backend openai`` rather than ignored.
+REWARD_MODEL_ONLY = ("recipe", "max_length", "max_response_length", "system_prompt", "batch_size", "device", "dtype")
+
+
+def make_judge(args: argparse.Namespace, backend: Backend, on_error: str) -> Any:
+    """A :class:`~rmclient.judge.JudgeClient` for ``--backend openai`` with the judge options of ``args``."""
+    from rmclient.judge import JudgeClient
+
+    given = [n for n in REWARD_MODEL_ONLY if getattr(args, n, None) is not None] + (
+        ["trust_remote_code"] if getattr(args, "trust_remote_code", False) else [])
+    if given:
+        raise InputError(f"{', '.join('--' + n.replace('_', '-') for n in given)}: reward-model option(s); a judge "
+                         "(--backend openai) takes --judge, --judge-template, --principle, --temperature, --seed, "
+                         "--judge-samples")
+    options: Dict[str, Any] = {k: v for k, v in (
+        ("recipe", args.judge), ("principles", args.principle), ("temperature", args.temperature),
+        ("seed", args.seed), ("n", args.judge_samples), ("api_key", args.api_key),
+        ("max_attempts", args.max_attempts), ("deadline", args.deadline)) if v is not None}
+    if args.judge_template:
+        try:
+            with open(args.judge_template, encoding="utf-8") as f:
+                options["template"] = f.read()
+        except OSError as exc:
+            raise InputError(f"cannot read --judge-template {args.judge_template}: {exc}") from exc
+    try:
+        return JudgeClient(args.model, list(backend.addresses), on_error=on_error, **options)
+    except ConfigurationError as exc:
+        raise InputError(str(exc)) from exc
+
+
 def make_client(args: argparse.Namespace, backend: Backend, *, on_error: str = "raise") -> Any:
-    """A :class:`RewardModelClient` for ``backend`` with the model options of ``args``."""
+    """A :class:`RewardModelClient` for ``backend`` with the model options of ``args`` (an LLM judge,
+    :func:`make_judge`, for ``openai``)."""
     from rmclient.client import RewardModelClient
+
+    if backend.engine == "openai":
+        return make_judge(args, backend, on_error)
+    judge_only = [f for f, v in (("--judge", args.judge), ("--judge-template", args.judge_template),
+                                 ("--principle", args.principle), ("--temperature", args.temperature),
+                                 ("--seed", args.seed), ("--judge-samples", args.judge_samples)) if v is not None]
+    if judge_only:
+        raise InputError(f"{', '.join(judge_only)}: judge option(s), for --backend openai only")
 
     options: Dict[str, Any] = {}
     for name in ("max_length", "max_response_length", "recipe", "system_prompt", "batch_size",

@@ -240,6 +240,9 @@ def run(args: argparse.Namespace) -> int:
             break
     if not records:
         raise InputError(f"{args.input}: no samples")
+    if "openai" in (args.a.engine, args.b.engine):
+        raise InputError("parity compares reward-model backends on the same token ids; an LLM judge (openai) reads "
+                         "text: score both with `rmclient score` instead")
     clients = [make_client(args, args.a)]
     try:
         clients.append(make_client(args, args.b))

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from rmclient.errors import InvalidSampleError, ScoringError
 
@@ -30,7 +31,7 @@ class KindScored:
     (the steps' aggregate, the per-token values, ``{label: value}``), ``extra`` the other fields."""
 
     reward: Any
-    num_tokens: int
+    num_tokens: Optional[int]  # None: a judge (it reads text)
     truncated: bool
     extra: Dict[str, Any]
 
@@ -45,6 +46,17 @@ def _kind_scored(kind: str, result: Any, labels: List[str], encoded: Any = None)
                           {"token_spans": [list(x) for x in result.spans]})
     vector = dict(zip(labels, result)) if isinstance(result, list) else result  # NaN: failed (--on-error nan)
     return KindScored(vector, len(encoded.ids), encoded.truncated, {})
+
+
+def _judged(verdict: Any) -> KindScored:
+    """One line's fields from a judge's :class:`~rmclient.judge.Verdict`: the score, the replies, their spread
+    (and, pairwise, how far the two orders disagreed)."""
+    if math.isnan(verdict.score):  # a failure under --on-error nan: the reward is null, nothing else is written
+        return KindScored(verdict.score, None, False, {})
+    extra = {"judge_replies": list(verdict.replies), "judge_spread": verdict.spread}
+    if verdict.disagreement is not None:
+        extra["judge_disagreement"] = verdict.disagreement
+    return KindScored(verdict.score, None, False, extra)
 
 
 def _score_kind(client: Any, samples: List[Dict[str, Any]], kind: str, aggregate: str, progress: Any) -> List[Any]:
@@ -78,7 +90,12 @@ def score_samples(
 
     if not samples:
         return []
+    judge = getattr(client, "server_type", None) == "openai"
+    if judge and kind != "reward":
+        raise InputError(f"--kind {kind}: an LLM judge gives one score per sample")
     try:
+        if judge:
+            return [_judged(v) for v in client.score_details(list(samples), progress=progress)]
         if kind != "reward":
             return _score_kind(client, list(samples), kind, aggregate, progress)
         return client.score_details(list(samples), progress=progress)
@@ -91,6 +108,8 @@ def score_samples(
     except ScoringError as exc:
         first = min(exc.failures)
         message = describe_failures(exc.failures, where) + (f". {hint}" if hint else "")
+        if judge:
+            raise PartialScore([KindScored(r, None, False, {}) for r in exc.rewards[:first]], Failure(message)) from None
         if kind != "reward":  # the results before the first failure are kept (the client finished them)
             done = list(samples[:first])
             raise PartialScore(_kinds_scored(client, done, kind, exc.rewards[:first]) if first else [],
