@@ -15,7 +15,8 @@ wrong sample, the wrong encoding or a lost request is caught.
 * ms-swift 4.6.0: ``examples/swift_plugin.py`` loaded by ms-swift's plugin loader and run
   through its GRPO reward loop.
 * ``examples/reward_kinds.py`` (every reward kind on tiny models) is run by ``tests/test_kinds.py``,
-  next to the models it is checked against.
+  next to the models it is checked against; ``examples/llm_judge.py`` (every judge mode) by
+  ``tests/test_judge.py``, against a fake chat server whose verdicts it checks.
 """
 
 from __future__ import annotations
@@ -74,7 +75,8 @@ def _answered(fake: FakeEngine) -> list:
 
 def test_every_example_is_tested():
     tested = {"trl_grpo.py", "verl_reward.py", "openrlhf_reward_func.py", "swift_plugin.py",
-              "reward_kinds.py"}  # tests/test_kinds.py::test_the_reward_kinds_example_runs_...
+              "reward_kinds.py",  # tests/test_kinds.py::test_the_reward_kinds_example_runs_...
+              "llm_judge.py"}  # tests/test_judge.py::test_the_judge_example_runs_every_mode
     assert {p.name for p in EXAMPLES.glob("*.py")} == tested
 
 
