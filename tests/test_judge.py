@@ -636,3 +636,44 @@ def test_the_regex_forces_only_what_the_parser_reads():
                              else range(recipe.scale[0], recipe.scale[1] + 1))
 
         check()
+
+
+def test_the_hooks_take_a_judge_directly_and_from_their_settings():
+    import asyncio
+
+    from rmclient.integrations import verl
+    from rmclient.integrations.settings import client_from_settings
+    from rmclient.integrations.trl import make_reward_func
+
+    with FakeJudge(length_judge) as fake:
+        with _judge(fake) as j:
+            reward = make_reward_func(j)
+            assert reward.__name__ == "judge_judge"
+            assert reward(prompts=["q", "q"], completions=["a", "abc"]) == [1.0, 3.0]
+            assert verl.make_compute_score(j)("data", "abcdef", "gt", {"prompt": "q"}) == 6.0
+        async_reward = make_reward_func(AsyncJudgeClient("judge", fake.url))
+        assert asyncio.run(async_reward(prompts=["q"], completions=["abcd"])) == [4.0]
+        env = {"RMCLIENT_MODEL": "judge", "RMCLIENT_SERVER_TYPE": "openai", "RMCLIENT_SERVER_ADDRESS": fake.url,
+               "RMCLIENT_RECIPE": "pairwise_probs"}
+        judge = client_from_settings({}, env)
+        assert isinstance(judge, JudgeClient) and judge.recipe.name == "pairwise_probs"
+        with pytest.raises(ConfigurationError, match="RMCLIENT_RECIPE"):
+            client_from_settings({}, {**env, "RMCLIENT_RECIPE": "polar"})
+
+
+def test_eval_and_best_of_n_with_a_judge(tmp_path):
+    from rmclient.cli import main
+
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text("".join(json.dumps({"prompt": "q", "chosen": c, "rejected": r}) + "\n"
+                             for c, r in (("long answer", "s"), ("abc", "abcdef"))))
+    groups = tmp_path / "groups.jsonl"
+    groups.write_text(json.dumps({"prompt": "q", "outputs": ["ab", "abcde", "a"]}) + "\n")
+    with FakeJudge(length_judge) as fake:
+        backend = ["--model", "judge", "--backend", f"openai@{fake.url}"]
+        assert main(["eval", str(pairs), *backend, "--json", "-o", str(tmp_path / "scored.jsonl")]) == 0
+        best = tmp_path / "best.jsonl"
+        assert main(["best-of-n", str(groups), "-o", str(best), *backend]) == 0
+        assert json.loads(best.read_text())["best_output"] == "abcde"
+    scored = [json.loads(x) for x in (tmp_path / "scored.jsonl").read_text().splitlines()]
+    assert [(r["chosen_reward"], r["rejected_reward"]) for r in scored] == [(10.0, 1.0), (3.0, 6.0)]

@@ -46,6 +46,7 @@ def read_settings(kwargs: Mapping[str, Any], environ: Mapping[str, str]) -> Dict
     Other keywords are ignored (verl's reward loop adds ``reward_router_address``...).
     A missing, ``None`` or empty keyword falls through to the environment; ``False`` does not.
     """
+    from ..judge_recipes import JUDGE_RECIPES
     from ..recipes import RECIPES
     from ..steps import AGGREGATES
 
@@ -60,8 +61,6 @@ def read_settings(kwargs: Mapping[str, Any], environ: Mapping[str, str]) -> Dict
     address = cfg["server_address"]
     if address is not None and not isinstance(address, str):  # a list (or omegaconf ListConfig) of servers
         cfg["server_address"] = tuple(str(a) for a in address)
-    from ..judge_recipes import JUDGE_RECIPES
-
     judge = str(cfg["server_type"]).lower() == "openai"
     valid = sorted(JUDGE_RECIPES) if judge else RECIPES  # an LLM judge's recipes are its own
     if cfg["recipe"] is not None and cfg["recipe"] not in valid:
