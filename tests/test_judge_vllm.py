@@ -46,6 +46,7 @@ def test_a_real_vllm_judges_exactly(venv, model, tmp_path):
     assert result["json_pairwise"]["ok"], result["json_pairwise"]
     probs = result["probs"]
     assert probs["ids_equal"], "vLLM rendered other prompt ids than the chat template"
+    assert probs["masked"], "tokens other than the choices came back: the choice constraint was ignored"
     assert probs["max_diff"] < judge_check.TOL, probs
     for recipe in ("pairwise_probs", "pointwise_probs"):
         assert probs[recipe]["score"] == pytest.approx(probs[recipe]["forward_score"], abs=judge_check.TOL)

@@ -11,7 +11,8 @@ Checks, each a key of the JSON:
 - ``probs``: for a pairwise and a pointwise probability verdict, the prompt ids vLLM renders
   (``/tokenize`` with the messages) equal the tokenizer's chat template, and the judge's ``P(A)`` and
   expected digit equal the in-process forward pass of those ids (softmax over the allowed tokens at
-  the verdict position, fp32) within 1e-4;
+  the verdict position, fp32) within 1e-4, and every other token came back masked (-9999: the choice
+  constraint took effect);
 - ``swap``: judged both ways round, ``P(a>b) + P(b>a) == 1`` after debiasing (exactly within a call; to
   1e-6 across two, as vLLM's batching moves its floats by ~1e-8), and the raw orders differ (the
   position bias the debiasing removes);
@@ -103,6 +104,7 @@ def check(server: Any, model: str) -> Dict[str, Any]:
         answer = httpx.post(server.url + "/v1/chat/completions", json=body, timeout=120).json()
         tops = {t["token"]: t["logprob"] for t in answer["choices"][0]["logprobs"]["content"][0]["top_logprobs"]}
         allowed = list(j.recipe.choices)
+        probs["masked"] = probs.get("masked", True) and all(v <= -9000 for t, v in tops.items() if t not in allowed)
         served = [math.exp(tops.get(a, -math.inf)) for a in allowed]
         served = [p / sum(served) for p in served]
         local = forward_probabilities(model, ids, allowed)
@@ -113,7 +115,7 @@ def check(server: Any, model: str) -> Dict[str, Any]:
                    if j2.recipe.mode == "pairwise" else j2([sample])[0])
         probs[recipe] = {"served": served, "forward": local, "score": got, "forward_score": expected}
         probs["max_diff"] = max(probs["max_diff"], diff, abs(got - expected))
-    probs["ok"] = probs["ids_equal"] and probs["max_diff"] < TOL
+    probs["ok"] = probs["ids_equal"] and probs["max_diff"] < TOL and probs["masked"]  # the choice constraint held
     out["probs"] = probs
     with JudgeClient("judge", server.url, recipe="pairwise_probs") as j:
         ab, ba = j.compare(*PAIRS[1]), j.compare(PAIRS[1][0], PAIRS[1][2], PAIRS[1][1])
