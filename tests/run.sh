@@ -25,6 +25,7 @@ if .venv-client/bin/python -c "import torch" 2>/dev/null; then echo "the base in
 # class, plugin loader, GRPO reward loop) goes --no-deps into a folder of its own that only the
 # ms-swift test's subprocess puts on its path: its full dependency set is GPU-sized.
 .venv/bin/pip install -q trl==1.16.0 accelerate==1.15.0 datasets==5.2.0
+.venv/bin/pip install -q "ray[data]==2.60.0"  # rmclient.integrations.ray on a local cluster (tests/test_ray.py)
 SWIFT_PINS="ms-swift==4.6.0 modelscope==1.40.2 modelscope-hub==0.5.1 peft==0.20.0 json-repair==0.64.5 dacite==1.9.2 msgspec==0.22.0 cryptography==50.0.2 cffi==2.1.1"
 if [ "$(cat .venv/ms-swift/.pins 2>/dev/null)" != "$SWIFT_PINS" ]; then
     rm -rf .venv/ms-swift

@@ -248,14 +248,14 @@ def test_each_optional_import_is_in_the_extra_its_message_names():
     by_extra: dict = {}
     for line in requires("reward-model-client") or []:
         req = Requirement(line)
-        for extra in ("transformers", "serve", "plot", "all"):
+        for extra in ("transformers", "serve", "plot", "ray", "all"):
             if req.marker is not None and req.marker.evaluate({"extra": extra}):
                 by_extra.setdefault(extra, set()).add(req.name.replace("-", "_").lower())
     root = Path(__file__).resolve().parent.parent
     calls = set()
     for path in list((root / "rmclient").rglob("*.py")) + list((root / "launchers").rglob("*.py")):
         calls |= set(re.findall(r"""\brequire\(\s*["']([\w.]+)["']\s*,\s*["'](\w+)["']""", path.read_text()))
-    assert {m for m, _ in calls} == {"torch", "aiohttp", "prometheus_client", "matplotlib"}
+    assert {m for m, _ in calls} == {"torch", "aiohttp", "prometheus_client", "matplotlib", "ray"}
     for module, extra in calls:
         assert module.split(".")[0] in by_extra[extra], (module, extra)
         assert module.split(".")[0] in by_extra["all"], module

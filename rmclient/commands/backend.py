@@ -16,7 +16,7 @@ from .exits import InputError
 
 __all__ = [
     "BACKENDS", "ENGINES", "Backend", "parse_backend", "add_model_arguments", "add_backend_arguments",
-    "selected_backend", "make_client",
+    "selected_backend", "client_arguments", "make_client",
 ]
 
 #: Every ``--backend`` name: ``transformers`` (in-process) and the servers (``rmclient.engines``).
@@ -127,10 +127,8 @@ def selected_backend(args: argparse.Namespace) -> Backend:
 REWARD_MODEL_ONLY = ("recipe", "max_length", "max_response_length", "system_prompt", "batch_size", "device", "dtype")
 
 
-def make_judge(args: argparse.Namespace, backend: Backend, on_error: str) -> Any:
-    """A :class:`~rmclient.judge.JudgeClient` for ``--backend openai`` with the judge options of ``args``."""
-    from rmclient.judge import JudgeClient
-
+def _judge_options(args: argparse.Namespace) -> Dict[str, Any]:
+    """The judge's options of ``--backend openai``; a reward-model option is refused."""
     given = [n for n in REWARD_MODEL_ONLY if getattr(args, n, None) is not None] + (
         ["trust_remote_code"] if getattr(args, "trust_remote_code", False) else [])
     if given:
@@ -139,54 +137,56 @@ def make_judge(args: argparse.Namespace, backend: Backend, on_error: str) -> Any
                          "--judge-samples")
     options: Dict[str, Any] = {k: v for k, v in (
         ("recipe", args.judge), ("principles", args.principle), ("temperature", args.temperature),
-        ("seed", args.seed), ("n", args.judge_samples), ("api_key", args.api_key),
-        ("max_attempts", args.max_attempts), ("deadline", args.deadline)) if v is not None}
+        ("seed", args.seed), ("n", args.judge_samples)) if v is not None}
     if args.judge_template:
         try:
             with open(args.judge_template, encoding="utf-8") as f:
                 options["template"] = f.read()
         except OSError as exc:
             raise InputError(f"cannot read --judge-template {args.judge_template}: {exc}") from exc
-    try:
-        return JudgeClient(args.model, list(backend.addresses), on_error=on_error, **options)
-    except ConfigurationError as exc:
-        raise InputError(str(exc)) from exc
+    return options
 
 
-def make_client(args: argparse.Namespace, backend: Backend, *, on_error: str = "raise") -> Any:
-    """A :class:`RewardModelClient` for ``backend`` with the model options of ``args`` (an LLM judge,
-    :func:`make_judge`, for ``openai``)."""
-    from rmclient.client import RewardModelClient
-
-    if backend.engine == "openai":
-        return make_judge(args, backend, on_error)
+def _model_options(args: argparse.Namespace) -> Dict[str, Any]:
+    """A reward model's options; a judge-only option is refused."""
     judge_only = [f for f, v in (("--judge", args.judge), ("--judge-template", args.judge_template),
                                  ("--principle", args.principle), ("--temperature", args.temperature),
                                  ("--seed", args.seed), ("--judge-samples", args.judge_samples)) if v is not None]
     if judge_only:
         raise InputError(f"{', '.join(judge_only)}: judge option(s), for --backend openai only")
-
     options: Dict[str, Any] = {}
-    for name in ("max_length", "max_response_length", "recipe", "system_prompt", "batch_size",
-                 "device", "dtype", "api_key", "max_attempts", "deadline"):
+    for name in ("max_length", "max_response_length", "recipe", "system_prompt", "batch_size", "device", "dtype"):
         value = getattr(args, name, None)
         if value is not None:
             options[name] = value
-    for name in ("max_length", "max_response_length", "batch_size", "max_attempts"):
+    for name in ("max_length", "max_response_length", "batch_size"):
         if name in options and options[name] < 1:
             raise InputError(f"--{name.replace('_', '-')} must be at least 1, got {options[name]}")
+    # in-process on CPU, one sample per forward pass: a reward never depends on the other lines of its
+    # chunk, so --chunk-size and --resume give byte-identical output
+    return dict(options, trust_remote_code=args.trust_remote_code, batch_invariant=None)
+
+
+def client_arguments(args: argparse.Namespace, backend: Backend, *, on_error: str = "raise") -> Dict[str, Any]:
+    """The keyword arguments of the ``RewardModelClient`` (an LLM judge for ``openai``) that ``args`` describe."""
+    options = _judge_options(args) if backend.engine == "openai" else _model_options(args)
+    if getattr(args, "max_attempts", None) is not None and args.max_attempts < 1:
+        raise InputError(f"--max-attempts must be at least 1, got {args.max_attempts}")
+    for name in ("api_key", "max_attempts", "deadline"):
+        if getattr(args, name, None) is not None:
+            options[name] = getattr(args, name)
+    return dict(options, model=args.model, server_type=backend.engine,
+                server_address=list(backend.addresses) or None, on_error=on_error)
+
+
+def make_client(args: argparse.Namespace, backend: Backend, *, on_error: str = "raise") -> Any:
+    """A :class:`RewardModelClient` for ``backend`` with the model options of ``args`` (a
+    :class:`~rmclient.judge.JudgeClient` for ``openai``)."""
+    from rmclient.client import RewardModelClient
+
+    kwargs = client_arguments(args, backend, on_error=on_error)
     try:
-        return RewardModelClient(
-            args.model,
-            server_type=backend.engine,
-            server_address=list(backend.addresses) or None,
-            trust_remote_code=args.trust_remote_code,
-            on_error=on_error,
-            # in-process on CPU, one sample per forward pass: a reward never depends on the other lines of
-            # its chunk, so --chunk-size and --resume give byte-identical output
-            batch_invariant=None,
-            **options,
-        )
+        return RewardModelClient(kwargs.pop("model"), **kwargs)
     except ConfigurationError as exc:
         raise InputError(str(exc)) from exc
     except (OSError, ValueError) as exc:

@@ -62,6 +62,12 @@ def register(sub: "argparse._SubParsersAction") -> argparse.ArgumentParser:
                         "multi-objective head")
     p.add_argument("--aggregate", choices=sorted(AGGREGATES), default="min",
                    help="--kind steps: how the steps' rewards make the reward field (default: %(default)s)")
+    p.add_argument("--ray", default=None, metavar="ADDRESS",
+                   help="run as a Ray Data job: 'auto' (the running cluster), ray://HOST:PORT, or 'local' (a cluster "
+                        "of this machine); IN is JSONL or Parquet, OUT a folder of JSONL (or Parquet: *.parquet) files")
+    p.add_argument("--ray-actors", type=int, default=1, metavar="N",
+                   help="--ray: scoring actors, one client and one CPU each; the reading takes a CPU too "
+                        "(default: %(default)s)")
     p.add_argument("--with-tokens", action="store_true",
                    help="also add num_tokens (the token ids scored) and truncated (whether the sample was cut "
                         "to fit) to each line")
@@ -70,6 +76,10 @@ def register(sub: "argparse._SubParsersAction") -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.ray:
+        from .ray_score import run_on_ray
+
+        return run_on_ray(args)
     field = args.reward_field
     failed = 0  # samples that could not be scored (--on-error nan)
     failed_lines: List[int] = []  # the first 20
