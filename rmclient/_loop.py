@@ -5,10 +5,24 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
 import threading
-from typing import Awaitable, Callable, Optional, TypeVar
+from typing import Any, Awaitable, Callable, Optional, TypeVar
 
 T = TypeVar("T")
+
+
+def blocking(method: Callable[..., Awaitable[T]], owner: str) -> Callable[..., T]:
+    """The sync twin of a coroutine method, run through ``self._run`` (the owner's loop thread); its name
+    without the leading underscore, shown as ``owner.name``."""
+
+    @functools.wraps(method)
+    def run(self: Any, *args: Any, **kwargs: Any) -> T:
+        return self._run(method(self, *args, **kwargs))
+
+    run.__name__ = method.__name__.lstrip("_")
+    run.__qualname__ = f"{owner}.{run.__name__}"
+    return run
 
 
 class LoopThread:

@@ -18,14 +18,13 @@ import logging
 import math
 import os
 import threading
-import time
 import weakref
 from dataclasses import dataclass, replace
 from typing import (
     Any, AsyncIterator, Awaitable, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, TypeVar, Union,
 )
 
-from ._loop import LoopThread
+from ._loop import LoopThread, blocking
 from .data import as_list
 from .dispatch import ON_ERROR, LocalSink, RemoteSink, RetryPolicy, Scheduler
 from .engines import server_type as engine_of
@@ -296,8 +295,7 @@ class _ClientBase:
     # -- the one implementation (async) ------------------------------------------------
 
     def _deadline_at(self) -> float:
-        deadline = self.retry_policy.deadline
-        return time.monotonic() + (deadline if deadline is not None else math.inf)
+        return self.retry_policy.deadline_at()
 
     async def _connect(self, deadline_at: Optional[float] = None) -> None:
         """Contact the servers now (their versions, model name and ``max_model_len``).
@@ -646,14 +644,7 @@ class AsyncRewardModelClient(_ClientBase):
 
 def _blocking(method: Callable[..., Awaitable[T]]) -> Callable[..., T]:
     """The sync twin of one of ``_ClientBase``'s coroutine methods: run on the client's loop thread."""
-
-    @functools.wraps(method)
-    def run(self: "RewardModelClient", *args: Any, **kwargs: Any) -> T:
-        return self._run(method(self, *args, **kwargs))
-
-    run.__name__ = method.__name__.lstrip("_")
-    run.__qualname__ = f"RewardModelClient.{run.__name__}"
-    return run
+    return blocking(method, "RewardModelClient")
 
 
 class RewardModelClient(_ClientBase):

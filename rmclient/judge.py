@@ -30,7 +30,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 from rmclient.adapters.openai import NO_VERDICT, ChatQuery
 
-from ._loop import LoopThread
+from ._loop import LoopThread, blocking
 from .data import as_list
 from .dispatch import ON_ERROR
 from .errors import ClientClosedError, ConfigurationError, InvalidSampleError, ScoringError
@@ -220,7 +220,9 @@ class _JudgeBase:
             pool = self._pools[loop] = EndpointPool("openai", self.addresses, **self._pool_options)
         return pool
 
-    async def _run(self, queries: List[ChatQuery], progress: Progress = None) -> Tuple[List[Any], Dict[int, str]]:
+    async def _judge_all(
+        self, queries: List[ChatQuery], progress: Progress = None
+    ) -> Tuple[List[Any], Dict[int, str]]:
         """Every query's verdict (the replies' values) or its failure, by index (``progress``: in judgements).
 
         A reply without a valid verdict is asked again, up to ``max_attempts`` rounds in all, with
@@ -282,7 +284,7 @@ class _JudgeBase:
         callable gets ``(judgements done, total)``."""
         samples, single = as_list(data)
         queries = self._queries(samples)
-        results, failures = await self._run(queries, progress)
+        results, failures = await self._judge_all(queries, progress)
         verdicts: List[Optional[Verdict]] = []
         failed: Dict[int, str] = {}
         for i in range(len(samples)):
@@ -320,7 +322,7 @@ class _JudgeBase:
             ra, rb = await self._score([_sample(prompt, a, reference), _sample(prompt, b, reference)])
             return compare(ra, rb)
         base = _base(prompt, reference)
-        results, failures = await self._run(self._pair_queries(base, as_text(0, "a", a), as_text(0, "b", b)))
+        results, failures = await self._judge_all(self._pair_queries(base, as_text(0, "a", a), as_text(0, "b", b)))
         if failures:
             if self.on_error == "nan":
                 return PairVerdict(math.nan, math.nan, math.nan, math.nan)
@@ -338,7 +340,7 @@ class _JudgeBase:
         pairs = _schedule(len(texts), schedule or self.schedule)
         base = _base(prompt, reference)
         queries = [q for i, j in pairs for q in self._pair_queries(base, texts[i], texts[j])]
-        results, failures = await self._run(queries)
+        results, failures = await self._judge_all(queries)
         judged: Dict[Tuple[int, int], PairVerdict] = {}
         failed: Dict[int, str] = {}
         for k, (i, j) in enumerate(pairs):
@@ -363,8 +365,7 @@ class _JudgeBase:
         return [adapter.build_request([q]).json for q in self._queries(samples)]  # type: ignore[attr-defined, misc]
 
     def _deadline_at(self) -> float:
-        deadline = self.retry_policy.deadline
-        return time.monotonic() + (deadline if deadline is not None else math.inf)
+        return self.retry_policy.deadline_at()
 
     async def _aclose(self) -> None:
         pool = self._pools.pop(asyncio.get_running_loop(), None)
@@ -431,12 +432,7 @@ class AsyncJudgeClient(_JudgeBase):
 
 
 def _blocking(method: Any) -> Any:
-    def run(self: "JudgeClient", *args: Any, **kwargs: Any) -> Any:
-        return self._thread.run(method(self, *args, **kwargs))
-
-    run.__name__ = method.__name__.lstrip("_")
-    run.__doc__ = method.__doc__
-    return run
+    return blocking(method, "JudgeClient")
 
 
 class JudgeClient(_JudgeBase):
@@ -463,6 +459,9 @@ class JudgeClient(_JudgeBase):
         super().__init__(*args, **kwargs)
         self._thread = LoopThread("rmclient-judge", on_cancelled=lambda: ClientClosedError({}, []))
         weakref.finalize(self, self._thread.stop)
+
+    def _run(self, coro: Any) -> Any:
+        return self._thread.run(coro)
 
     __call__ = score = _blocking(_JudgeBase._score)
     score_details = _blocking(_JudgeBase._score_details)

@@ -65,6 +65,10 @@ class RetryPolicy:
     #: An answer may weigh 8 MiB plus this much per token (or character) sent; more is not read.
     response_bytes_per_token: int = 256
 
+    def deadline_at(self) -> float:
+        """When a call starting now must end (``time.monotonic()``; ``inf`` without a deadline)."""
+        return time.monotonic() + (self.deadline if self.deadline is not None else math.inf)
+
     def max_response_bytes(self, work: int) -> int:
         """The largest answer read for a request of ``work`` tokens (per-token scores included)."""
         return 8 * 2**20 + self.response_bytes_per_token * max(work, 1)

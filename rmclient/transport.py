@@ -142,7 +142,8 @@ class Transport:
                         break  # enough of an error message
                     raise ResponseError(endpoint, f"the answer is over the limit of {limit} bytes; not read further")
                 chunks.append(chunk)
-            return response.status_code, b"".join(chunks), retry_after_seconds(response.headers.get("retry-after"))
+            status = response.status_code
+            return status, b"".join(chunks), retry_after_seconds(response.headers.get("retry-after")) if status >= 400 else None
 
     async def aclose(self) -> None:
         """Close the pooled connections."""
