@@ -143,7 +143,8 @@ class Transport:
                     raise ResponseError(endpoint, f"the answer is over the limit of {limit} bytes; not read further")
                 chunks.append(chunk)
             status = response.status_code
-            return status, b"".join(chunks), retry_after_seconds(response.headers.get("retry-after")) if status >= 400 else None
+            retry_after = retry_after_seconds(response.headers.get("retry-after")) if status >= 400 else None
+            return status, b"".join(chunks), retry_after
 
     async def aclose(self) -> None:
         """Close the pooled connections."""
