@@ -3,7 +3,7 @@
 from .kinds import build_math_shepherd_prm, build_multilabel_rm, build_qwen2_prm
 from .models import build_chat_rm, build_polar_model, build_qwen2_seq_cls
 from .policy import build_judge_model, build_policy
-from .tokenizer import CHATML_TEMPLATE, SPECIAL_TOKENS, build_tokenizer
+from .tokenizer import CHATML_TEMPLATE, SPECIAL_TOKENS, build_internlm2_tokenizer, build_tokenizer
 
 __all__ = [
     "build_judge_model",
@@ -15,6 +15,7 @@ __all__ = [
     "build_multilabel_rm",
     "build_math_shepherd_prm",
     "build_tokenizer",
+    "build_internlm2_tokenizer",
     "CHATML_TEMPLATE",
     "SPECIAL_TOKENS",
 ]

@@ -9,13 +9,14 @@ import json
 from pathlib import Path
 from typing import Union
 
-from .tokenizer import build_tokenizer, rewrite_config, save_tokenizer
+from .tokenizer import build_internlm2_tokenizer, build_tokenizer, rewrite_config, save_tokenizer
 
 PathLike = Union[str, Path]
 
 
 def _llama_seq_cls(
-    out_dir: Path, tokenizer, *, seed: int, hidden_size: int = 64, num_layers: int = 2, **config_extra
+    out_dir: Path, tokenizer, *, seed: int, hidden_size: int = 64, num_layers: int = 2, context: int = 4096,
+    **config_extra
 ) -> Path:
     import torch
     from transformers import LlamaConfig, LlamaForSequenceClassification
@@ -27,7 +28,7 @@ def _llama_seq_cls(
         num_hidden_layers=num_layers,
         num_attention_heads=hidden_size // 32,
         num_key_value_heads=max(1, hidden_size // 64),
-        max_position_embeddings=4096,
+        max_position_embeddings=context,
         num_labels=1,
         bos_token_id=tokenizer.convert_tokens_to_ids("<s>"),
         eos_token_id=tokenizer.eos_token_id,
@@ -51,16 +52,25 @@ def _save(model, tokenizer, out_dir: Path) -> Path:
     return out_dir
 
 
-def build_polar_model(out_dir: PathLike, *, seed: int = 0, hidden_size: int = 64, num_layers: int = 2) -> Path:
+def build_polar_model(
+    out_dir: PathLike, *, seed: int = 0, hidden_size: int = 64, num_layers: int = 2, tokenizer: str = "byte_level",
+    context: int = 4096,
+) -> Path:
     """A POLAR-like model: Llama seq-cls head, BOS, ``<|reward|>`` and ``[UNUSED_TOKEN_130]``.
 
     Its config declares ``reward_token_id`` like POLAR-7B; put "polar" in the
     folder name (as the published checkpoints do) to let the client recognise it.
     The default size is tiny; benchmarks ask for a bigger one (``hidden_size`` a multiple of 64).
+    ``tokenizer="internlm2"`` gives it POLAR's kind of tokenizer (:func:`build_internlm2_tokenizer`)
+    instead of the small byte-level BPE; ``context`` is its ``max_position_embeddings`` (the longest
+    input the client encodes for it).
     """
-    tok = build_tokenizer(chat_template=None)
+    builders = {"byte_level": build_tokenizer, "internlm2": build_internlm2_tokenizer}
+    if tokenizer not in builders:
+        raise ValueError(f"tokenizer must be one of {sorted(builders)}, got {tokenizer!r}")
+    tok = builders[tokenizer](chat_template=None)
     return _llama_seq_cls(
-        Path(out_dir), tok, seed=seed, hidden_size=hidden_size, num_layers=num_layers,
+        Path(out_dir), tok, seed=seed, hidden_size=hidden_size, num_layers=num_layers, context=context,
         reward_token_id=tok.convert_tokens_to_ids("[UNUSED_TOKEN_130]"),
     )
 

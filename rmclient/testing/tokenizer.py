@@ -1,4 +1,5 @@
-"""A tiny byte-level BPE tokenizer, built offline and deterministically."""
+"""Small tokenizers built offline and deterministically: a byte-level BPE (GPT-2/Qwen/Llama 3 style)
+and an InternLM2-like SentencePiece-style BPE (POLAR's kind)."""
 
 from __future__ import annotations
 
@@ -90,6 +91,67 @@ def build_tokenizer(
     )
     if chat_template:
         fast.chat_template = chat_template if add_bos else chat_template.replace("{{ bos_token }}", "")
+    if out_dir is not None:
+        save_tokenizer(fast, out_dir)
+    return fast
+
+
+#: The replacement of " " in a SentencePiece vocabulary.
+SPIECE_UNDERLINE = "\u2581"
+
+
+def build_internlm2_tokenizer(
+    out_dir: Union[str, Path, None] = None,
+    *,
+    vocab_size: int = 4096,
+    chat_template: Optional[str] = CHATML_TEMPLATE,
+):
+    """An InternLM2-like tokenizer (POLAR's kind), trained with ``tokenizers`` on :func:`~.text.corpus`.
+
+    It has the form of InternLM2's ``tokenization_internlm2_fast.InternLM2Converter``: a BPE with
+    byte fallback (``<unk>`` ``<s>`` ``</s>`` at 0-2, then ``<0x00>``-``<0xFF>``), the normaliser
+    ``Prepend("▁") + Replace(" ", "▁")`` and no pre-tokenizer, the decoder ``Replace + ByteFallback +
+    Fuse + Strip(1 left)``, BOS added. Its merges follow SentencePiece's rule: a piece may start with
+    "▁" but never holds one inside, while "\n" is an ordinary character, so pieces such as
+    ``▁quick\n`` cross line ends. The POLAR special tokens (``<|reward|>``, ``[UNUSED_TOKEN_130]``) and
+    ``<|im_start|>``/``<|im_end|>`` come after the trained vocabulary.
+    """
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    from .text import corpus
+
+    head = ["<unk>", BOS, EOS] + [f"<0x{b:02X}>" for b in range(256)]
+    added = SPECIAL_TOKENS[3:]
+    normalizer = normalizers.Sequence([
+        normalizers.Prepend(SPIECE_UNDERLINE), normalizers.Replace(" ", SPIECE_UNDERLINE),
+    ])
+    learner = Tokenizer(models.BPE())
+    learner.normalizer = normalizer
+    # split before each "▁" only: SentencePiece's split_by_whitespace, which leaves "\n" inside pieces
+    learner.pre_tokenizer = pre_tokenizers.Metaspace(SPIECE_UNDERLINE, prepend_scheme="never", split=True)
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size - len(head) - len(added), show_progress=False)
+    learner.train_from_iterator(corpus(), trainer=trainer)
+    learned = json.loads(learner.to_str())["model"]
+    vocab = {t: i for i, t in enumerate(head)}
+    for token, _ in sorted(learned["vocab"].items(), key=lambda kv: kv[1]):
+        vocab.setdefault(token, len(vocab))
+    merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in learned["merges"]]
+
+    tok = Tokenizer(models.BPE(vocab, merges, unk_token="<unk>", fuse_unk=True, byte_fallback=True))
+    tok.normalizer = normalizer
+    tok.decoder = decoders.Sequence([
+        decoders.Replace(SPIECE_UNDERLINE, " "), decoders.ByteFallback(), decoders.Fuse(), decoders.Strip(" ", 1, 0),
+    ])
+    tok.post_processor = processors.TemplateProcessing(
+        single=f"{BOS} $A", pair=f"{BOS} $A {BOS} $B", special_tokens=[(BOS, vocab[BOS])]
+    )
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token=BOS, eos_token=EOS, unk_token="<unk>", pad_token=EOS,
+        additional_special_tokens=added, clean_up_tokenization_spaces=False,
+    )
+    if chat_template:
+        fast.chat_template = chat_template
     if out_dir is not None:
         save_tokenizer(fast, out_dir)
     return fast
