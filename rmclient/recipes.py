@@ -17,6 +17,7 @@ from typing import Any, Dict, List, Optional, Sequence
 from .batch_tokenizer import BatchTokenizer
 from .data import PolarSample, has_reference, to_chat, to_polar
 from .errors import ConfigurationError, InvalidSampleError
+from .token_bound import token_bound
 
 logger = logging.getLogger(__name__)
 
@@ -73,6 +74,11 @@ class PolarRecipe:
     the whole prompt), and the result never has more than ``max_length`` ids:
     when re-tokenization lands over budget the prompt, then the longer
     response, is cut further until it fits.
+
+    Most samples need none of the piece work: where :mod:`~rmclient.token_bound` proves that no
+    budget cuts a piece and that each piece decodes back to itself, the pieces are joined as they
+    are and the final text is tokenized once, which gives the rule's ids exactly
+    (``shortcut=False`` runs the whole rule on every sample).
     """
 
     name = "polar"
@@ -85,6 +91,7 @@ class PolarRecipe:
         max_response_length: int = 4096,
         response_cut_side: str = "right",
         reward_token_id: Optional[int] = None,
+        shortcut: bool = True,
     ) -> None:
         if response_cut_side not in ("right", "left"):
             raise ConfigurationError(f"response_cut_side must be 'right' or 'left', got {response_cut_side!r}")
@@ -107,6 +114,13 @@ class PolarRecipe:
         self._bos = [tokenizer.bos_token_id] if adds_bos(tokenizer) else []
         self._sep = tokenizer.convert_tokens_to_ids(POLAR_SEPARATOR)
         self._split = self._separator_splits()
+        # the reward token in the text gives its id and leaves the text before it alone (no lstrip)
+        self._reward_in_text = all(
+            tokenizer.encode(t + self.reward_token) == tokenizer.encode(t) + [self.reward_token_id]
+            for t in ("a b", "a b ", "a\n")
+        )
+        backend = self._tok.backend
+        self._bound = token_bound(backend, self._tok.encode, self._tok.decode) if shortcut and backend else None
 
     def _separator_splits(self) -> bool:
         """Whether ``encode(a + "<|reward|>" + b) == BOS + encode(a) + [sep] + encode(b)`` for this tokenizer.
@@ -125,13 +139,20 @@ class PolarRecipe:
         return True
 
     def _final_ids(self, halves: Sequence["tuple[str, str]"]) -> List[List[int]]:
-        """The ids of ``ref_half + "<|reward|>" + out_half`` for each pair, reward token appended."""
+        """The ids of ``ref_half + "<|reward|>" + out_half`` for each pair, reward token appended.
+
+        Reference halves shared by a group (GRPO rollouts of one prompt) are tokenized once when
+        the separator splits cleanly; otherwise each text is tokenized whole, reward token included.
+        """
         tail = [self.reward_token_id]
-        if self._split:
+        if self._split and 4 * len({h[0] for h in halves}) < 3 * len(halves):
             refs = self._tok.encode([h[0] for h in halves], False)
             outs = self._tok.encode([h[1] for h in halves], False)
             return [self._bos + r + [self._sep] + o + tail for r, o in zip(refs, outs)]
-        return [x + tail for x in self._tok.encode([a + POLAR_SEPARATOR + b for a, b in halves], True)]
+        texts = [a + POLAR_SEPARATOR + b for a, b in halves]
+        if self._reward_in_text:
+            return self._tok.encode([t + self.reward_token for t in texts], True)
+        return [x + tail for x in self._tok.encode(texts, True)]
 
     def validate(self, samples: Sequence[Any], start: int = 0) -> List[PolarSample]:
         """Check and normalise ``samples``; error indices count from ``start``."""
@@ -143,6 +164,35 @@ class PolarRecipe:
 
     def encode_valid(self, polar: Sequence[PolarSample]) -> List[Encoded]:
         """Encode samples that :meth:`validate` returned."""
+        out: List[Optional[Encoded]] = [None] * len(polar)
+        fast = [i for i, uncut in enumerate(self.proven_uncut(polar)) if uncut]
+        halves = [(_join(polar[i].prompt, polar[i].reference, polar[i].wrapper),
+                   _join(polar[i].prompt, polar[i].output, polar[i].wrapper)) for i in fast]
+        for i, (a, b), ids in zip(fast, halves, self._final_ids(halves)):
+            if len(ids) <= self.max_length:  # else the rule shrinks it (_fit)
+                out[i] = Encoded(a + POLAR_SEPARATOR + b + self.reward_token, ids, False)
+        rest = [i for i, e in enumerate(out) if e is None]
+        for i, e in zip(rest, self._encode_by_rule([polar[i] for i in rest])):
+            out[i] = e
+        return out  # type: ignore[return-value]
+
+    def proven_uncut(self, polar: Sequence[PolarSample]) -> List[bool]:
+        """Per sample, whether the token bound proves that no budget cuts a piece and every piece
+        decodes back to itself (then the rule's final text is the pieces joined as they are)."""
+        bound = self._bound
+        if bound is None:
+            return [False] * len(polar)
+        budget, resp, out = self.max_length - 4, self.max_response_length, []
+        for s in polar:
+            r, o = bound.upper(s.reference), bound.upper(s.output)
+            out.append(
+                r <= resp and o <= resp and bound.upper(s.prompt) <= (budget - r - o) // 2
+                and bound.round_trips(s.prompt) and bound.round_trips(s.reference) and bound.round_trips(s.output)
+            )
+        return out
+
+    def _encode_by_rule(self, polar: Sequence[PolarSample]) -> List[Encoded]:
+        """The training rule, step by step: tokenize the pieces, cut them, decode them, join, tokenize."""
         n = len(polar)
         pieces = self._tok.encode(
             [p.prompt for p in polar] + [p.reference for p in polar] + [p.output for p in polar], True
@@ -153,7 +203,7 @@ class PolarRecipe:
             self._cut_pieces(p, r, o, budget, self.max_response_length)
             for p, r, o in zip(prompts, refs, outs)
         ]
-        halves = self._halves(polar, cut)
+        halves = self._halves(polar, cut, list(zip(prompts, refs, outs)))
         ids = self._final_ids(halves)
         texts = [a + POLAR_SEPARATOR + b for a, b in halves]
         truncated = [
@@ -171,21 +221,28 @@ class PolarRecipe:
         prompt_budget = (budget - len(r) - len(o)) // 2
         return _cut(p, prompt_budget, "left"), r, o
 
-    def _halves(self, polar: Sequence[PolarSample], cut: Sequence[tuple]) -> List["tuple[str, str]"]:
-        """``(prompt [+ "\\n"] + reference, prompt [+ "\\n"] + output)`` from the decoded cut pieces."""
-        decoded = self._tok.decode([ids for triple in cut for ids in triple])
-        halves = []
-        for k, s in enumerate(polar):
-            prompt, ref, out = decoded[3 * k : 3 * k + 3]
-            halves.append((_join(prompt, ref, s.wrapper), _join(prompt, out, s.wrapper)))
-        return halves
+    def _halves(self, polar: Sequence[PolarSample], cut: Sequence[tuple],
+                whole: Sequence[tuple]) -> List["tuple[str, str]"]:
+        """``(prompt [+ "\\n"] + reference, prompt [+ "\\n"] + output)`` from the decoded cut pieces.
+
+        A piece the budgets left ``whole`` that provably decodes back to itself is used as it is.
+        """
+        bound = self._bound
+        texts = [[s.prompt, s.reference, s.output] for s in polar]
+        todo = [
+            (k, j) for k, (c, w) in enumerate(zip(cut, whole)) for j in range(3)
+            if bound is None or len(c[j]) != len(w[j]) or not bound.round_trips(texts[k][j])
+        ]
+        for (k, j), text in zip(todo, self._tok.decode([cut[k][j] for k, j in todo])):
+            texts[k][j] = text
+        return [(_join(p, r, s.wrapper), _join(p, o, s.wrapper)) for s, (p, r, o) in zip(polar, texts)]
 
     def _fit(self, sample: PolarSample, p, r, o, cut) -> tuple:
         """Shrink one over-long sample until its ids fit ``max_length`` exactly."""
         budget, resp = self.max_length - 4, self.max_response_length
         text, ids = "", []
         for _ in range(64):
-            halves = self._halves([sample], [cut])
+            halves = self._halves([sample], [cut], [(p, r, o)])
             text, ids = POLAR_SEPARATOR.join(halves[0]), self._final_ids(halves)[0]
             excess = len(ids) - self.max_length
             if excess <= 0:
