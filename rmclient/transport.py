@@ -104,7 +104,10 @@ class Transport:
         or is larger than ``max_bytes`` (read no further).
         """
         endpoint = f"{request.method} {self.base_url}{request.path}"
-        kwargs: Any = {"json": request.json} if request.json is not None else {}
+        kwargs: Any = {}
+        if request.json is not None:
+            kwargs["content"] = jsonsafe.dumps(request.json)
+            kwargs["headers"] = {"content-type": "application/json"}
         if timeout is not None:
             kwargs["timeout"] = timeout
         try:

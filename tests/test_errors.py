@@ -65,3 +65,17 @@ def test_configuration_errors(polar_path):
         RewardModelClient(polar_path, recipe="nope").encode(GOOD)
     with pytest.raises(ConfigurationError):
         RewardModelClient(polar_path, response_cut_side="middle").encode(GOOD)
+
+
+def test_request_bodies_are_compact_json_and_never_write_nan():
+    """``jsonsafe.dumps`` (orjson where it can): the same JSON as ``json``, no NaN turned into null."""
+    import json
+
+    from rmclient import jsonsafe
+
+    body = {"model": "m", "input": [[1, 2, 3], [92527]], "text": ["é 🙂", "\ud800 lone"], "temperature": 0.5}
+    assert json.loads(jsonsafe.dumps(body)) == body  # a lone surrogate goes through json's escapes
+    assert jsonsafe.dumps({"input": [[1, 2]]}) == b'{"input":[[1,2]]}'
+    for bad in (float("nan"), float("inf")):
+        with pytest.raises(ValueError):
+            jsonsafe.dumps({"temperature": bad})
