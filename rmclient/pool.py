@@ -68,10 +68,18 @@ class Endpoint:
         self.quarantine = QUARANTINE
         #: The server answered something (anything HTTP) at least once.
         self.answered = False
+        #: A request succeeded on it: until then it takes one request at a time (a misconfigured
+        #: server costs one request before it is disabled, not one per slot).
+        self.proven = False
         self.adapter: Optional[Adapter] = None
         #: What the server said about itself at first contact.
         self.info = ServerInfo()
         self._probe: Optional["asyncio.Task[None]"] = None
+
+    @property
+    def room(self) -> int:
+        """How many requests it may have in flight now."""
+        return self.limit if self.proven else 1
 
     @property
     def url(self) -> str:
@@ -281,7 +289,7 @@ class EndpointPool:
 
     def _pick(self, avoid: Sequence[Endpoint]) -> Optional[Endpoint]:
         live = [e for e in self.endpoints if e.disabled is None and not e.discovering]
-        open_ = [e for e in live if e.in_flight < e.limit]
+        open_ = [e for e in live if e.in_flight < e.room]
         for group in (
             [e for e in open_ if e.healthy and e not in avoid],
             [e for e in open_ if e.healthy],
@@ -308,6 +316,9 @@ class EndpointPool:
             if isinstance(error, ServerError) and (error.status is None or error.status >= 500):
                 self._take_out(endpoint)
             elif error is None:
+                if not endpoint.proven:
+                    endpoint.proven = True
+                    self._changed.notify_all()  # its other slots open now
                 endpoint.slow_strikes = 0
                 endpoint.quarantine = QUARANTINE
                 self._bring_back(endpoint)
@@ -344,7 +355,7 @@ class EndpointPool:
             return None
         candidates = [
             e for e in self.endpoints
-            if e.disabled is None and e.healthy and not e.discovering and e not in avoid and e.in_flight < e.limit
+            if e.disabled is None and e.healthy and not e.discovering and e not in avoid and e.in_flight < e.room
         ]
         if not candidates:
             return None

@@ -256,12 +256,35 @@ def test_routing_weighs_requests_by_their_tokens():
 
     async def run():
         pool = EndpointPool("vllm", ["http://127.0.0.1:1", "http://127.0.0.1:2"])
+        for e in pool.endpoints:
+            e.proven = True  # past the slow start (see the next test)
         try:
             a = await pool.acquire(work=1000)
             picks = [await pool.acquire(work=10) for _ in range(5)]
             assert all(p is not a for p in picks)  # 50 tokens there still weigh less than 1000
             await pool.release(a, work=1000)
             assert a.outstanding == 0 and (await pool.acquire(work=10)) is a
+        finally:
+            await pool.aclose()
+
+    asyncio.run(run())
+
+
+def test_an_endpoint_takes_one_request_until_one_succeeds():
+    """Slow start: a misconfigured server costs one request before it is disabled, not one per slot."""
+    from rmclient.pool import EndpointPool
+
+    async def run():
+        pool = EndpointPool("vllm", ["http://127.0.0.1:1"], max_in_flight=4)
+        (e,) = pool.endpoints
+        try:
+            first = await pool.acquire()
+            with pytest.raises(asyncio.TimeoutError):
+                await asyncio.wait_for(pool.acquire(), 0.2)  # no second slot before a success
+            await pool.release(first)  # a success opens every slot
+            assert e.proven and e.room == 4
+            taken = [await asyncio.wait_for(pool.acquire(), 1) for _ in range(4)]
+            assert taken == [e] * 4 and e.in_flight == 4
         finally:
             await pool.aclose()
 
