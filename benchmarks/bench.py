@@ -1,17 +1,27 @@
 """rmclient benchmark: every figure a ratio measured in the same run, next to its goal.
 
     bash benchmarks/setup.sh                      # .venv-bench (+ .venv-vllm), idempotent
-    .venv-bench/bin/python benchmarks/bench.py    # all four figures, about 2.5 minutes on 2 cores
+    .venv-bench/bin/python benchmarks/bench.py    # every figure, about 9 minutes on 2 cores
 
-Figures (issue 4, "Benchmark"):
+Figures (issues 4 and 15):
 
-  encoding  samples/s of our POLAR encoding (``client.encode_ids``) vs xtuner 0.2.0's
-            ``RewardModelClient.encode`` on the same tokenizer and 10k mixed samples.   goal >= 3x
-  e2e       rewards/s from raw samples against an instant fake sglang ``/classify``
-            server (aiohttp, its own process): ours (token ids) vs xtuner (text).      goal >= 2x
+  encoding  samples/s of our POLAR encoding (``client.encode_ids``) on 6k mixed samples, on both
+            tokenizer kinds (the byte-level BPE and the InternLM2-like SentencePiece-style one,
+            ``rmclient.testing``), with 1 thread and with every CPU (``TOKENIZERS_PARALLELISM``),
+            against the tokenizer's limit (one Rust ``encode_batch_fast`` over the final texts,
+            which gives exactly our ids; goal >= 0.8) and against xtuner 0.2.0's
+            ``RewardModelClient.encode`` (goals 1.3x / 2x on the byte-level BPE, 1.8x on the
+            SentencePiece-style one single-threaded). Alternating runs, medians.
+  e2e       rewards/s from raw samples, ours (token ids) vs xtuner (text), against a fake sglang
+            ``/classify`` server in its own process that answers at once (goal 1.5x) and one that
+            tokenizes the text it receives as engines do (goal 2x).
+  streaming the first reward of ``client.stream`` over 10k samples, in request round trips
+            (goal: within 2).
   scaling   N = 1, 2, 4, 8 fake replicas, each serving one request at a time for
             ``--us-per-token`` µs per token it receives; our client given the N
             addresses; throughput(N) / (N x throughput(1)).                              goal >= 0.9
+  ray       ``rmclient.integrations.ray.RewardScorer`` on a local Ray cluster given every CPU,
+            vs the single-process client on them, per CPU, the whole run.               goal >= 0.8
   vllm      the real CPU vLLM (.venv-vllm) serving a tiny POLAR-like model: ours from
             raw samples vs the same server fed our pre-tokenized ids with httpx at
             its best batch size (the engine's ceiling).                                 goal >= 0.9
@@ -44,6 +54,7 @@ import pstats
 import random
 import select
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -59,31 +70,16 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 VLLM_PYTHON = REPO / ".venv-vllm" / "bin" / "python"
 VLLM_ENV = {"HF_HUB_OFFLINE": "1", "VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_NO_USAGE_STATS": "1"}
-SECTIONS = ("encoding", "e2e", "scaling", "vllm")
-GOALS = {"encoding": 3.0, "e2e": 2.0, "scaling": 0.9, "vllm": 0.9}
+SECTIONS = ("encoding", "e2e", "streaming", "scaling", "ray", "vllm")
+GOALS = {"encoding": 0.8, "e2e": 2.0, "streaming": 1.0, "scaling": 0.9, "ray": 0.8, "vllm": 0.9}
 
 sys.path.insert(0, str(HERE))
 from fake_servers import reward_of  # noqa: E402  (the fake server's reward, to check attribution)
 
+from rmclient.testing.text import words  # noqa: E402  (the text the test tokenizers learn from)
+
 
 # --------------------------------------------------------------------------- data
-
-_WORDS = (
-    "the of and to in is that for it as with was on be by this are from at an or have not which but all "
-    "what capital China Beijing Shanghai city country please reason step by step put your final answer "
-    "within boxed quick brown fox jumps over lazy dog hello how are you fine thank user assistant system "
-    "def score sample return reward code math x^2 + y^2 = z^2 derivative integral matrix vector proof "
-    "therefore because function value result equals compute solve first second third finally 1 2 3 4 5 "
-    "6 7 8 9 10 42 3.14 100 2024 北京是中国的首都。 上海是一座城市。 Ünïcödé émojis 🙂 (a) [b] {c} -> => ; : ,"
-).split()
-
-
-def _text(rng: random.Random, n_words: int) -> str:
-    words = rng.choices(_WORDS, k=max(1, n_words))
-    for i in range(12, len(words), rng.randint(12, 30)):
-        words[i] = words[i] + ("\n" if rng.random() < 0.3 else ".")
-    return " ".join(words)
-
 
 def _length(rng: random.Random, buckets: Sequence[Tuple[float, int, int]]) -> int:
     """A word count: pick a bucket by weight, then log-uniform inside it."""
@@ -123,7 +119,7 @@ def make_samples(n: int, seed: int = 0, profile: str = "mixed", group: int = 1) 
     for k in range(n):
         if group > 1 and k % group:
             prev = out[-1]
-            output: Any = _text(rng, _length(rng, spec["output"]))
+            output: Any = words(rng, _length(rng, spec["output"]))
             if isinstance(prev["reference"], list):
                 output = [{"role": "assistant", "content": output}]
             out.append({**prev, "output": output})
@@ -132,13 +128,13 @@ def make_samples(n: int, seed: int = 0, profile: str = "mixed", group: int = 1) 
         if rng.random() < 0.2:  # multi-turn prompt: a list of messages
             turns = rng.randint(2, 5)
             prompt: Any = [
-                {"role": "user" if t % 2 == 0 else "assistant", "content": _text(rng, max(1, p_words // turns))}
+                {"role": "user" if t % 2 == 0 else "assistant", "content": words(rng, max(1, p_words // turns))}
                 for t in range(turns)
             ]
         else:
-            prompt = _text(rng, p_words)
-        reference: Any = "" if rng.random() < 0.05 else _text(rng, _length(rng, spec["reference"]))
-        output = _text(rng, _length(rng, spec["output"]))
+            prompt = words(rng, p_words)
+        reference: Any = "" if rng.random() < 0.05 else words(rng, _length(rng, spec["reference"]))
+        output = words(rng, _length(rng, spec["output"]))
         if rng.random() < 0.2:
             reference = [{"role": "assistant", "content": reference}]
             output = [{"role": "assistant", "content": output}]
@@ -213,9 +209,11 @@ def _stop_all() -> None:
 class FakeServers:
     """``fake_servers.py`` in its own process (own GIL, own process group)."""
 
-    def __init__(self, replicas: int = 1, us_per_token: float = 0.0, serial: bool = False) -> None:
+    def __init__(self, replicas: int = 1, us_per_token: float = 0.0, serial: bool = False,
+                 tokenizer: Optional[str] = None) -> None:
         cmd = [sys.executable, str(HERE / "fake_servers.py"), "--replicas", str(replicas),
-               "--us-per-token", str(us_per_token)] + (["--serial"] if serial else [])
+               "--us-per-token", str(us_per_token)] + (["--serial"] if serial else []) \
+            + (["--tokenizer", tokenizer] if tokenizer else [])
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, start_new_session=True)
         _PROCS.append(self.proc)
         ready, _, _ = select.select([self.proc.stdout], [], [], 30)
@@ -273,8 +271,8 @@ def our_client(model_dir: str, notes: List[str], **kwargs):
 
 class Result:
     def __init__(self, figure: str, unit: str, ours: Optional[float], peer: Optional[float],
-                 goal: float, peer_name: str, ratio: Optional[float] = None, note: str = "") -> None:
-        self.figure, self.unit, self.ours, self.peer, self.goal = figure, unit, ours, peer, goal
+                 goal: Optional[float], peer_name: str, ratio: Optional[float] = None, note: str = "") -> None:
+        self.figure, self.unit, self.ours, self.peer, self.goal = figure, unit, ours, peer, goal  # None: reported
         self.peer_name, self.note = peer_name, note
         if ratio is None and ours is not None and peer:
             ratio = ours / peer
@@ -282,7 +280,7 @@ class Result:
 
     @property
     def verdict(self) -> str:
-        if self.ratio is None:
+        if self.ratio is None or self.goal is None:
             return "N/A"
         return "PASS" if self.ratio >= self.goal else "FAIL"
 
@@ -291,34 +289,68 @@ class Result:
                     ratio=self.ratio, goal=self.goal, verdict=self.verdict, note=self.note)
 
 
+#: Encoding goals (issue 15): vs the tokenizer's limit on both kinds, vs xtuner per kind and thread count.
+ENCODING_GOALS = {
+    ("byte_level", 1): 1.3, ("byte_level", 2): 2.0, ("internlm2", 1): 1.8, ("internlm2", 2): None,
+}
+LIMIT_GOAL = 0.8
+#: e2e goals (issue 15): against the instant fake, and against one that tokenizes text like the engines.
+E2E_GOALS = {False: 1.5, True: 2.0}
+
+
+def _threads(n: int) -> None:
+    """The Rust tokenizer's batch parallelism, read at every call: 1 thread or all CPUs."""
+    os.environ["TOKENIZERS_PARALLELISM"] = "false" if n == 1 else "true"
+
+
 def bench_encoding(args, model_dir: str) -> List[Result]:
+    """Ours vs xtuner vs the limit (one Rust ``encode_batch_fast`` over the final texts, which gives
+    exactly our ids), on both tokenizer kinds, single-threaded and with every CPU; alternating runs,
+    medians."""
     XClient = load_xtuner_client()
     samples = make_samples(args.encoding_samples, seed=1, group=args.group_size)
-    ours = our_client(model_dir, [])
-    with quiet():
-        peer = XClient(model_dir, response_cut_side="right")  # the same cut side as ours (training's)
-        ours.encode_ids(samples[:200])
-        peer.encode(samples[:200])  # warm-up both
-    ids = ours.encode_ids(samples)
-    n_tokens = sum(len(x) for x in ids)
-    log(f"  {len(samples)} samples, {n_tokens / len(samples):.0f} tokens/sample on average after encoding "
-        f"(max {max(len(x) for x in ids)})")
-    t_ours, t_peer = [], []
-    for _ in range(args.repeats):
+    results: List[Result] = []
+    for kind, path in args.model_dirs.items():
+        ours = our_client(path, [])
+        recipe = ours._recipe(samples)
         with quiet():
-            t_ours.append(timed(lambda: ours.encode_ids(samples))[0])
-            t_peer.append(timed(lambda: peer.encode(samples))[0])
-    ours_rate, peer_rate = len(samples) / min(t_ours), len(samples) / min(t_peer)
-    log(f"  ours   encode_ids: {ours_rate:9.0f} samples/s  (best of {args.repeats}: {min(t_ours):.2f} s)")
-    log(f"  xtuner encode    : {peer_rate:9.0f} samples/s  (best of {args.repeats}: {min(t_peer):.2f} s)")
-    # the same job? (differences are xtuner's known defects: "\n" before an empty piece, budgets)
-    k = min(2000, len(samples))
-    with quiet():
-        same = sum(a == b for a, b in zip(ours.encode(samples[:k]), peer.encode(samples[:k])))
-    log(f"  identical text form on {same}/{k} samples (the rest: xtuner's known defects)")
-    if args.profile:
-        profile_encoding(ours, samples)
-    return [Result("encoding", "samples/s", ours_rate, peer_rate, GOALS["encoding"], "xtuner")]
+            peer = XClient(path, response_cut_side="right")  # the same cut side as ours (training's)
+            ours.encode_ids(samples[:200])
+            peer.encode(samples[:200])  # warm-up both
+        encoded = ours.encode(samples)
+        ids = ours.encode_ids(samples)
+        backend = ours.tokenizer.backend_tokenizer
+        limit_ids = [e.ids for e in backend.encode_batch_fast(encoded, add_special_tokens=True)]
+        proven = sum(recipe.proven_uncut(recipe.validate(samples)))
+        log(f"  {kind}: {len(samples)} samples, {sum(map(len, ids)) / len(ids):.0f} tokens/sample after encoding; "
+            f"the limit's ids == ours on {sum(a == b for a, b in zip(limit_ids, ids))}/{len(ids)}; "
+            f"the bound proves 'no cut' for {proven / len(samples):.1%}")
+        k = min(2000, len(samples))
+        with quiet():
+            same = sum(a == b for a, b in zip(encoded[:k], peer.encode(samples[:k])))
+        log(f"  {kind}: identical text form to xtuner's on {same}/{k} (the rest: xtuner's known defects)")
+        for threads in (1, 2):
+            _threads(threads)
+            t_ours, t_peer, t_limit = [], [], []
+            for _ in range(args.repeats):
+                with quiet():
+                    t_limit.append(timed(lambda: backend.encode_batch_fast(encoded, add_special_tokens=True))[0])
+                    t_ours.append(timed(lambda: ours.encode_ids(samples))[0])
+                    t_peer.append(timed(lambda: peer.encode(samples))[0])
+            rate = {name: len(samples) / statistics.median(t) for name, t in
+                    (("ours", t_ours), ("xtuner", t_peer), ("limit", t_limit))}
+            log(f"  {kind}, {threads} thread{'s' if threads > 1 else ''}: ours {rate['ours']:7.0f}/s, "
+                f"xtuner {rate['xtuner']:7.0f}/s, limit {rate['limit']:7.0f}/s (medians of {args.repeats}); "
+                f"ours {rate['ours'] / rate['limit']:.2f} of the limit, xtuner {rate['xtuner'] / rate['limit']:.2f}")
+            figure = f"encoding {kind} {threads}T"
+            results.append(Result(f"{figure} vs limit", "samples/s", rate["ours"], rate["limit"], LIMIT_GOAL,
+                                  "limit"))
+            results.append(Result(f"{figure} vs xtuner", "samples/s", rate["ours"], rate["xtuner"],
+                                  ENCODING_GOALS[(kind, threads)], "xtuner"))
+        _threads(2)
+        if args.profile:
+            profile_encoding(ours, samples)
+    return results
 
 
 def profile_encoding(client, samples) -> None:
@@ -342,9 +374,18 @@ def profile_encoding(client, samples) -> None:
 
 
 def bench_e2e(args, model_dir: str) -> List[Result]:
+    """Raw samples to rewards against a fake that answers at once, and one that tokenizes the
+    text it receives as engines do (the cost xtuner's text puts on the server): ours sends ids."""
+    results = []
+    for tokenizing in (False, True):
+        results.append(_bench_e2e(args, model_dir, tokenizing))
+    return results
+
+
+def _bench_e2e(args, model_dir: str, tokenizing: bool) -> Result:
     XClient = load_xtuner_client()
     samples = make_samples(args.e2e_samples, seed=2, group=args.group_size)
-    with FakeServers(1) as fake:
+    with FakeServers(1, tokenizer=model_dir if tokenizing else None) as fake:
         address = fake.addresses[0]
         ours = our_client(model_dir, [], server_type="sglang", server_address=address)
         with quiet():
@@ -360,21 +401,48 @@ def bench_e2e(args, model_dir: str) -> List[Result]:
                 t, r_peer = timed(lambda: peer(samples))
                 t_peer.append(t)
         ours.close()
-    # attribution check: the fake's reward is a function of what it received
+    # attribution check: the fake's reward is a function of what it received (tokenized, for text)
     t_enc, ids = timed(lambda: ours.encode_ids(samples))
     expected = [reward_of(x) for x in ids]
     ok_ours = len(r_ours) == len(samples) and all(abs(a - b) < 1e-9 for a, b in zip(r_ours, expected))
     with quiet():
-        expected_peer = [reward_of(x) for x in peer.encode(samples)]
-    ok_peer = r_peer is not None and all(abs(a - b) < 1e-9 for a, b in zip(r_peer, expected_peer))
-    ours_rate, peer_rate = len(samples) / min(t_ours), len(samples) / min(t_peer)
-    log(f"  ours  (input_ids, batch_size default): {ours_rate:8.0f} rewards/s  (best {min(t_ours):.2f} s)"
-        f"  rewards {'match' if ok_ours else 'DO NOT MATCH'} their inputs")
-    log(f"  xtuner (text, one request)            : {peer_rate:8.0f} rewards/s  (best {min(t_peer):.2f} s)"
-        f"  rewards {'match' if ok_peer else 'DO NOT MATCH'} their inputs")
-    log(f"  our encode_ids alone on these samples: {t_enc:.2f} s ({t_enc / min(t_ours):.0%} of our best e2e time)")
+        texts = peer.encode(samples)
+    received = ours.tokenizer(texts)["input_ids"] if tokenizing else texts
+    ok_peer = r_peer is not None and all(abs(a - reward_of(b)) < 1e-9 for a, b in zip(r_peer, received))
+    ours_rate, peer_rate = len(samples) / statistics.median(t_ours), len(samples) / statistics.median(t_peer)
+    name = "tokenizing" if tokenizing else "instant"
+    log(f"  {name} fake: ours (input_ids) {ours_rate:8.0f} rewards/s, xtuner (text, one request) {peer_rate:8.0f}"
+        f" rewards/s (medians of {args.repeats}); rewards {'match' if ok_ours else 'DO NOT MATCH'} our inputs, "
+        f"{'match' if ok_peer else 'DO NOT MATCH'} xtuner's; our encode_ids alone {t_enc:.2f} s")
     note = "" if ok_ours else "our rewards do not match their inputs"
-    return [Result("e2e instant server", "rewards/s", ours_rate, peer_rate, GOALS["e2e"], "xtuner", note=note)]
+    return Result(f"e2e {name} server", "rewards/s", ours_rate, peer_rate, E2E_GOALS[tokenizing], "xtuner", note=note)
+
+
+def bench_streaming(args, model_dir: str) -> List[Result]:
+    """Time to the first reward of ``client.stream`` over a 10k-sample call, against one request's round
+    trip (a first request of ``FIRST_BLOCK`` samples to a fake replica serving ``--us-per-token``)."""
+    from rmclient.dispatch import FIRST_BLOCK
+
+    samples = make_samples(args.streaming_samples, seed=4, group=args.group_size)
+    first, rtts = [], []
+    for _ in range(args.repeats):  # a fresh replica each time: a closed stream leaves requests in its queue
+        with FakeServers(1, us_per_token=args.us_per_token, serial=True) as fake:
+            client = our_client(model_dir, [], server_type="sglang", server_address=fake.addresses[0])
+            with quiet():
+                client(samples[:8])  # first contact
+                rtts.append(timed(lambda: client(samples[:FIRST_BLOCK]))[0])
+                t0 = time.perf_counter()
+                it = client.stream(samples)
+                next(it)
+                first.append(time.perf_counter() - t0)
+                it.close()  # cancels the rest of the call
+            client.close()
+    rtt = statistics.median(rtts)
+    ttfr = statistics.median(first)
+    log(f"  {len(samples)} samples: first reward after {ttfr:.2f} s (medians of {args.repeats}); one request of "
+        f"{FIRST_BLOCK} samples takes {rtt:.2f} s: {ttfr / rtt:.2f} round trips (goal <= 2)")
+    return [Result("streaming: 2 round trips / first reward", "s", 2 * rtt, ttfr, GOALS["streaming"],
+                   "time to first reward")]
 
 
 def bench_scaling(args, model_dir: str) -> List[Result]:
@@ -440,6 +508,39 @@ def bench_scaling(args, model_dir: str) -> List[Result]:
     if notes and results:
         results[-1].note = (results[-1].note + "; " if results[-1].note else "") + "; ".join(dict.fromkeys(notes))
     return results
+
+
+def bench_ray(args, model_dir: str) -> List[Result]:
+    """``RewardScorer`` on a local Ray cluster given every CPU (one actor, in-process model) vs the
+    single-process client on the same CPUs; the whole run, actor start and model load included."""
+    import ray
+
+    from rmclient.integrations.ray import RewardScorer
+
+    samples = [{k: s[k] for k in ("prompt", "reference", "output")} for s in make_samples(4 * args.ray_samples, seed=5)
+               if all(isinstance(s[k], str) for k in ("prompt", "reference", "output"))][: args.ray_samples]
+    cpus = os.cpu_count() or 1
+    client = our_client(model_dir, [])
+    client(samples[:32])
+    t_single, expected = timed(lambda: client(samples))
+    ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False, object_store_memory=512 * 2**20)
+    try:
+        ds = ray.data.from_items(samples)
+
+        def run() -> List[float]:
+            rows = ds.map_batches(RewardScorer, fn_constructor_kwargs={"model": model_dir}, concurrency=1,
+                                  num_cpus=cpus, batch_size=256).take_all()
+            return [r["reward"] for r in rows]
+
+        t_ray, rewards = timed(run)
+    finally:
+        ray.shutdown()
+    ok = len(rewards) == len(expected) and all(abs(a - b) < 1e-5 for a, b in zip(rewards, expected))
+    log(f"  {len(samples)} samples in-process: single process {len(samples) / t_single:.0f}/s, Ray Data on {cpus} CPUs "
+        f"{len(samples) / t_ray:.0f}/s (the whole run: actor start, model load); rewards "
+        f"{'equal' if ok else 'DIFFER FROM'} the single process's")
+    return [Result(f"ray data, {cpus} CPUs, per CPU", "samples/s", len(samples) / t_ray / cpus,
+                   len(samples) / t_single / cpus, GOALS["ray"], "single process", note="" if ok else "rewards differ")]
 
 
 class _PlainServer:
@@ -581,16 +682,20 @@ def _bench_vllm(args, model_dir: str, cpus: List[int], split: bool) -> Result:
 # --------------------------------------------------------------------------- main
 
 
+def _num(x: float) -> str:
+    return f"{x:,.0f}" if abs(x) >= 100 else f"{x:.2f}"
+
+
 def print_table(results: List[Result]) -> None:
     header = ("figure", "ours", "peer / ceiling", "ratio", "goal", "verdict")
     rows = []
     for r in results:
         rows.append((
             r.figure,
-            "-" if r.ours is None else f"{r.ours:,.0f} {r.unit}",
-            "-" if r.peer is None else f"{r.peer:,.0f} ({r.peer_name})",
+            "-" if r.ours is None else f"{_num(r.ours)} {r.unit}",
+            "-" if r.peer is None else f"{_num(r.peer)} ({r.peer_name})",
             "-" if r.ratio is None else f"{r.ratio:.2f}x",
-            f">= {r.goal:g}x",
+            "-" if r.goal is None else f">= {r.goal:g}x",
             r.verdict,
         ))
     widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
@@ -606,12 +711,14 @@ def print_table(results: List[Result]) -> None:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    p = argparse.ArgumentParser(description="rmclient vs xtuner / engine ceiling (issue 4).")
+    p = argparse.ArgumentParser(description="rmclient vs xtuner / the tokenizer's limit / engine ceiling.")
     p.add_argument("--only", default=",".join(SECTIONS), help=f"comma-separated subset of {','.join(SECTIONS)}")
-    p.add_argument("--encoding-samples", type=int, default=10_000)
+    p.add_argument("--encoding-samples", type=int, default=6_000)
     p.add_argument("--e2e-samples", type=int, default=2_000)
     p.add_argument("--group-size", type=int, default=1,
                    help="samples sharing one prompt and reference (GRPO-style groups); 1: all distinct")
+    p.add_argument("--streaming-samples", type=int, default=10_000)
+    p.add_argument("--ray-samples", type=int, default=4_000)
     p.add_argument("--replicas", default="1,2,4,8", help="replica counts for the scaling figure")
     p.add_argument("--scaling-samples-per-replica", type=int, default=300)
     p.add_argument("--us-per-token", type=float, default=20.0, help="fake replica service time per token (µs)")
@@ -621,9 +728,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--vllm-batch-sizes", default="16,32,64,256")
     p.add_argument("--no-split", action="store_true",
                    help="skip the second vLLM figure (vLLM on the last CPU, the clients on the others)")
-    p.add_argument("--repeats", type=int, default=2, help="timed runs per measurement (the best is kept)")
+    p.add_argument("--repeats", type=int, default=3, help="timed runs per measurement (alternating; medians)")
     p.add_argument("--profile", action="store_true", help="cProfile our encoding (with --only encoding)")
-    p.add_argument("--time-limit", type=float, default=480, help="abort (stopping every server) after this many s")
+    p.add_argument("--time-limit", type=float, default=1200, help="abort (stopping every server) after this many s")
     p.add_argument("--json", help="also write the results here")
     args = p.parse_args(argv)
     only = [s.strip() for s in args.only.split(",") if s.strip()]
@@ -672,6 +779,9 @@ def run_sections(args, only: Sequence[str], results: List[Result]) -> None:
         args.workdir = workdir
         with quiet(), contextlib.redirect_stderr(io.StringIO()):
             model_dir = str(build_polar_model(Path(workdir) / "bench-polar"))
+            # the encoding figures on a 16k context: xtuner's max_length, so both do the same job
+            args.model_dirs = {kind: str(build_polar_model(Path(workdir) / f"bench-polar-{kind}", tokenizer=kind,
+                                                           context=16384)) for kind in ("byte_level", "internlm2")}
         for section in SECTIONS:
             if section not in only:
                 continue

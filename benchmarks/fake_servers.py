@@ -15,7 +15,10 @@ look-alike:
 * ``GET /stats`` (requests, samples, tokens, busy seconds since the last
   ``POST /reset_stats``).
 
-``--us-per-token 0`` (default) answers at once. With ``--serial`` a replica
+``--tokenizer DIR`` makes a replica tokenize the texts it receives with that model's tokenizer
+(batched, in the event loop, as an engine's tokenizer manager does) and derive the reward from
+the ids, as for ids it receives: the cost a real engine pays for text. ``--us-per-token 0``
+(default) answers at once. With ``--serial`` a replica
 serves ONE request at a time (an ``asyncio.Lock`` per replica) and holds it for
 ``us_per_token`` microseconds per token received (text: one token per 4
 characters); requests that arrive meanwhile wait in the replica's queue, as on
@@ -51,8 +54,10 @@ def reward_of(item: Any) -> float:
 
 
 class Replica:
-    def __init__(self, name: str, us_per_token: float, serial: bool, max_model_len: int) -> None:
+    def __init__(self, name: str, us_per_token: float, serial: bool, max_model_len: int,
+                 tokenizer: Any = None) -> None:
         self.name = name
+        self.tokenizer = tokenizer
         self.s_per_token = us_per_token * 1e-6
         self.lock = asyncio.Lock() if serial else None
         self.max_model_len = max_model_len
@@ -67,6 +72,8 @@ class Replica:
             kind, items, single = parse_classify_request(body)
         except (ProtocolError, InvalidSampleError) as exc:
             return web.json_response({"error": str(exc)}, status=400)
+        if kind == "text" and self.tokenizer is not None:
+            kind, items = "input_ids", self.tokenizer(items)["input_ids"]
         tokens = sum(len(x) for x in items) // (4 if kind == "text" else 1)
         rewards = [reward_of(x) for x in items]
         if self.lock is not None:
@@ -116,8 +123,13 @@ class Replica:
 
 async def serve(args: argparse.Namespace) -> None:
     ports = []
+    tokenizer = None
+    if args.tokenizer:
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)
     for i in range(args.replicas):
-        replica = Replica(f"fake-rm-{i}", args.us_per_token, args.serial, args.max_model_len)
+        replica = Replica(f"fake-rm-{i}", args.us_per_token, args.serial, args.max_model_len, tokenizer)
         runner = web.AppRunner(replica.app(), access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0, backlog=1024)
@@ -133,6 +145,7 @@ def main(argv: List[str] = sys.argv[1:]) -> None:
     p.add_argument("--us-per-token", type=float, default=0.0, help="service time per token received (µs)")
     p.add_argument("--serial", action="store_true", help="one request at a time per replica")
     p.add_argument("--max-model-len", type=int, default=32768)
+    p.add_argument("--tokenizer", help="tokenize received texts with this model's tokenizer, as engines do")
     asyncio.run(serve(p.parse_args(argv)))
 
 
