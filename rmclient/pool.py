@@ -39,6 +39,11 @@ LATENCY_WINDOW = 64
 #: Hedges an endpoint may lose in a row before it is quarantined; the first quarantine (s).
 SLOW_STRIKES = 1
 QUARANTINE = 5.0
+#: Seconds from a pool's first request during which each endpoint takes one request at a time,
+#: unless every endpoint answers sooner: a misconfigured server (401, 404) costs one request before
+#: it is disabled, and the endpoints open their other slots together, so none that answers first
+#: grabs the waiting requests.
+PROBATION = 0.5
 
 
 class CallFailed(Exception):
@@ -68,9 +73,8 @@ class Endpoint:
         self.quarantine = QUARANTINE
         #: The server answered something (anything HTTP) at least once.
         self.answered = False
-        #: A request succeeded on it: until then it takes one request at a time (a misconfigured
-        #: server costs one request before it is disabled, not one per slot).
-        self.proven = False
+        #: When its probation ends (set by the pool's first request; see ``PROBATION``).
+        self.probation_until: Optional[float] = None
         self.adapter: Optional[Adapter] = None
         #: What the server said about itself at first contact.
         self.info = ServerInfo()
@@ -78,8 +82,10 @@ class Endpoint:
 
     @property
     def room(self) -> int:
-        """How many requests it may have in flight now."""
-        return self.limit if self.proven else 1
+        """How many requests it may have in flight now: one while on probation."""
+        if self.probation_until is not None and time.monotonic() >= self.probation_until:
+            return self.limit
+        return 1
 
     @property
     def url(self) -> str:
@@ -283,6 +289,11 @@ class EndpointPool:
                     raise
 
     def _take(self, endpoint: Endpoint, work: int) -> None:
+        if endpoint.probation_until is None:  # the pool's first request: one probation for all
+            until = time.monotonic() + PROBATION
+            for e in self.endpoints:
+                e.probation_until = until
+            asyncio.get_running_loop().call_later(PROBATION, self._wake)
         endpoint.in_flight += 1
         endpoint.outstanding += work
         self.stats["requests"] += 1
@@ -313,12 +324,10 @@ class EndpointPool:
             healthy = endpoint.healthy
             if error is None or isinstance(error, ResponseError) or (isinstance(error, ServerError) and error.status):
                 endpoint.answered = True
+                self._end_probation_if_all_answered()
             if isinstance(error, ServerError) and (error.status is None or error.status >= 500):
                 self._take_out(endpoint)
             elif error is None:
-                if not endpoint.proven:
-                    endpoint.proven = True
-                    self._changed.notify_all()  # its other slots open now
                 endpoint.slow_strikes = 0
                 endpoint.quarantine = QUARANTINE
                 self._bring_back(endpoint)
@@ -327,11 +336,29 @@ class EndpointPool:
             else:
                 self._changed.notify(1)  # one slot: one waiter, first come first served
 
+    def _end_probation_if_all_answered(self) -> None:
+        """Every endpoint has answered (or is disabled): the probation has done its job."""
+        if all(e.answered or e.disabled is not None for e in self.endpoints):
+            for e in self.endpoints:
+                if e.probation_until is None or e.probation_until > 0.0:
+                    e.probation_until = 0.0
+                    self._wake()
+
+    def _wake(self) -> None:
+        """A probation ended: the waiters look again."""
+        async def notify() -> None:
+            async with self._changed:
+                self._changed.notify_all()
+
+        if not self.closed:
+            asyncio.ensure_future(notify())
+
     def disable(self, endpoint: Endpoint, error: ServerError) -> None:
         """Never use ``endpoint`` again: it answered with a misconfiguration status."""
         if endpoint.disabled is None:
             logger.error("%s is not usable: %s", endpoint.url, error)
             endpoint.disabled = error
+            self._end_probation_if_all_answered()
 
     # -- hedging ----------------------------------------------------------------
 

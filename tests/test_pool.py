@@ -257,7 +257,7 @@ def test_routing_weighs_requests_by_their_tokens():
     async def run():
         pool = EndpointPool("vllm", ["http://127.0.0.1:1", "http://127.0.0.1:2"])
         for e in pool.endpoints:
-            e.proven = True  # past the slow start (see the next test)
+            e.probation_until = 0.0  # past the probation (see the next test)
         try:
             a = await pool.acquire(work=1000)
             picks = [await pool.acquire(work=10) for _ in range(5)]
@@ -270,21 +270,28 @@ def test_routing_weighs_requests_by_their_tokens():
     asyncio.run(run())
 
 
-def test_an_endpoint_takes_one_request_until_one_succeeds():
-    """Slow start: a misconfigured server costs one request before it is disabled, not one per slot."""
+def test_endpoints_take_one_request_each_until_the_probation_ends():
+    """A misconfigured server costs one request before it is disabled, not one per slot; the
+    endpoints open their other slots together, whichever answered first."""
+    from rmclient import pool as pool_module
     from rmclient.pool import EndpointPool
 
     async def run():
-        pool = EndpointPool("vllm", ["http://127.0.0.1:1"], max_in_flight=4)
-        (e,) = pool.endpoints
+        pool = EndpointPool("vllm", ["http://127.0.0.1:1", "http://127.0.0.1:2"], max_in_flight=4)
         try:
+            t0 = time.monotonic()
             first = await pool.acquire()
+            second = await pool.acquire()
+            assert {first, second} == set(pool.endpoints)  # one each
+            await pool.release(first)  # an answer does not end the probation early
+            assert first.room == 1
+            third = await pool.acquire()
             with pytest.raises(asyncio.TimeoutError):
-                await asyncio.wait_for(pool.acquire(), 0.2)  # no second slot before a success
-            await pool.release(first)  # a success opens every slot
-            assert e.proven and e.room == 4
-            taken = [await asyncio.wait_for(pool.acquire(), 1) for _ in range(4)]
-            assert taken == [e] * 4 and e.in_flight == 4
+                await asyncio.wait_for(pool.acquire(), 0.1)
+            more = [await asyncio.wait_for(pool.acquire(), 2 * pool_module.PROBATION) for _ in range(6)]
+            assert time.monotonic() - t0 >= pool_module.PROBATION - 0.05
+            assert all(e.room == 4 for e in pool.endpoints) and sorted(e.in_flight for e in pool.endpoints) == [4, 4]
+            del third, more
         finally:
             await pool.aclose()
 
