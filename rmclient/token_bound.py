@@ -130,6 +130,10 @@ def _analyse(spec: Dict[str, Any], backend: Any) -> "tuple[str, Optional[TokenBo
             return f"pre-tokenizer {kind}", None
     if not (byte_level or model.get("byte_fallback")):
         return "neither byte-level nor byte fallback (unknown characters decode to nothing)", None
+    if byte_level and not all(c in vocab for c in _byte_level_alphabet()):
+        return "a byte-level vocabulary without every byte", None
+    if not byte_level and not all(f"<0x{b:02X}>" in vocab for b in range(256)):
+        return "byte fallback without every byte token", None
     decoder = spec.get("decoder") or {}
     decoders = {d.get("type") for d in decoder.get("decoders", [decoder])} if decoder.get("type") == "Sequence" \
         else {decoder.get("type")}
@@ -138,3 +142,9 @@ def _analyse(spec: Dict[str, Any], backend: Any) -> "tuple[str, Optional[TokenBo
         return f"decoder {sorted(map(str, decoders))}", None
     ordered = tuple(sorted(set(forbidden), key=len))  # "▁" first: the most frequent
     return "", TokenBound(per_text, backend.num_special_tokens_to_add(False), ordered, strips)
+
+
+def _byte_level_alphabet() -> List[str]:
+    from tokenizers import pre_tokenizers
+
+    return pre_tokenizers.ByteLevel.alphabet()
