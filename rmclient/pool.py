@@ -323,8 +323,9 @@ class EndpointPool:
             endpoint.outstanding -= work
             healthy = endpoint.healthy
             if error is None or isinstance(error, ResponseError) or (isinstance(error, ServerError) and error.status):
-                endpoint.answered = True
-                self._end_probation_if_all_answered()
+                if not endpoint.answered:
+                    endpoint.answered = True
+                    self._end_probation_if_all_answered()
             if isinstance(error, ServerError) and (error.status is None or error.status >= 500):
                 self._take_out(endpoint)
             elif error is None:
@@ -338,11 +339,11 @@ class EndpointPool:
 
     def _end_probation_if_all_answered(self) -> None:
         """Every endpoint has answered (or is disabled): the probation has done its job."""
-        if all(e.answered or e.disabled is not None for e in self.endpoints):
+        if all(e.answered or e.disabled is not None for e in self.endpoints) \
+                and any(e.probation_until != 0.0 for e in self.endpoints):
             for e in self.endpoints:
-                if e.probation_until is None or e.probation_until > 0.0:
-                    e.probation_until = 0.0
-                    self._wake()
+                e.probation_until = 0.0
+            self._wake()
 
     def _wake(self) -> None:
         """A probation ended: the waiters look again."""

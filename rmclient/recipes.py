@@ -138,21 +138,22 @@ class PolarRecipe:
                 return False
         return True
 
-    def _final_ids(self, halves: Sequence["tuple[str, str]"]) -> List[List[int]]:
-        """The ids of ``ref_half + "<|reward|>" + out_half`` for each pair, reward token appended.
+    def _final(self, halves: Sequence["tuple[str, str]"]) -> "tuple[List[str], List[List[int]]]":
+        """The text ``ref_half + "<|reward|>" + out_half + reward token`` of each pair, and its ids.
 
         Reference halves shared by a group (GRPO rollouts of one prompt) are tokenized once when
         the separator splits cleanly; otherwise each text is tokenized whole, reward token included.
         """
+        texts = [a + POLAR_SEPARATOR + b + self.reward_token for a, b in halves]
         tail = [self.reward_token_id]
         if self._split and 4 * len({h[0] for h in halves}) < 3 * len(halves):
             refs = self._tok.encode([h[0] for h in halves], False)
             outs = self._tok.encode([h[1] for h in halves], False)
-            return [self._bos + r + [self._sep] + o + tail for r, o in zip(refs, outs)]
-        texts = [a + POLAR_SEPARATOR + b for a, b in halves]
+            return texts, [self._bos + r + [self._sep] + o + tail for r, o in zip(refs, outs)]
         if self._reward_in_text:
-            return self._tok.encode([t + self.reward_token for t in texts], True)
-        return [x + tail for x in self._tok.encode(texts, True)]
+            return texts, self._tok.encode(texts, True)
+        cut = len(self.reward_token)
+        return texts, [x + tail for x in self._tok.encode([t[:-cut] for t in texts], True)]
 
     def validate(self, samples: Sequence[Any], start: int = 0) -> List[PolarSample]:
         """Check and normalise ``samples``; error indices count from ``start``."""
@@ -168,9 +169,9 @@ class PolarRecipe:
         fast = [i for i, uncut in enumerate(self.proven_uncut(polar)) if uncut]
         halves = [(_join(polar[i].prompt, polar[i].reference, polar[i].wrapper),
                    _join(polar[i].prompt, polar[i].output, polar[i].wrapper)) for i in fast]
-        for i, (a, b), ids in zip(fast, halves, self._final_ids(halves)):
+        for i, text, ids in zip(fast, *self._final(halves)):
             if len(ids) <= self.max_length:  # else the rule shrinks it (_fit)
-                out[i] = Encoded(a + POLAR_SEPARATOR + b + self.reward_token, ids, False)
+                out[i] = Encoded(text, ids, False)
         rest = [i for i, e in enumerate(out) if e is None]
         for i, e in zip(rest, self._encode_by_rule([polar[i] for i in rest])):
             out[i] = e
@@ -204,8 +205,7 @@ class PolarRecipe:
             for p, r, o in zip(prompts, refs, outs)
         ]
         halves = self._halves(polar, cut, list(zip(prompts, refs, outs)))
-        ids = self._final_ids(halves)
-        texts = [a + POLAR_SEPARATOR + b for a, b in halves]
+        texts, ids = self._final(halves)
         truncated = [
             (len(c[0]), len(c[1]), len(c[2])) != (len(p), len(r), len(o))
             for c, p, r, o in zip(cut, prompts, refs, outs)
@@ -213,7 +213,7 @@ class PolarRecipe:
         for i in [i for i, x in enumerate(ids) if len(x) > self.max_length]:
             texts[i], ids[i] = self._fit(polar[i], prompts[i], refs[i], outs[i], cut[i])
             truncated[i] = True
-        return [Encoded(t + self.reward_token, x, cut) for t, x, cut in zip(texts, ids, truncated)]
+        return [Encoded(t, x, cut) for t, x, cut in zip(texts, ids, truncated)]
 
     def _cut_pieces(self, p: List[int], r: List[int], o: List[int], budget: int, resp: int):
         r = _cut(r, resp, self.cut_side)
@@ -238,12 +238,12 @@ class PolarRecipe:
         return [(_join(p, r, s.wrapper), _join(p, o, s.wrapper)) for s, (p, r, o) in zip(polar, texts)]
 
     def _fit(self, sample: PolarSample, p, r, o, cut) -> tuple:
-        """Shrink one over-long sample until its ids fit ``max_length`` exactly."""
+        """Shrink one over-long sample until its ids fit ``max_length`` exactly: ``(text, ids)``."""
         budget, resp = self.max_length - 4, self.max_response_length
         text, ids = "", []
         for _ in range(64):
             halves = self._halves([sample], [cut], [(p, r, o)])
-            text, ids = POLAR_SEPARATOR.join(halves[0]), self._final_ids(halves)[0]
+            (text,), (ids,) = self._final(halves)
             excess = len(ids) - self.max_length
             if excess <= 0:
                 return text, ids
