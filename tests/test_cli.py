@@ -314,6 +314,29 @@ def test_score_failed_samples_exit_1_with_lines_or_null_with_on_error_nan(tmp_pa
         assert got == [reward_of(x) for x in ids[:3]] + [None] + [reward_of(x) for x in ids[4:]]
 
 
+
+def test_score_sends_the_next_chunks_while_one_is_slow_and_writes_in_order(tmp_path, polar_path, capsys):
+    """Chunks of one request each: while the first stalls, the next ones are scored; the output keeps input
+    order, and a failed chunk writes only the chunks before it, though a later one was done first."""
+    rows = polar_rows(6)
+    data = write_jsonl(tmp_path / "in.jsonl", rows)
+    out = tmp_path / "out.jsonl"
+    with FakeEngine("vllm", "0.32.0", stall=2.0, delay=0.5) as fake:
+        ids = ids_of(polar_path, fake, rows)
+        argv = ["score", str(data), "-o", str(out), "--model", polar_path, "--backend", f"vllm@{fake.url}",
+                "--chunk-size", "2", "--batch-size", "2"] + QUIET
+        fake.script = ["stall"]  # the first request (lines 1-2) answers after 2 s, the others after 0.5 s
+        assert main(argv) == 0
+        assert fake.max_concurrent == 3  # all three chunks were in flight at once
+        assert [g["id"] for g in read_jsonl(out)] == [r["id"] for r in rows]
+        assert [g["reward"] for g in read_jsonl(out)] == [reward_of(x) for x in ids]
+
+        fake.poison = lambda x: list(x) == ids[2]  # line 3, in the second chunk, fails at once
+        fake.script = ["stall"]
+        assert main(argv) == 1
+        assert "1 sample could not be scored (input lines 3)" in capsys.readouterr().err
+        assert [g["reward"] for g in read_jsonl(out)] == [reward_of(x) for x in ids[:2]]
+
 def test_score_resume_after_kill_scores_each_line_once(tmp_path, polar_path):
     """Kill a run on a slow server mid-file, tear its last line, resume: nothing is scored twice."""
     rows = polar_rows(40)

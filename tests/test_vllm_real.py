@@ -302,6 +302,29 @@ def test_client_vllm_equals_in_process(servers, models):
     assert abs(remote_client(POLAR_SAMPLES[1]) - local[1]) < TOL  # one dict -> one float
 
 
+def test_ray_data_against_vllm_equals_the_single_process_client(servers, models):
+    """Ray Data actors (a local cluster) scoring through the real server give one client's rewards, in order."""
+    ray = __import__("ray") if os.environ.get("CI") == "true" else pytest.importorskip("ray")  # CI installs it
+    from rmclient import RewardModelClient
+    from rmclient.integrations.ray import RewardScorer
+
+    path, url = models["polar"], servers["polar"].url
+    samples = POLAR_SAMPLES * 4
+    with RewardModelClient(path, server_type="vllm", server_address=url) as client:
+        expected = client(samples)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, object_store_memory=256 * 2**20)
+    try:
+        ray.data.DataContext.get_current().execution_options.preserve_order = True
+        rows = ray.data.from_items([dict(s, id=i) for i, s in enumerate(samples)]).map_batches(
+            RewardScorer, fn_constructor_kwargs=dict(model=path, server_type="vllm", server_address=url),
+            concurrency=2, batch_size=3).take_all()
+    finally:
+        ray.shutdown()
+    assert [r["id"] for r in rows] == list(range(len(samples)))
+    assert [r["reward"] for r in rows] == pytest.approx(expected, abs=TOL)
+    assert len(set(round(r, 3) for r in expected[:5])) == 5  # distinct, so order is checked
+
+
 # --- token-reward models (remote code) ---------------------------------------------------------------
 
 

@@ -23,9 +23,10 @@ Each line is one sample, POLAR style {"prompt", "reference", "output"} or
 outcome-RM style {"prompt", "output"} or {"messages": [...]}; prompt, reference
 and output are strings or lists of {"role", "content"} messages. Other fields
 are copied unchanged. The file is read and scored in chunks of --chunk-size
-lines and each chunk is written, in input order, as soon as it is done: memory
-stays bounded whatever the size of the file, and an interrupted run continues
-with --resume, without rescoring what OUT already holds.
+lines, three chunks at a time (the next ones are sent while the oldest
+finishes), and each chunk is written, in input order, as soon as it is done:
+memory stays bounded whatever the size of the file, and an interrupted run
+continues with --resume, without rescoring what OUT already holds.
 
 A malformed line stops the run with its line number and field (exit 2); a
 sample the backend cannot score stops it with the failed lines (exit 1). In

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import collections
+import concurrent.futures
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
-from typing import IO, Any, Callable, Dict, List, Optional, Tuple
+from typing import IO, Any, Callable, Deque, Dict, Iterator, List, Optional, Tuple
 
 from .backend import add_backend_arguments, make_client, selected_backend
 from .exits import InputError, Interrupted, guarded
@@ -22,6 +25,9 @@ __all__ = [
 
 #: Input lines read, scored and written at a time (``--chunk-size``).
 CHUNK_LINES = 256
+#: Chunks scored at once: the next ones are read, encoded and sent while the oldest finishes, so that the
+#: servers never wait for a chunk's slowest request; each is written, in order, as soon as it is done.
+CHUNKS_AHEAD = 3
 
 def add_on_error_argument(parser: argparse.ArgumentParser, what: str) -> None:
     parser.add_argument(
@@ -105,47 +111,27 @@ def stream(args: argparse.Namespace, *, desc: str, samples_of: SamplesOf, write:
     lines = 0
     cut_lines: List[int] = []
     progress = Progress(count_records(args.input), desc=desc, unit=unit, enabled=args.progress, initial=done)
+    options = dict(hint=hint, kind=getattr(args, "kind", "reward"), aggregate=getattr(args, "aggregate", "min"))
+    ahead = _Ahead(client, progress, options)
     try:
-        for chunk, bad_line in iter_chunks(iter_records(args.input, skip=done), args.chunk_size):
-            samples: List[Dict[str, Any]] = []
-            owner: List[Tuple[int, int]] = []  # sample -> (record in chunk, sample of the record)
-            ends: List[int] = []  # record in chunk -> samples up to and including it
-            for k, record in enumerate(chunk):
-                try:
-                    mine = samples_of(record)
-                except InputError as exc:  # score and write the lines before it first
-                    bad_line, chunk = exc, chunk[:k]
-                    break
-                samples += mine
-                owner += [(k, j) for j in range(len(mine))]
-                ends.append(len(samples))
-
-            def where(i: int, f: str) -> Tuple[int, str]:
-                k, j = owner[i]
-                return chunk[k].line, field_of(chunk[k], j, f)
-
-            base = progress.n
-
-            def per_request(scored: int, total: int, base: int = base, n: int = len(chunk)) -> None:
-                progress.set(base + n * scored // max(total, 1))  # lines, as requests finish
-
+        for job in ahead.run(_jobs(iter_chunks(iter_records(args.input, skip=done), args.chunk_size),
+                                   samples_of, field_of)):
             try:
-                scored = score_samples(client, samples, where, hint=hint, progress=per_request,
-                                       kind=getattr(args, "kind", "reward"), aggregate=getattr(args, "aggregate", "min"))
+                scored = job.future.result()
             except PartialScore as partial:
-                complete = sum(1 for end in ends if end <= len(partial.scored))
+                complete = sum(1 for end in job.ends if end <= len(partial.scored))
                 if complete:
-                    kept = partial.scored[: ends[complete - 1]]
-                    write(out, chunk[:complete], [s.reward for s in kept], kept)
-                    cut_lines += sorted({chunk[owner[i][0]].line for i, s in enumerate(kept) if s.truncated})
+                    kept = partial.scored[: job.ends[complete - 1]]
+                    write(out, job.chunk[:complete], [s.reward for s in kept], kept)
+                    cut_lines += job.cut_lines(kept)
                 raise partial.error from None
-            if chunk:
-                write(out, chunk, [s.reward for s in scored], scored)
-                cut_lines += sorted({chunk[owner[i][0]].line for i, s in enumerate(scored) if s.truncated})
-            lines += len(chunk)
-            progress.set(base + len(chunk))
-            if bad_line is not None:
-                raise bad_line
+            if job.chunk:
+                write(out, job.chunk, [s.reward for s in scored], scored)
+                cut_lines += job.cut_lines(scored)
+            lines += len(job.chunk)
+            progress.update(job.written())
+            if job.bad_line is not None:
+                raise job.bad_line
         progress.finish()
     except KeyboardInterrupt:
         if output and output != "-" and resumable:
@@ -153,13 +139,104 @@ def stream(args: argparse.Namespace, *, desc: str, samples_of: SamplesOf, write:
                               "--resume to continue") from None
         raise
     finally:
+        ahead.stop()
         progress.close()
         if out is not None and out is not sys.stdout.buffer:
             out.close()
         client.close()
+        ahead.join()
     if cut_lines:
         shown = line_ranges(cut_lines)
         print(f"warning: {len(cut_lines)} lines had samples cut to fit, by the recipe's rule: "
               f"{client.truncation_limits()}: lines {shown}", file=sys.stderr)
     destination = "" if not output else "stdout" if output == "-" else output
     return Streamed(lines, done, time.monotonic() - started, destination, cut_lines)
+
+
+@dataclass
+class _Job:
+    """One chunk of whole input lines: its samples, where each came from, and (once submitted) its scoring."""
+
+    chunk: List[Record]
+    bad_line: Optional[InputError]  # what ends the input after this chunk
+    samples: List[Dict[str, Any]]
+    owner: List[Tuple[int, int]]  # sample -> (record in chunk, sample of the record)
+    ends: List[int]  # record in chunk -> samples up to and including it
+    field_of: FieldOf
+    future: "Optional[concurrent.futures.Future[List[Any]]]" = None
+    shown: int = 0  # lines the progress bar counts for this chunk
+
+    def where(self, i: int, f: str) -> Tuple[int, str]:
+        k, j = self.owner[i]
+        return self.chunk[k].line, self.field_of(self.chunk[k], j, f)
+
+    def cut_lines(self, scored: List[Any]) -> List[int]:
+        return sorted({self.chunk[self.owner[i][0]].line for i, s in enumerate(scored) if s.truncated})
+
+    def advance(self, scored: int, total: int) -> int:
+        """Lines to add to the bar now that ``scored`` of ``total`` samples are settled."""
+        lines = len(self.chunk) * scored // max(total, 1)
+        step, self.shown = max(0, lines - self.shown), max(self.shown, lines)
+        return step
+
+    def written(self) -> int:
+        return self.advance(1, 1)
+
+
+def _jobs(chunks: Iterator[Tuple[List[Record], Optional[InputError]]], samples_of: SamplesOf,
+          field_of: FieldOf) -> Iterator[_Job]:
+    """The input's chunks as jobs; a malformed line ends its chunk (the lines before it are still scored)."""
+    for chunk, bad_line in chunks:
+        samples: List[Dict[str, Any]] = []
+        owner: List[Tuple[int, int]] = []
+        ends: List[int] = []
+        for k, record in enumerate(chunk):
+            try:
+                mine = samples_of(record)
+            except InputError as exc:
+                bad_line, chunk = exc, chunk[:k]
+                break
+            samples += mine
+            owner += [(k, j) for j in range(len(mine))]
+            ends.append(len(samples))
+        yield _Job(chunk, bad_line, samples, owner, ends, field_of)
+        if bad_line is not None:
+            return
+
+
+class _Ahead:
+    """Scores up to :data:`CHUNKS_AHEAD` jobs at once in worker threads (the client's calls from several
+    threads share its requests) and hands them back in input order."""
+
+    def __init__(self, client: Any, progress: Progress, options: Dict[str, Any]) -> None:
+        self.client, self.progress, self.options = client, progress, options
+        self._workers = concurrent.futures.ThreadPoolExecutor(CHUNKS_AHEAD, thread_name_prefix="rmclient-chunk")
+        self._stopping = threading.Event()
+
+    def run(self, jobs: Iterator[_Job]) -> Iterator[_Job]:
+        """``jobs`` submitted ahead, yielded oldest first: the caller waits for ``job.future`` itself."""
+        waiting: Deque[_Job] = collections.deque()
+        for job in jobs:
+            job.future = self._workers.submit(self._score, job)
+            waiting.append(job)
+            if len(waiting) >= CHUNKS_AHEAD:
+                yield waiting.popleft()
+        while waiting:
+            yield waiting.popleft()
+
+    def _score(self, job: _Job) -> List[Any]:
+        if self._stopping.is_set():  # the run stopped before this chunk's turn
+            return []
+
+        def per_request(scored: int, total: int) -> None:
+            self.progress.update(job.advance(scored, total))
+
+        return score_samples(self.client, job.samples, job.where, progress=per_request, **self.options)
+
+    def stop(self) -> None:
+        """No new chunk starts (call before closing the client, which ends those being scored)."""
+        self._stopping.set()
+        self._workers.shutdown(wait=False, cancel_futures=True)
+
+    def join(self) -> None:
+        self._workers.shutdown(wait=True)
