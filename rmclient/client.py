@@ -134,6 +134,7 @@ class _ClientBase:
         self._local_options = dict(
             device=device, dtype=dtype, trust_remote_code=trust_remote_code,
             batch_size=batch_size or 32, max_tokens=max_tokens_per_batch, batch_invariant=batch_invariant,
+            max_padding=None,
         )
         self._pool_options = dict(
             max_in_flight=max_in_flight, api_key=api_key or os.environ.get(API_KEY_ENV) or None,
@@ -284,7 +285,8 @@ class _ClientBase:
         if key not in schedulers:
             if server_type == "transformers":
                 backend = self.local_backend
-                sink: Any = LocalSink(functools.partial(backend.score, output=output), max_rows=8 * backend.batch_size)
+                sink: Any = LocalSink(functools.partial(backend.score, output=output), max_rows=8 * backend.batch_size,
+                                      executor=backend.thread)
             else:
                 sink = RemoteSink(self._pool(server_type), batch_size=self.batch_size,
                                   max_tokens_per_request=self.max_tokens_per_request,

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import concurrent.futures
 import heapq
 import logging
 import math
@@ -161,12 +162,18 @@ class LocalSink(Sink):
     """The in-process model: one batch at a time in a worker thread; calls waiting meanwhile share the next.
 
     ``score(ids, on_progress, names)`` is the backend's blocking scorer (``names``: the
-    samples' indices, for its error messages).
+    samples' indices, for its error messages), run on ``executor`` (the backend's one model
+    thread; ``None``: the loop's default executor).
     """
 
-    def __init__(self, score: Callable[..., List[float]], *, max_rows: int = 256) -> None:
+    def __init__(self, score: Callable[..., List[float]], *, max_rows: int = 256,
+                 executor: Optional[concurrent.futures.Executor] = None) -> None:
         self.score = score
         self.max_rows = max_rows
+        self.executor = executor
+
+    async def _run(self, *args: Any) -> List[float]:
+        return await asyncio.get_running_loop().run_in_executor(self.executor, self.score, *args)
 
     def capacity(self) -> int:
         return 1
@@ -184,7 +191,7 @@ class LocalSink(Sink):
         calls = chunk.calls()
         if len(calls) > 1:
             try:
-                chunk.deliver(await asyncio.to_thread(self.score, chunk.inputs, None, chunk.indices))
+                chunk.deliver(await self._run(chunk.inputs, None, chunk.indices))
                 return
             except Exception:  # noqa: BLE001 - one call's bad input must not fail the others: run each alone
                 for call in calls:
@@ -199,7 +206,7 @@ class LocalSink(Sink):
             loop.call_soon_threadsafe(call.report, n)
 
         try:
-            values = await asyncio.to_thread(self.score, chunk.inputs, progress, chunk.indices)
+            values = await self._run(chunk.inputs, progress, chunk.indices)
         except InvalidSampleError as exc:  # its index is the position in this request: name the sample's own
             index = chunk.indices[exc.index] if 0 <= exc.index < len(chunk.indices) else exc.index
             call.abort(InvalidSampleError(index, exc.field, exc.reason))

@@ -110,10 +110,39 @@ def test_max_padding_backend(polar_path):
     backend = TransformersBackend(polar_path, client.config, pad_token_id=client.tokenizer.pad_token_id,
                                   max_padding=None)
     assert backend.score(ids) == pytest.approx(single, abs=1e-4)
-    assert backend._padding_limit() == 0.1  # None: 0.1 on CPU
+    assert backend._padding_limit() == 0.0  # None: no padding on CPU
+    assert backend.forward_passes == len({len(x) for x in ids})  # one pass per length
     wide = TransformersBackend(polar_path, client.config, pad_token_id=client.tokenizer.pad_token_id)
     wide.score(ids)
     assert wide.forward_passes == 1 < backend.forward_passes
+
+
+def test_the_client_batches_equal_lengths_only_on_cpu_and_on_one_thread(polar_path):
+    """The in-process default on CPU: no padded pass (equal lengths share one), every pass on the
+    backend's one model thread (PyTorch's CPU thread pool belongs to the calling thread)."""
+    import threading
+
+    client = RewardModelClient(polar_path)
+    samples = [{"prompt": f"Question {i}?", "reference": "It is.", "output": ["Yes.", "No.", "Maybe so."][i % 3]}
+               for i in range(300)]
+    ids = client.encode_ids(samples)
+    backend = client.local_backend
+    seen, forward = [], backend._forward
+
+    def recorded(seqs, output="reward"):
+        seen.append((threading.get_ident(), [len(s) for s in seqs]))
+        return forward(seqs, output)
+
+    backend._forward = recorded
+    got = client(samples) + client(samples[:150]) + client(samples[150:])
+    single = [backend.score([x])[0] for x in ids[:20]]
+    assert got[:20] == pytest.approx(single, abs=1e-4)
+    assert got[300:] == pytest.approx(got[:300], abs=1e-4)
+    lengths = [n for _, batch in seen[:-20] for n in batch]
+    assert sorted(lengths) == sorted(len(x) for x in ids * 2)
+    assert all(len(set(batch)) == 1 for _, batch in seen) and max(len(b) for _, b in seen) > 1
+    threads = {ident for ident, _ in seen[:-20]}
+    assert len(threads) == 1 and threading.get_ident() not in threads
 
 
 def test_non_finite_rewards_raise_naming_the_samples(polar_path):

@@ -79,9 +79,10 @@ class RewardServer:
             sequences and this many padded tokens (``rows * longest``).
         max_wait_ms: how long the oldest waiting request waits for others to join it.
         max_padding: a merged batch is sorted by length and cut into forward passes whose
-            padding stays under this fraction of their tokens (``None``: 0.1 on CPU, where
-            a forward costs the same per token at any batch size, so padding is pure waste;
-            no cut on GPUs, where wide batches pay).
+            padding stays under this fraction of their tokens (``None``: no padding on CPU,
+            where a padded batch takes the masked attention path, measured 2x slower per token
+            on the benchmark's model, and equal lengths still share a pass; no cut on GPUs,
+            where wide batches pay).
         max_samples: most inputs per request (413 over it).
         max_body_bytes: largest request body (413 over it).
         header_timeout: a connection that has not sent a whole request head in this many seconds
@@ -161,7 +162,8 @@ class RewardServer:
             max_samples=max_samples, max_model_len=self.max_model_len, vocab_size=self.encoder.vocab_size,
             max_token_chars=max((len(t) for t in self.tokenizer.get_vocab()), default=1) or 1,
         )
-        self._model_pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="rmclient-model")
+        self._client = client
+        self._model_pool = self.backend.thread  # every forward pass on one thread (TransformersBackend)
         self._token_pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="rmclient-tokenize")
         self._big_pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="rmclient-big-requests")
         self.header_timeout = header_timeout
@@ -208,9 +210,10 @@ class RewardServer:
     async def _on_cleanup(self, app: Any) -> None:
         for batcher in self._batchers.values():
             await batcher.close()
-        self._model_pool.shutdown(wait=False)
         self._token_pool.shutdown(wait=False)
         self._big_pool.shutdown(wait=False)
+        if self._client is None:  # the model thread is ours only when the backend is
+            self._model_pool.shutdown(wait=False)
 
     def runner(self, **kwargs: Any) -> Any:
         """An ``aiohttp.web.AppRunner`` for :meth:`build_app`: a handler whose client disconnected is
