@@ -525,6 +525,7 @@ def bench_ray(args, model_dir: str) -> List[Result]:
     t_single, expected = timed(lambda: client(samples))
     ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False, object_store_memory=512 * 2**20)
     try:
+        ray.data.DataContext.get_current().execution_options.preserve_order = True  # compared row by row
         ds = ray.data.from_items(samples)
 
         def run() -> List[float]:

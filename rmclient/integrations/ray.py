@@ -14,7 +14,9 @@
     )
 
 Each actor builds its client once (in-process on its GPU, or pointing at servers) and adds the
-rewards as a column (``reward_column``). Failures keep the client's policy: ``on_error="raise"``
+rewards as a column (``reward_column``). ``__call__`` is an async generator (Ray Data >= 2.31): Ray
+runs the batches of a block at once, in order (``max_concurrency=N`` lets an actor take N blocks at
+once), and their requests share the client's batches. Failures keep the client's policy: ``on_error="raise"``
 (default) fails the batch with the client's :class:`~rmclient.errors.ScoringError` (which Ray may
 retry); ``on_error="nan"`` writes NaN for the failed rows and the reason in ``error_column``
 (``None`` for the rows that were scored), never a made-up value. Rows are the columns of the batch
@@ -25,7 +27,7 @@ Ray is imported by Ray, not here: this module only needs numpy.
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from typing import Any, AsyncIterator, Dict, List, Mapping, Optional, Sequence
 
 from rmclient.errors import ConfigurationError, ScoringError
 
@@ -67,26 +69,28 @@ class RewardScorer:
         self.reward_column, self.error_column, self.on_error = reward_column, error_column, on_error
         self.client = RewardModelClient(model, on_error="raise", **client_options)
 
-    def score(self, rows: Sequence[Dict[str, Any]]) -> "tuple[List[float], List[Optional[str]]]":
+    async def score(self, rows: Sequence[Dict[str, Any]]) -> "tuple[List[float], List[Optional[str]]]":
         """``(rewards, errors)`` of ``rows``: a failed row has NaN and its reason (``on_error="nan"``)."""
         try:
-            return list(self.client(list(rows))), [None] * len(rows)
+            return list(await self.client.ascore(list(rows))), [None] * len(rows)
         except ScoringError as exc:
             if self.on_error == "raise":
                 raise
             rewards = [math.nan if r is None else float(r) for r in exc.rewards]
             return rewards, [exc.failures.get(i) for i in range(len(rows))]
 
-    def __call__(self, batch: Any) -> Any:
+    async def __call__(self, batch: Any) -> AsyncIterator[Any]:
+        """An async generator: Ray Data runs several batches of an actor at once (in order), so that
+        their requests share the client's batches and the model never waits for the next batch."""
         import numpy as np
 
         rows = batch_rows(batch)
-        rewards, errors = self.score(rows) if rows else ([], [])
+        rewards, errors = await self.score(rows) if rows else ([], [])
         out = batch.copy() if hasattr(batch, "copy") else dict(batch)
         out[self.reward_column] = np.asarray(rewards, dtype=np.float64)
         if self.on_error == "nan":
             out[self.error_column] = np.asarray(errors, dtype=object)
-        return out
+        yield out
 
     def __del__(self) -> None:  # an actor going away closes its connections
         client = getattr(self, "client", None)
