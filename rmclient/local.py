@@ -14,6 +14,9 @@ from .modelinfo import context_length
 
 logger = logging.getLogger(__name__)
 
+#: Device -> the one thread that runs forward passes on it (:attr:`TransformersBackend.thread`).
+_THREADS: Dict[str, concurrent.futures.Executor] = {}
+_THREADS_LOCK = threading.Lock()
 #: Attribute names of per-token score heads (Llama/Qwen2/Gemma seq-cls, InternLM2 reward).
 _HEAD_NAMES = ("score", "v_head", "classifier")
 
@@ -64,8 +67,9 @@ class TransformersBackend:
     no padding at all on CPU, where a padded batch takes the masked attention path
     (measured: 2% padding halves the throughput of the benchmark's tiny model; equal
     lengths still share a pass), no cut elsewhere). Forward passes called through
-    :attr:`thread` all run on that one thread: PyTorch's CPU thread pool (OpenMP) belongs to
-    the thread that calls it, and passes from changing threads ran 1.6x slower. ``batch_invariant``: one sequence per forward
+    :attr:`thread` run on one thread per device: PyTorch's CPU thread pool (OpenMP)
+    belongs to the thread that calls it, and passes from changing threads ran 1.6x
+    slower. ``batch_invariant``: one sequence per forward
     pass, so that a reward does not depend on which other samples are scored with
     it (padding and even the batch size move float32 results by ~1e-5); on a CPU
     that costs next to nothing, on a GPU it is slow (``None``: on CPU only). A reward
@@ -109,8 +113,21 @@ class TransformersBackend:
         self._model: Any = None
         self._captured: List[Any] = []
         self._lock = threading.Lock()  # one forward pass at a time: the head hook's capture is shared
-        #: The thread for scoring off an event loop (see the class docstring).
-        self.thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="rmclient-model")
+
+    @property
+    def thread(self) -> concurrent.futures.Executor:
+        """The thread for scoring off an event loop: one per device for the whole process (see the class
+        docstring; a second model on the same CPU with a thread of its own ran 1.7x slower)."""
+        device = self._device or self.device or self._default_device()
+        with _THREADS_LOCK:
+            if device not in _THREADS:
+                _THREADS[device] = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=f"rmclient-{device}")
+            return _THREADS[device]
+
+    @staticmethod
+    def _default_device() -> str:
+        torch = require("torch", "transformers", "in-process scoring (server_type='transformers')")
+        return "cuda" if torch.cuda.is_available() else "cpu"
 
     @property
     def model(self) -> Any:
@@ -123,7 +140,7 @@ class TransformersBackend:
         torch = require("torch", "transformers", "in-process scoring (server_type='transformers')")
         import transformers
 
-        device = self.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        device = self.device or self._default_device()
         dtype = self.dtype or ("bfloat16" if device.startswith("cuda") else "float32")
         archs = self.config.get("architectures") or []
         kwargs = {"dtype": getattr(torch, dtype), "trust_remote_code": self.trust_remote_code}

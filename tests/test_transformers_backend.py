@@ -143,6 +143,7 @@ def test_the_client_batches_equal_lengths_only_on_cpu_and_on_one_thread(polar_pa
     assert all(len(set(batch)) == 1 for _, batch in seen) and max(len(b) for _, b in seen) > 1
     threads = {ident for ident, _ in seen[:-20]}
     assert len(threads) == 1 and threading.get_ident() not in threads
+    assert RewardModelClient(polar_path).local_backend.thread is backend.thread  # one per device, not per model
 
 
 def test_non_finite_rewards_raise_naming_the_samples(polar_path):

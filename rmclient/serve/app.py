@@ -162,7 +162,6 @@ class RewardServer:
             max_samples=max_samples, max_model_len=self.max_model_len, vocab_size=self.encoder.vocab_size,
             max_token_chars=max((len(t) for t in self.tokenizer.get_vocab()), default=1) or 1,
         )
-        self._client = client
         self._model_pool = self.backend.thread  # every forward pass on one thread (TransformersBackend)
         self._token_pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="rmclient-tokenize")
         self._big_pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="rmclient-big-requests")
@@ -212,8 +211,6 @@ class RewardServer:
             await batcher.close()
         self._token_pool.shutdown(wait=False)
         self._big_pool.shutdown(wait=False)
-        if self._client is None:  # the model thread is ours only when the backend is
-            self._model_pool.shutdown(wait=False)
 
     def runner(self, **kwargs: Any) -> Any:
         """An ``aiohttp.web.AppRunner`` for :meth:`build_app`: a handler whose client disconnected is
