@@ -5,6 +5,7 @@ from __future__ import annotations
 import concurrent.futures
 import logging
 import math
+import os
 import threading
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
@@ -17,6 +18,17 @@ logger = logging.getLogger(__name__)
 #: Device -> the one thread that runs forward passes on it (:attr:`TransformersBackend.thread`).
 _THREADS: Dict[str, concurrent.futures.Executor] = {}
 _THREADS_LOCK = threading.Lock()
+
+
+def _after_fork_in_child() -> None:
+    """A forked child has none of its parent's threads: its models get threads of their own."""
+    global _THREADS_LOCK
+    _THREADS.clear()
+    _THREADS_LOCK = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 #: Attribute names of per-token score heads (Llama/Qwen2/Gemma seq-cls, InternLM2 reward).
 _HEAD_NAMES = ("score", "v_head", "classifier")
 

@@ -191,3 +191,27 @@ def test_reward_architecture_without_its_code_is_refused(tmp_path):
     client = RewardModelClient(path, trust_remote_code=True)
     with pytest.raises(ConfigurationError, match="declares Qwen2ForRewardModel but transformers loaded Qwen2Model"):
         client({"prompt": "q", "output": "a"})
+
+
+def test_a_forked_child_scores_with_a_model_thread_of_its_own(polar_path):
+    """The model thread is per process: a child forked after the parent scored does not wait on its
+    parent's thread (which the child does not have)."""
+    import multiprocessing
+
+    client = RewardModelClient(polar_path)
+    expected = client(SAMPLES[:2])
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+
+    def child():
+        queue.put(RewardModelClient(polar_path)(SAMPLES[:2]))
+
+    proc = ctx.Process(target=child)
+    proc.start()
+    try:
+        got = queue.get(timeout=120)
+    finally:
+        proc.join(timeout=30)
+        if proc.is_alive():
+            proc.kill()
+    assert got == pytest.approx(expected, abs=1e-5)

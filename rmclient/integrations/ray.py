@@ -80,8 +80,8 @@ class RewardScorer:
             return rewards, [exc.failures.get(i) for i in range(len(rows))]
 
     async def __call__(self, batch: Any) -> AsyncIterator[Any]:
-        """An async generator: Ray Data runs several batches of an actor at once (in order), so that
-        their requests share the client's batches and the model never waits for the next batch."""
+        """An async generator: Ray Data runs several batches of an actor at once (in order), and their
+        requests share the client's batches."""
         import numpy as np
 
         rows = batch_rows(batch)
