@@ -285,8 +285,7 @@ class _ClientBase:
         if key not in schedulers:
             if server_type == "transformers":
                 backend = self.local_backend
-                sink: Any = LocalSink(functools.partial(backend.score, output=output), max_rows=8 * backend.batch_size,
-                                      executor=backend.thread)
+                sink: Any = LocalSink(functools.partial(backend.score, output=output), executor=backend.thread)
             else:
                 sink = RemoteSink(self._pool(server_type), batch_size=self.batch_size,
                                   max_tokens_per_request=self.max_tokens_per_request,

@@ -159,21 +159,21 @@ class RemoteSink(Sink):
 
 
 class LocalSink(Sink):
-    """The in-process model: one batch at a time in a worker thread; calls waiting meanwhile share the next.
+    """The in-process model: one request at a time on the model's thread; calls waiting meanwhile
+    share the next, and each gets its rewards as the forward pass that computed them ends.
 
-    ``score(ids, on_progress, names)`` is the backend's blocking scorer (``names``: the
-    samples' indices, for its error messages), run on ``executor`` (the backend's one model
-    thread; ``None``: the loop's default executor).
+    ``score(ids, on_batch, names)`` is the backend's blocking scorer (``on_batch(positions, values)``
+    after each forward pass; ``names``: the samples' indices, for its error messages), run on
+    ``executor`` (the backend's one model thread; ``None``: the loop's default executor).
+    ``max_rows``: what a request merged from waiting ones may hold (the backend plans its passes over
+    the whole request: equal lengths share a pass, so more rows make fewer passes).
     """
 
-    def __init__(self, score: Callable[..., List[float]], *, max_rows: int = 256,
+    def __init__(self, score: Callable[..., List[float]], *, max_rows: int = 1024,
                  executor: Optional[concurrent.futures.Executor] = None) -> None:
         self.score = score
         self.max_rows = max_rows
         self.executor = executor
-
-    async def _run(self, *args: Any) -> List[float]:
-        return await asyncio.get_running_loop().run_in_executor(self.executor, self.score, *args)
 
     def capacity(self) -> int:
         return 1
@@ -189,33 +189,26 @@ class LocalSink(Sink):
 
     async def send(self, chunk: Chunk, policy: RetryPolicy, deadline_at: float) -> None:
         calls = chunk.calls()
-        if len(calls) > 1:
-            try:
-                chunk.deliver(await self._run(chunk.inputs, None, chunk.indices))
-                return
-            except Exception:  # noqa: BLE001 - one call's bad input must not fail the others: run each alone
-                for call in calls:
-                    await self.send(chunk.part_of(call), policy, deadline_at)
-                return
         if not calls:
             return
-        call = calls[0]
         loop = asyncio.get_running_loop()
 
-        def progress(n: int) -> None:
-            loop.call_soon_threadsafe(call.report, n)
+        def scored(positions: List[int], values: List[float]) -> None:  # on the model thread, after each pass
+            part = Chunk([chunk.indices[k] for k in positions], [], owners=[chunk.owners[k] for k in positions])
+            loop.call_soon_threadsafe(part.deliver, values)
 
+        names = chunk.indices if len(calls) == 1 else None
         try:
-            values = await self._run(chunk.inputs, progress, chunk.indices)
-        except InvalidSampleError as exc:  # its index is the position in this request: name the sample's own
-            index = chunk.indices[exc.index] if 0 <= exc.index < len(chunk.indices) else exc.index
-            call.abort(InvalidSampleError(index, exc.field, exc.reason))
-            return
-        except Exception as exc:  # noqa: BLE001 - the caller gets it as it is
-            call.abort(exc)
-            return
-        for i, v in zip(chunk.indices, values):
-            call.deliver(i, v)
+            await loop.run_in_executor(self.executor, self.score, chunk.inputs, scored, names)
+        except Exception as exc:  # noqa: BLE001 - handled per call below
+            if len(calls) > 1:  # one call's bad input must not fail the others: the rest of each call alone
+                for call in calls:
+                    await self.send(chunk.part_of(call, unsettled=True), policy, deadline_at)
+            elif isinstance(exc, InvalidSampleError):  # its index is the position in this request
+                index = chunk.indices[exc.index] if 0 <= exc.index < len(chunk.indices) else exc.index
+                calls[0].abort(InvalidSampleError(index, exc.field, exc.reason))
+            else:  # the caller gets it as it is
+                calls[0].abort(exc)
 
 
 @dataclass

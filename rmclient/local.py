@@ -184,10 +184,11 @@ class TransformersBackend:
         return model
 
     def score(
-        self, ids: Sequence[Sequence[int]], on_progress: Optional[Callable[[int], None]] = None,
+        self, ids: Sequence[Sequence[int]], on_batch: Optional[Callable[[List[int], List[Any]], None]] = None,
         names: Optional[Sequence[int]] = None, output: str = "reward",
     ) -> List[Any]:
-        """Raw rewards for each id sequence, in input order; ``on_progress(n)`` after each forward pass.
+        """Raw rewards for each id sequence, in input order; ``on_batch(positions, values)`` after each
+        forward pass with the finite values it gave (positions in ``ids``), so a caller can use them at once.
         ``names``: the samples' indices in the caller's input, for error messages (default: positions).
         ``output`` (``adapters.base.OUTPUTS``): ``"reward"`` a float each, ``"vector"`` every label at the
         last token, ``"tokens"`` every label at every token."""
@@ -216,8 +217,9 @@ class TransformersBackend:
                 out = self._forward([ids[i] for i in batch], output)
             for i, r in zip(batch, out):
                 rewards[i] = r
-            if on_progress is not None:  # outside the lock: a slow callback holds up no one else
-                on_progress(len(batch))
+            if on_batch is not None:  # outside the lock: a slow callback holds up no one else
+                done = [i for i in batch if _finite(rewards[i])]
+                on_batch(done, [rewards[i] for i in done])
         bad = [i for i, r in enumerate(rewards) if not _finite(r)]
         if bad:
             shown = ", ".join(f"{names[i] if names is not None else i} ({_nonfinite(rewards[i])})" for i in bad)

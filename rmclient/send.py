@@ -148,9 +148,10 @@ class Chunk:
     def part(self, lo: int, hi: int) -> "Chunk":
         return Chunk(self.indices[lo:hi], self.inputs[lo:hi], owners=self.owners[lo:hi])
 
-    def part_of(self, call: Call) -> "Chunk":
-        """The samples of ``call``."""
-        keep = [k for k, c in enumerate(self.owners) if c is call]
+    def part_of(self, call: Call, unsettled: bool = False) -> "Chunk":
+        """The samples of ``call`` (``unsettled``: only those it has neither a reward nor a failure for)."""
+        keep = [k for k, c in enumerate(self.owners) if c is call and not (
+            unsettled and (call.results[self.indices[k]] is not None or self.indices[k] in call.failures))]
         return Chunk([self.indices[k] for k in keep], [self.inputs[k] for k in keep], owners=[call] * len(keep))
 
     def calls(self) -> List[Call]:

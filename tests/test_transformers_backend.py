@@ -172,6 +172,107 @@ def test_non_finite_rewards_raise_naming_the_samples(polar_path):
         hook.remove()
 
 
+def _queued_behind_a_blocked_pass(client, calls, on_pass):
+    """Run ``calls`` (lists of samples) concurrently while a first call holds the model thread, so that
+    they wait together and travel as one merged request; ``on_pass(lengths)`` runs before each later pass.
+    Returns each call's rewards or exception."""
+    import asyncio
+    import threading
+
+    backend, gate, seen = client.local_backend, threading.Event(), []
+    forward = backend._forward
+
+    def recorded(seqs, output="reward"):
+        if not seen:
+            assert gate.wait(10)
+        else:
+            on_pass([len(s) for s in seqs])
+        seen.append([len(s) for s in seqs])
+        return forward(seqs, output)
+
+    backend._forward = recorded
+
+    async def run():
+        first = asyncio.ensure_future(client.ascore([{"prompt": "Hold", "reference": "the", "output": "model."}]))
+        await asyncio.sleep(0.2)
+        tasks = [asyncio.ensure_future(client.ascore(c)) for c in calls]
+        await asyncio.sleep(0.3)  # both queued behind the first pass
+        gate.set()
+        await first
+        return await asyncio.gather(*tasks, return_exceptions=True)
+
+    try:
+        return asyncio.run(run()), seen[1:]
+    finally:
+        backend._forward = forward
+
+
+def test_calls_merged_in_process_share_passes_and_each_gets_its_rewards_as_its_passes_end(polar_path):
+    """Concurrent in-process calls that wait together make one request: the backend plans its passes
+    over all their samples (equal lengths of different calls share a pass), and a call ends when its
+    own last pass does, not when the merged request does."""
+    import threading
+
+    client = RewardModelClient(polar_path)
+    long_ = [{"prompt": "Write a poem " * 12, "reference": "Roses are red.", "output": f"Violets {i} are blue " * 5}
+             for i in range(4)]
+    short = [{"prompt": f"Q{i}?", "reference": "It is.", "output": "Yes."} for i in range(4)] + [long_[0]]
+    expected = client(long_), client(short)
+    passes_of_one_call = client.local_backend.forward_passes
+    client(long_ + short)
+    passes_of_one_call = client.local_backend.forward_passes - passes_of_one_call
+    first_done = threading.Event()
+    short_lengths = {len(x) for x in client.encode_ids(short[:4])}
+    waited = []
+
+    def on_pass(lengths):  # the short samples' passes come last (longest first): the long call is done by then
+        if set(lengths) <= short_lengths:
+            waited.append(first_done.wait(10))
+
+    original = client.ascore
+
+    async def ascore(samples):
+        out = await original(samples)
+        if samples is long_:
+            first_done.set()
+        return out
+
+    client.ascore = ascore
+    (got_long, got_short), passes = _queued_behind_a_blocked_pass(client, [long_, short], on_pass)
+    assert got_long == pytest.approx(expected[0], abs=1e-4) and got_short == pytest.approx(expected[1], abs=1e-4)
+    assert len(passes) == passes_of_one_call  # one request: passes planned over both calls together
+    shared = len(client.encode_ids([long_[0]])[0])
+    assert [shared, shared] in passes  # long_[0] of both calls in one pass
+    assert waited and all(waited)  # the long call had its rewards while the short ones were still scoring
+
+
+def test_a_bad_sample_in_a_merged_request_fails_its_call_alone_and_nothing_is_scored_twice(polar_path):
+    from rmclient.errors import ResponseError
+
+    client = RewardModelClient(polar_path)
+    good = [{"prompt": f"Question {i}?", "reference": "It is.", "output": "Yes."} for i in range(4)]
+    expected = client(good)
+    backend = client.local_backend
+    bad = [{"prompt": "Fine", "reference": "It is.", "output": "Yes."},
+           {"prompt": "Odd", "reference": "It is.", "output": "No."}]
+    others = client.encode_ids(good + bad[:1] + [{"prompt": "Hold", "reference": "the", "output": "model."}])
+    poison = next(t for t in client.encode_ids(bad[1:])[0] if all(t not in x for x in others))
+
+    def nan_rows(_module, inputs, out):
+        out[(inputs[0] == poison).any(dim=1)] = float("nan")
+        return out
+
+    rows = []
+    hook = backend.model.get_input_embeddings().register_forward_hook(nan_rows)
+    try:
+        (got_good, got_bad), _ = _queued_behind_a_blocked_pass(client, [good, bad], rows.append)
+    finally:
+        hook.remove()
+    assert got_good == pytest.approx(expected, abs=1e-4)
+    assert isinstance(got_bad, ResponseError) and "sample(s) 1 (nan)" in str(got_bad)
+    assert sum(map(len, rows)) == len(good) + len(bad) + 1  # only the bad sample was scored again, alone
+
+
 def test_bad_ids_name_the_sample(polar_path):
     from rmclient import InvalidSampleError
 

@@ -22,7 +22,7 @@ def run_on_ray(args: argparse.Namespace) -> int:
     from rmclient.extras import require
 
     ray = require("ray", "ray", "rmclient score --ray")
-    from rmclient.integrations.ray import RewardScorer
+    from rmclient.integrations.ray import BATCHES_AT_ONCE, RewardScorer
 
     if args.input == "-" or not os.path.exists(args.input):
         raise InputError(f"--ray reads a file or folder, not {args.input!r}")
@@ -44,7 +44,7 @@ def run_on_ray(args: argparse.Namespace) -> int:
         # Arrow's JSON reader keeps each value's JSON type ("0" stays a string; pandas' would make it 0)
         ds = ray.data.read_parquet(args.input) if parquet else ray.data.read_json(args.input)
         scored = ds.map_batches(RewardScorer, fn_constructor_kwargs=kwargs, concurrency=args.ray_actors,
-                                batch_size=args.chunk_size)
+                                batch_size=args.chunk_size, max_concurrency=BATCHES_AT_ONCE)
         if args.output.endswith(".parquet"):
             scored.write_parquet(args.output)
         else:

@@ -3,24 +3,26 @@
 ::
 
     import ray
-    from rmclient.integrations.ray import RewardScorer
+    from rmclient.integrations.ray import BATCHES_AT_ONCE, RewardScorer
 
     ds = ray.data.read_json("samples.jsonl")
     scored = ds.map_batches(
         RewardScorer,
         fn_constructor_kwargs={"model": "internlm/POLAR-7B", "trust_remote_code": True},  # in-process
         # or {"model": "/models/rm", "server_type": "vllm", "server_address": ["10.0.0.1:8000", ...]}
-        concurrency=4, num_gpus=1, batch_size=256,
+        concurrency=4, num_gpus=1, batch_size=256, max_concurrency=BATCHES_AT_ONCE,
     )
 
 Each actor builds its client once (in-process on its GPU, or pointing at servers) and adds the
 rewards as a column (``reward_column``). ``__call__`` is an async generator (Ray Data >= 2.31): Ray
 runs the batches of a block at once, in order (``max_concurrency=N`` lets an actor take N blocks at
-once), and their requests share the client's batches. Failures keep the client's policy: ``on_error="raise"``
-(default) fails the batch with the client's :class:`~rmclient.errors.ScoringError` (which Ray may
-retry); ``on_error="nan"`` writes NaN for the failed rows and the reason in ``error_column``
-(``None`` for the rows that were scored), never a made-up value. Rows are the columns of the batch
-(``prompt``, ``reference``, ``output`` or ``messages``; other columns are ignored and kept).
+once), and their requests share the client's batches: in-process, the model's passes are planned
+over them together (equal lengths share a pass, so blocks scored at once take fewer passes).
+Failures keep the client's policy: ``on_error="raise"`` (default) fails the batch with the
+client's :class:`~rmclient.errors.ScoringError` (which Ray may retry); ``on_error="nan"`` writes
+NaN for the failed rows and the reason in ``error_column`` (``None`` for the rows that were
+scored), never a made-up value. Rows are the columns of the batch (``prompt``, ``reference``,
+``output`` or ``messages``; other columns are ignored and kept).
 Ray is imported by Ray, not here: this module only needs numpy.
 """
 
@@ -30,6 +32,10 @@ import math
 from typing import Any, AsyncIterator, Dict, List, Mapping, Optional, Sequence
 
 from rmclient.errors import ConfigurationError, ScoringError
+
+#: Blocks an actor scores at once (``map_batches(..., max_concurrency=BATCHES_AT_ONCE)``), as
+#: ``rmclient score`` keeps chunks of a file in flight.
+BATCHES_AT_ONCE = 4
 
 
 def _plain(value: Any) -> Any:
