@@ -521,11 +521,11 @@ def bench_ray(args, model_dir: str) -> List[Result]:
 
     import ray
 
-    from rmclient.integrations.ray import RewardScorer
+    from rmclient.integrations.ray import BATCHES_AT_ONCE, RewardScorer
 
     samples = [{k: s[k] for k in ("prompt", "reference", "output")} for s in make_samples(4 * args.ray_samples, seed=5)
                if all(isinstance(s[k], str) for k in ("prompt", "reference", "output"))][: args.ray_samples]
-    cpus, batch, in_flight = os.cpu_count() or 1, 256, 4
+    cpus, batch, in_flight = os.cpu_count() or 1, 256, BATCHES_AT_ONCE
     client = our_client(model_dir, [])
     client(samples[:32])
     t_single, expected = timed(lambda: client(samples))
@@ -541,6 +541,7 @@ def bench_ray(args, model_dir: str) -> List[Result]:
 
     t_batched, same = timed(lambda: asyncio.run(batched()))
     client.close()
+
     def on_ray(rows: List[Dict[str, Any]]) -> Tuple[float, List[float]]:
         """A fresh local cluster scoring ``rows``: (seconds from ``map_batches`` to the last reward, rewards)."""
         ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False, object_store_memory=512 * 2**20)
