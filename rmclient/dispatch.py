@@ -203,7 +203,7 @@ class LocalSink(Sink):
         except Exception as exc:  # noqa: BLE001 - handled per call below
             if len(calls) > 1:  # one call's bad input must not fail the others: the rest of each call alone
                 for call in calls:
-                    await self.send(chunk.part_of(call, unsettled=True), policy, deadline_at)
+                    await self.send(chunk.part_of(call), policy, deadline_at)
             elif isinstance(exc, InvalidSampleError):  # its index is the position in this request
                 index = chunk.indices[exc.index] if 0 <= exc.index < len(chunk.indices) else exc.index
                 calls[0].abort(InvalidSampleError(index, exc.field, exc.reason))

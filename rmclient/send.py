@@ -108,13 +108,17 @@ class Call:
         if self.left <= 0:
             self.done.set()
 
+    def settled(self, i: int) -> bool:
+        """Whether sample ``i`` has its reward or its failure."""
+        return self.results[i] is not None or i in self.failures
+
     def deliver(self, i: int, value: float) -> None:
-        if not self.finished and self.results[i] is None and i not in self.failures:
+        if not self.finished and not self.settled(i):
             self.results[i] = value
             self._settle(i)
 
     def fail(self, i: int, why: str) -> None:
-        if not self.finished and self.results[i] is None and i not in self.failures:
+        if not self.finished and not self.settled(i):
             self.failures[i] = why
             self._settle(i)
 
@@ -148,10 +152,9 @@ class Chunk:
     def part(self, lo: int, hi: int) -> "Chunk":
         return Chunk(self.indices[lo:hi], self.inputs[lo:hi], owners=self.owners[lo:hi])
 
-    def part_of(self, call: Call, unsettled: bool = False) -> "Chunk":
-        """The samples of ``call`` (``unsettled``: only those it has neither a reward nor a failure for)."""
-        keep = [k for k, c in enumerate(self.owners) if c is call and not (
-            unsettled and (call.results[self.indices[k]] is not None or self.indices[k] in call.failures))]
+    def part_of(self, call: Call) -> "Chunk":
+        """The samples of ``call`` that it has no reward or failure for yet."""
+        keep = [k for k, c in enumerate(self.owners) if c is call and not call.settled(self.indices[k])]
         return Chunk([self.indices[k] for k in keep], [self.inputs[k] for k in keep], owners=[call] * len(keep))
 
     def calls(self) -> List[Call]:
