@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from .batch_tokenizer import BatchTokenizer
 from .data import PolarSample, has_reference, to_chat, to_polar
 from .errors import ConfigurationError, InvalidSampleError
 from .token_bound import token_bound
+from .token_joins import word_joins
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +42,10 @@ class Encoded:
     ids: List[int]
     #: Whether the sample was cut to fit the budgets (``max_length``, POLAR's ``max_response_length``).
     truncated: bool = False
+
+
+#: A sample's prompt, reference and output ids, each tokenized with BOS as the rule does.
+Pieces = Tuple[List[int], List[int], List[int]]
 
 
 def adds_bos(tokenizer: Any) -> bool:
@@ -77,8 +82,11 @@ class PolarRecipe:
 
     Most samples need none of the piece work: where :mod:`~rmclient.token_bound` proves that no
     budget cuts a piece and that each piece decodes back to itself, the pieces are joined as they
-    are and the final text is tokenized once, which gives the rule's ids exactly
-    (``shortcut=False`` runs the whole rule on every sample).
+    are and the final text is tokenized once, which gives the rule's ids exactly. Where
+    :mod:`~rmclient.token_joins` also proves where ids compose, the final ids are joined from the
+    pieces' ids instead (the prompt is tokenized once, not twice), and the samples the bound leaves
+    open get their exact piece lengths from the same single tokenization (``shortcut=False`` runs
+    the whole rule on every sample).
     """
 
     name = "polar"
@@ -121,6 +129,9 @@ class PolarRecipe:
         )
         backend = self._tok.backend
         self._bound = token_bound(backend, self._tok.encode, self._tok.decode) if shortcut and backend else None
+        # joining ids needs the halves to split at the separator and BOS to be the only special token
+        composable = self._bound is not None and self._split and self._bound.specials == len(self._bos)
+        self._joins = word_joins(backend, self._tok.encode) if composable else None
 
     def _separator_splits(self) -> bool:
         """Whether ``encode(a + "<|reward|>" + b) == BOS + encode(a) + [sep] + encode(b)`` for this tokenizer.
@@ -166,39 +177,98 @@ class PolarRecipe:
     def encode_valid(self, polar: Sequence[PolarSample]) -> List[Encoded]:
         """Encode samples that :meth:`validate` returned."""
         out: List[Optional[Encoded]] = [None] * len(polar)
-        fast = [i for i, uncut in enumerate(self.proven_uncut(polar)) if uncut]
-        halves = [(_join(polar[i].prompt, polar[i].reference, polar[i].wrapper),
-                   _join(polar[i].prompt, polar[i].output, polar[i].wrapper)) for i in fast]
-        for i, text, ids in zip(fast, *self._final(halves)):
-            if len(ids) <= self.max_length:  # else the rule shrinks it (_fit)
-                out[i] = Encoded(text, ids, False)
+        pieces: Dict[int, Pieces] = {}
+        if self._joins is not None:
+            pieces = self._join_ids(polar, out)
+        else:
+            fast = [i for i, uncut in enumerate(self.proven_uncut(polar)) if uncut]
+            halves = [(_join(polar[i].prompt, polar[i].reference, polar[i].wrapper),
+                       _join(polar[i].prompt, polar[i].output, polar[i].wrapper)) for i in fast]
+            for i, text, ids in zip(fast, *self._final(halves)):
+                if len(ids) <= self.max_length:  # else the rule shrinks it (_fit)
+                    out[i] = Encoded(text, ids, False)
         rest = [i for i, e in enumerate(out) if e is None]
-        for i, e in zip(rest, self._encode_by_rule([polar[i] for i in rest])):
+        for i, e in zip(rest, self._encode_by_rule([polar[i] for i in rest], [pieces.get(i) for i in rest])):
             out[i] = e
         return out  # type: ignore[return-value]
+
+    def _join_ids(self, polar: Sequence[PolarSample], out: List[Optional[Encoded]]) -> Dict[int, Pieces]:
+        """Fill ``out`` with the samples the rule leaves uncut, their ids joined at word boundaries.
+
+        One tokenization covers every sample whose pieces round-trip: each piece's parts at its word
+        boundary and the windows around the two joins (plus, where the bound leaves a cut open, the
+        parts that give each piece's exact length). Returns the pieces' ids (BOS included, as the
+        rule tokenizes them) of the samples left to the rule.
+        """
+        bound, joins = self._bound, self._joins
+        assert bound is not None and joins is not None
+        budget, resp = self.max_length - 4, self.max_response_length
+        jobs, texts = [], []
+        for k, s in enumerate(polar):
+            if not self._round_trips(s):
+                continue  # the rule decodes such a piece to other text
+            proven = self._fits_bound(s)
+            ph, pt = joins.last_split(s.prompt)
+            rh, rt = joins.first_split(s.reference)
+            oh, ot = joins.first_split(s.output)
+            wr = pt + _joiner(s.reference, s.wrapper) + rh
+            wo = pt + _joiner(s.output, s.wrapper) + oh
+            if s.wrapper == "pretrain" and (bound.holds_forbidden(wr) or bound.holds_forbidden(wo)):
+                continue  # an added token's text made by the join itself
+            jobs.append((k, proven, len(texts)))
+            texts += (ph, wr, rt, wo, ot) if proven else (ph, wr, rt, wo, ot, pt, rh, oh)
+        ids = self._tok.encode(texts, False)
+        bos, sep, tail, specials = self._bos, [self._sep], [self.reward_token_id], len(self._bos)
+        left: Dict[int, Pieces] = {}
+        for k, proven, at in jobs:
+            ph, wr, rt, wo, ot = ids[at:at + 5]
+            if not proven:
+                pt, rh, oh = ids[at + 5:at + 8]
+                p, r, o = specials + len(ph) + len(pt), specials + len(rh) + len(rt), specials + len(oh) + len(ot)
+                if r > resp or o > resp or p > (budget - r - o) // 2:
+                    left[k] = (bos + ph + pt, bos + rh + rt, bos + oh + ot)
+                    continue
+            final = bos + ph + wr + rt + sep + ph + wo + ot + tail
+            if len(final) <= self.max_length:  # else the rule shrinks it (_fit)
+                s = polar[k]
+                text = _join(s.prompt, s.reference, s.wrapper) + POLAR_SEPARATOR + \
+                    _join(s.prompt, s.output, s.wrapper) + self.reward_token
+                out[k] = Encoded(text, final, False)
+        return left
 
     def proven_uncut(self, polar: Sequence[PolarSample]) -> List[bool]:
         """Per sample, whether the token bound proves that no budget cuts a piece and every piece
         decodes back to itself (then the rule's final text is the pieces joined as they are)."""
-        bound = self._bound
-        if bound is None:
+        if self._bound is None:
             return [False] * len(polar)
-        budget, resp, out = self.max_length - 4, self.max_response_length, []
-        for s in polar:
-            r, o = bound.upper(s.reference), bound.upper(s.output)
-            out.append(
-                r <= resp and o <= resp and bound.upper(s.prompt) <= (budget - r - o) // 2
-                and bound.round_trips(s.prompt) and bound.round_trips(s.reference) and bound.round_trips(s.output)
-            )
-        return out
+        return [self._round_trips(s) and self._fits_bound(s) for s in polar]
 
-    def _encode_by_rule(self, polar: Sequence[PolarSample]) -> List[Encoded]:
-        """The training rule, step by step: tokenize the pieces, cut them, decode them, join, tokenize."""
-        n = len(polar)
-        pieces = self._tok.encode(
-            [p.prompt for p in polar] + [p.reference for p in polar] + [p.output for p in polar], True
-        )
-        prompts, refs, outs = pieces[:n], pieces[n : 2 * n], pieces[2 * n :]
+    def _round_trips(self, s: PolarSample) -> bool:
+        bound = self._bound
+        assert bound is not None
+        return bound.round_trips(s.prompt) and bound.round_trips(s.reference) and bound.round_trips(s.output)
+
+    def _fits_bound(self, s: PolarSample) -> bool:
+        """Whether the token bound proves that no budget cuts a piece of ``s``."""
+        bound = self._bound
+        assert bound is not None
+        r, o = bound.upper(s.reference), bound.upper(s.output)
+        resp = self.max_response_length
+        return r <= resp and o <= resp and bound.upper(s.prompt) <= (self.max_length - 4 - r - o) // 2
+
+    def _encode_by_rule(self, polar: Sequence[PolarSample], known: Sequence[Optional[Pieces]] = ()) -> List[Encoded]:
+        """The training rule, step by step: tokenize the pieces, cut them, decode them, join, tokenize.
+
+        ``known[i]``: sample ``i``'s piece ids (BOS included) where already tokenized.
+        """
+        given = list(known) or [None] * len(polar)
+        todo = [i for i, x in enumerate(given) if x is None]
+        m = len(todo)
+        flat = self._tok.encode([polar[i].prompt for i in todo] + [polar[i].reference for i in todo]
+                                + [polar[i].output for i in todo], True) if todo else []
+        for j, i in enumerate(todo):
+            given[i] = (flat[j], flat[m + j], flat[2 * m + j])
+        prompts, refs, outs = (list(x) for x in zip(*given)) if given else ([], [], [])
         budget = self.max_length - 4
         cut = [
             self._cut_pieces(p, r, o, budget, self.max_response_length)
@@ -255,8 +325,13 @@ class PolarRecipe:
         raise ConfigurationError(f"cannot fit a POLAR sample into max_length={self.max_length}")
 
 
+def _joiner(piece: str, wrapper: str) -> str:
+    return "" if wrapper == "pretrain" or piece == "" else "\n"
+
+
 def _join(prompt: str, piece: str, wrapper: str) -> str:
-    return prompt + piece if wrapper == "pretrain" or piece == "" else prompt + "\n" + piece
+    return prompt + _joiner(piece, wrapper) + piece
+
 
 
 _MARK = "\u27e6rmclient-output\u27e7"

@@ -19,6 +19,7 @@ import json
 import logging
 import sys
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 logger = logging.getLogger(__name__)
@@ -55,7 +56,16 @@ class TokenBound:
         """Whether ``decode(encode(text))`` (special tokens skipped) is certainly ``text``."""
         if self.strips_leading_space and text[:1] == " ":
             return False
-        return not any(f in text for f in self.forbidden)
+        return not self.holds_forbidden(text)
+
+    def holds_forbidden(self, text: str) -> bool:
+        """Whether ``text`` holds an added token's string (or the "▁" that decodes to a space)."""
+        # a scan per first character ("<", "[", "▁"), then per string only where one of them occurs
+        return any(c in text for c in self._starts) and any(f in text for f in self.forbidden)
+
+    @cached_property
+    def _starts(self) -> Tuple[str, ...]:
+        return tuple(dict.fromkeys(f[0] for f in self.forbidden))
 
 
 def token_bound(
