@@ -8,8 +8,30 @@
 #   .venv-router   vllm-router (PyPI), in front of two real vLLMs in tests/test_router.py
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PYTHON=${PYTHON:-python3}
+export PYTHON=${PYTHON:-python3}
 export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_PROGRESS_BAR=off
+# Older vLLMs: the rows before 0.11.1 (0.8.x raw only by the launch flag, 0.10.0 no raw seq-cls, 0.10.1 -
+# 0.11.0 the silent-sigmoid row) and one of 0.11.1 - 0.15; the full matrix is tests/matrix/vllm.sh.
+export RMCLIENT_CI_VLLM="${RMCLIENT_CI_VLLM-0.8.5 0.10.0 0.10.1.1 0.12.0}"
+# LLM judges (tests/test_judge_vllm.py) on one of them per row of the judge table (guided_*; structured_outputs).
+export RMCLIENT_CI_JUDGE_VLLM="${RMCLIENT_CI_JUDGE_VLLM-0.10.1.1 0.12.0}"
+
+# The engines' environments do not depend on .venv and are mostly downloads: two chains build them in
+# the background while .venv builds (each chain in order: the old vLLMs share torch folders).
+logs=$(mktemp -d)
+pids=()
+trap 'for p in "${pids[@]}"; do kill -- "-$p" 2>/dev/null || true; done' EXIT
+background() {  # NAME COMMAND: run COMMAND in a process group of its own, its output in $logs/NAME
+    setsid bash -c "$2" > "$logs/$1" 2>&1 &
+    pids+=($!)
+}
+# The engines' sources (.venv-schemas), vLLM 0.32 (.venv-vllm), and vllm-router from PyPI in an
+# environment of its own (.venv-router, tests/test_router.py); the older vLLMs (.venv-matrix).
+background engines 'set -e; bash .ci/engine-schemas.sh; bash .ci/vllm-env.sh
+    if ! .venv-router/bin/vllm-router --help >/dev/null 2>&1; then
+        "$PYTHON" -m venv .venv-router && .venv-router/bin/pip install -q vllm-router==0.1.17
+    fi'
+background old-vllms 'set -e; for v in $RMCLIENT_CI_VLLM; do bash tests/matrix/install_vllm.sh "$v"; done'
 
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 # Pin torch first: an unpinned resolver would pull a multi-GB CUDA build.
@@ -43,16 +65,11 @@ if [ "$(cat .venv/openrlhf/.pins 2>/dev/null)" != "$OPENRLHF_PINS" ]; then
     echo "$OPENRLHF_PINS" > .venv/openrlhf/.pins
 fi
 
-bash .ci/engine-schemas.sh
-# vllm-router (tests/test_router.py): the Rust router from PyPI, in an environment of its own.
-if ! .venv-router/bin/vllm-router --help >/dev/null 2>&1; then
-    "$PYTHON" -m venv .venv-router && .venv-router/bin/pip install -q vllm-router==0.1.17
-fi
-bash .ci/vllm-env.sh
-# Older vLLMs: the rows before 0.11.1 (0.8.x raw only by the launch flag, 0.10.0 no raw seq-cls, 0.10.1 -
-# 0.11.0 the silent-sigmoid row) and one of 0.11.1 - 0.15; the full matrix is tests/matrix/vllm.sh.
-export RMCLIENT_CI_VLLM="${RMCLIENT_CI_VLLM-0.8.5 0.10.0 0.10.1.1 0.12.0}"
-for v in $RMCLIENT_CI_VLLM; do bash tests/matrix/install_vllm.sh "$v"; done
-
 .venv/bin/pip install -q --no-deps xtuner==0.2.0 && .venv/bin/pip install -q requests  # xtuner's own client (tests/test_xtuner_compat.py)
+
+for pid in "${pids[@]}"; do
+    wait "$pid" || { echo "building the engine environments failed:" >&2; cat "$logs"/* >&2; exit 1; }
+done
+pids=()
+cat "$logs"/*
 .venv/bin/python -m pytest -q -p no:cacheprovider "$@" tests

@@ -1,8 +1,8 @@
 """LLM judges against REAL vLLM servers on CPU (``tests/matrix/judge_check.py``): the tiny chat model of
 ``rmclient.testing`` served as ``vllm serve`` would, judged through ``JudgeClient``.
 
-On vLLM 0.32 (``.venv-vllm``) and on every old vLLM built for CI (``RMCLIENT_CI_VLLM``: 0.8.5 and 0.10.x
-take ``guided_regex`` / ``guided_choice``, 0.12.0 ``structured_outputs``): structured output forces a
+On vLLM 0.32 (``.venv-vllm``) and on old vLLMs (in CI ``RMCLIENT_CI_JUDGE_VLLM``, one per row: 0.10.1.1
+takes ``guided_regex`` / ``guided_choice`` as 0.8.5 and 0.10.0 do, 0.12.0 ``structured_outputs``): structured output forces a
 valid verdict out of random weights; the prompt ids vLLM renders equal the chat template's, and
 ``P(A)`` and the expected digit equal the in-process forward pass within 1e-4; position-swapped
 pairwise gives ``P(A>B) + P(B>A) == 1``; the same request twice gives the same answer.
@@ -23,7 +23,10 @@ import judge_check  # noqa: E402
 
 pytestmark = pytest.mark.vllm
 NEW = REPO / ".venv-vllm"
-OLD = [REPO / ".venv-matrix" / f"vllm-{v}" for v in os.environ.get("RMCLIENT_CI_VLLM", "").split()] or sorted(
+# CI judges one old vLLM per row of the judge table (RMCLIENT_CI_JUDGE_VLLM in tests/run.sh); run by hand,
+# every old vLLM of RMCLIENT_CI_VLLM, or every one built.
+_OLD = os.environ.get("RMCLIENT_CI_JUDGE_VLLM", os.environ.get("RMCLIENT_CI_VLLM", ""))
+OLD = [REPO / ".venv-matrix" / f"vllm-{v}" for v in _OLD.split()] or sorted(
     p for p in (REPO / ".venv-matrix").glob("vllm-*") if (p / ".rmclient-installed").is_file())
 VENVS = [p for p in [NEW, *OLD] if (p / "bin" / "python").exists()]
 if os.environ.get("CI") == "true" and NEW not in VENVS:
