@@ -78,9 +78,8 @@ def token_bound(
     ``encode``/``decode`` are the caller's own (transformers-equivalent) calls, used to check the
     bound on probe strings.
     """
-    try:
-        spec = json.loads(backend.to_str())
-    except Exception:  # noqa: BLE001 - a backend we cannot read proves nothing
+    spec = read_spec(backend)
+    if spec is None:
         return None
     reason, bound = _analyse(spec, backend)
     if bound is None:
@@ -96,6 +95,25 @@ def token_bound(
     return bound
 
 
+_SEQUENCE_KEYS = {"normalizer": "normalizers", "pre_tokenizer": "pretokenizers"}
+
+
+def read_spec(backend: Any) -> Optional[Dict[str, Any]]:
+    """A ``tokenizers.Tokenizer``'s own JSON, parsed (``None`` for a backend that cannot give it)."""
+    try:
+        return json.loads(backend.to_str())
+    except Exception:  # noqa: BLE001 - a backend we cannot read proves nothing
+        return None
+
+
+def spec_steps(spec: Dict[str, Any], component: str) -> List[Dict[str, Any]]:
+    """The steps of the spec's ``"normalizer"`` or ``"pre_tokenizer"``: none, the one, or a ``Sequence``'s."""
+    step = spec.get(component)
+    if step is None:
+        return []
+    return step.get(_SEQUENCE_KEYS[component], [step]) if step.get("type") == "Sequence" else [step]
+
+
 def _analyse(spec: Dict[str, Any], backend: Any) -> "tuple[str, Optional[TokenBound]]":
     model = spec.get("model") or {}
     if model.get("type") != "BPE" or model.get("dropout") or model.get("continuing_subword_prefix") \
@@ -106,9 +124,7 @@ def _analyse(spec: Dict[str, Any], backend: Any) -> "tuple[str, Optional[TokenBo
     per_text, strips = 0, False
     byte_level = False
 
-    normalizer = spec.get("normalizer")
-    steps = [] if normalizer is None else normalizer.get("normalizers", [normalizer]) \
-        if normalizer.get("type") == "Sequence" else [normalizer]
+    steps = spec_steps(spec, "normalizer")
     for step in steps:
         kind = step.get("type")
         if kind == "Prepend" and step.get("prepend") in vocab:
@@ -121,9 +137,7 @@ def _analyse(spec: Dict[str, Any], backend: Any) -> "tuple[str, Optional[TokenBo
     if steps and any(t.get("normalized") for t in spec.get("added_tokens") or []):
         return "added tokens matched after normalisation", None
 
-    pre = spec.get("pre_tokenizer")
-    pres = [] if pre is None else pre.get("pretokenizers", [pre]) if pre.get("type") == "Sequence" else [pre]
-    for step in pres:
+    for step in spec_steps(spec, "pre_tokenizer"):
         kind = step.get("type")
         if kind == "ByteLevel" and not step.get("add_prefix_space"):
             byte_level = True

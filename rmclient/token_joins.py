@@ -26,10 +26,11 @@ a "\\n" join). Anything else gives ``None``, and the composition is checked on p
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from typing import Any, Callable, List, Optional, Sequence, Tuple
+
+from .token_bound import read_spec, spec_steps
 
 logger = logging.getLogger(__name__)
 
@@ -78,9 +79,8 @@ def word_joins(
 
     ``encode`` is the caller's own (transformers-equivalent) batch encode, used on the probes.
     """
-    try:
-        spec = json.loads(backend.to_str())
-    except Exception:  # noqa: BLE001 - a backend we cannot read proves nothing
+    spec = read_spec(backend)
+    if spec is None:
         return None
     reason, joins = _analyse(spec)
     if joins is None:
@@ -104,13 +104,10 @@ def _analyse(spec: dict) -> "tuple[str, Optional[WordJoins]]":
         return "not a plain BPE model", None
     if any(any(c.isspace() for c in t.get("content", "")) for t in spec.get("added_tokens") or []):
         return "an added token holds whitespace", None
-    normalizer, pre = spec.get("normalizer"), spec.get("pre_tokenizer")
-    pres = [] if pre is None else pre.get("pretokenizers", [pre]) if pre.get("type") == "Sequence" else [pre]
-    if normalizer is None and len(pres) == 1 and pres[0].get("type") == "ByteLevel" \
+    steps, pres = spec_steps(spec, "normalizer"), spec_steps(spec, "pre_tokenizer")
+    if spec.get("normalizer") is None and len(pres) == 1 and pres[0].get("type") == "ByteLevel" \
             and not pres[0].get("add_prefix_space") and pres[0].get("use_regex", True):
         return "", WordJoins(lead=0)
-    steps = [] if normalizer is None else normalizer.get("normalizers", [normalizer]) \
-        if normalizer.get("type") == "Sequence" else [normalizer]
     sentencepiece = [{"type": "Prepend", "prepend": _META},
                      {"type": "Replace", "pattern": {"String": _SPACE}, "content": _META}]
     if pres or steps != sentencepiece:
