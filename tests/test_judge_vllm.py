@@ -2,8 +2,8 @@
 ``rmclient.testing`` served as ``vllm serve`` would, judged through ``JudgeClient``.
 
 On vLLM 0.32 (``.venv-vllm``) and on old vLLMs (in CI ``RMCLIENT_CI_JUDGE_VLLM``, one per row: 0.10.1.1
-takes ``guided_regex`` / ``guided_choice`` as 0.8.5 and 0.10.0 do, 0.12.0 ``structured_outputs``): structured output forces a
-valid verdict out of random weights; the prompt ids vLLM renders equal the chat template's, and
+takes ``guided_regex`` / ``guided_choice`` as 0.8.5 and 0.10.0 do, 0.12.0 ``structured_outputs``):
+structured output forces a valid verdict out of random weights; the prompt ids vLLM renders equal the chat template's, and
 ``P(A)`` and the expected digit equal the in-process forward pass within 1e-4; position-swapped
 pairwise gives ``P(A>B) + P(B>A) == 1``; the same request twice gives the same answer.
 """
