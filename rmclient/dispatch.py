@@ -4,7 +4,10 @@ Each call hands its validated samples (or pre-encoded inputs) to the
 :class:`Scheduler` of its backend and awaits its own results. The scheduler
 encodes them in blocks, shared between calls that use the same recipe, while
 earlier requests are in flight (the first block per server small, so that
-every server has work soon); cuts each call's samples into requests by the
+every server has work soon; with one server it is encoded and sent with the
+next block, so that the server has work in hand while the rest is encoded: on
+CPUs it shares with the client, that encoding runs several times slower than
+alone); cuts each call's samples into requests by the
 same size and token rules as a lone call; and sends them as the backend has
 room. Requests waiting for room merge with each other up to the request size
 limit, so that 2,000 concurrent one-sample calls make a handful of requests,
@@ -48,6 +51,7 @@ ON_ERROR = ("raise", "nan")
 #: Samples encoded per step while earlier requests are in flight.
 ENCODE_BLOCK = 256
 #: Samples in each of the first blocks (one per server): every server gets its first request early.
+#: A block encoded with others (of other calls, or a call's next) holds up to ``ENCODE_BLOCK + FIRST_BLOCK``.
 FIRST_BLOCK = 64
 #: Requests per server a call is cut into when it has fewer samples than ``batch_size`` allows.
 REQUESTS_PER_ENDPOINT = 2
@@ -405,7 +409,7 @@ class Scheduler:
             batch = [self._intake.popleft()]
             total = len(batch[0].items)
             while (self._intake and batch[0].recipe is not None and self._intake[0].recipe is batch[0].recipe
-                   and total + len(self._intake[0].items) <= max(ENCODE_BLOCK, len(batch[0].items))):
+                   and total + len(self._intake[0].items) <= max(ENCODE_BLOCK, len(batch[0].items)) + FIRST_BLOCK):
                 batch.append(self._intake.popleft())
                 total += len(batch[-1].items)
             batch = [b for b in batch if not b.call.finished and b.call.error is None]

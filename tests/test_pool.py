@@ -253,6 +253,31 @@ def test_request_sizes_few_large_requests_and_a_quick_first_one(polar_path):
         assert sizes == [16, 56, 64, 64, 100, 100]  # a first block of 64 per server, then 400 / (2 x 2) at most
 
 
+def test_one_servers_first_request_travels_with_the_next_block(polar_path, monkeypatch):
+    """One server: the first block is encoded with the next, and both blocks' requests go out together, so that
+    the server has work in hand while the rest is encoded (on CPUs it shares with the client, slowly)."""
+    from rmclient.recipes import PolarRecipe
+
+    samples = [{"prompt": f"p{i}", "reference": "r", "output": f"o{i}"} for i in range(600)]
+    encoded = []
+    encode_valid = PolarRecipe.encode_valid
+    with FakeEngine("vllm", "0.32.0") as a:
+
+        def spy(self, polar):
+            encoded.append((len(polar), len(a.requests)))  # samples encoded, requests the server had by then
+            return encode_valid(self, polar)
+
+        client = RewardModelClient(polar_path, server_type="vllm", server_address=[a.url], deadline=20)
+        client(samples[:1])
+        before = len(a.requests)
+        monkeypatch.setattr(PolarRecipe, "encode_valid", spy)
+        rewards = client(samples)
+        monkeypatch.undo()
+        assert rewards == expected(client, samples)
+    assert encoded[0] == (64 + 256, before) and sum(n for n, _ in encoded) == len(samples)
+    assert sorted(len(r["body"]["input"]) for r in a.requests[before:]) == [24, 64, 256, 256]
+
+
 def test_routing_weighs_requests_by_their_tokens():
     """A server busy with one long request gets less new work than one with several short ones."""
     from rmclient.pool import EndpointPool
