@@ -20,7 +20,8 @@ export RMCLIENT_CI_JUDGE_VLLM="${RMCLIENT_CI_JUDGE_VLLM-0.10.1.1 0.12.0}"
 # the background while .venv builds (each chain in order: the old vLLMs share torch folders).
 logs=$(mktemp -d)
 pids=()
-trap 'for p in "${pids[@]}"; do kill -- "-$p" 2>/dev/null || true; done' EXIT
+trap 'for p in "${pids[@]}"; do kill -- "-$p" 2>/dev/null || true; done; rm -rf "$logs"' EXIT
+started=$SECONDS
 background() {  # NAME COMMAND: run COMMAND in a process group of its own, its output in $logs/NAME
     setsid bash -c "$2" > "$logs/$1" 2>&1 &
     pids+=($!)
@@ -67,9 +68,11 @@ fi
 
 .venv/bin/pip install -q --no-deps xtuner==0.2.0 && .venv/bin/pip install -q requests  # xtuner's own client (tests/test_xtuner_compat.py)
 
+echo "[run.sh] .venv and .venv-client ready after $((SECONDS - started)) s; waiting for the engine environments" >&2
 for pid in "${pids[@]}"; do
     wait "$pid" || { echo "building the engine environments failed:" >&2; cat "$logs"/* >&2; exit 1; }
 done
 pids=()
 cat "$logs"/*
+echo "[run.sh] every environment ready after $((SECONDS - started)) s; running pytest" >&2
 .venv/bin/python -m pytest -q -p no:cacheprovider "$@" tests
