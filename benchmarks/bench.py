@@ -25,7 +25,8 @@ Figures (issues 4 and 15):
             cost (actor start, model load; shown, with the whole run vs one call).      goal >= 0.8
   vllm      the real CPU vLLM (.venv-vllm) serving a tiny POLAR-like model: ours from
             raw samples vs the same server fed our pre-tokenized ids with httpx at
-            its best batch size (the engine's ceiling).                                 goal >= 0.9
+            its best batch size (the engine's ceiling); best of ``--vllm-repeats`` alternating
+            runs each.                                                                  goal >= 0.9
             Measured twice: vLLM sharing both CPUs with the clients (our encoding
             then takes CPU from the engine), and vLLM on a CPU of its own (as a
             reward server on its own machine is; ``--no-split`` skips it).
@@ -675,7 +676,7 @@ def _bench_vllm(args, model_dir: str, cpus: List[int], split: bool) -> Result:
 
             ceiling(sizes[0])  # warm-up
             cpu: Dict[str, float] = {}  # the client process's CPU seconds (all threads) per run, best of the repeats
-            for _ in range(args.repeats):
+            for _ in range(args.vllm_repeats):
                 for bs in sizes:
                     c0 = time.process_time()
                     t, ceiling_rewards = timed(lambda: ceiling(bs))
@@ -691,7 +692,7 @@ def _bench_vllm(args, model_dir: str, cpus: List[int], split: bool) -> Result:
             tuned = our_client(model_dir, [], max_length=512, server_type="vllm", server_address=server.url,
                                batch_size=best_bs)
             tuned(samples[:4])
-            t_tuned = min(timed(lambda: tuned(samples))[0] for _ in range(args.repeats))
+            t_tuned = min(timed(lambda: tuned(samples))[0] for _ in range(args.vllm_repeats))
             tuned.close()
         ours.close()
         t_enc = min(timed(lambda: ours.encode_ids(samples))[0] for _ in range(args.repeats))
@@ -762,6 +763,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--scaling-batch-size", type=int, default=None, help="batch_size for the scaling client")
     p.add_argument("--vllm-samples", type=int, default=512)
     p.add_argument("--vllm-batch-sizes", default="16,32,64,256")
+    p.add_argument("--vllm-repeats", type=int, default=7,
+                   help="alternating runs of each vLLM figure (best of them, for ours and the ceiling alike)")
     p.add_argument("--no-split", action="store_true",
                    help="skip the second vLLM figure (vLLM on the last CPU, the clients on the others)")
     p.add_argument("--repeats", type=int, default=3, help="timed runs per measurement (alternating; medians)")

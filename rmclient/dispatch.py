@@ -4,10 +4,10 @@ Each call hands its validated samples (or pre-encoded inputs) to the
 :class:`Scheduler` of its backend and awaits its own results. The scheduler
 encodes them in blocks, shared between calls that use the same recipe, while
 earlier requests are in flight (the first block per server small, so that
-every server has work soon; with one server it is encoded and sent with the
-next block, so that the server has work in hand while the rest is encoded: on
-CPUs it shares with the client, that encoding runs several times slower than
-alone); cuts each call's samples into requests by the
+every server has work soon, unless encoding while requests are in flight runs
+at under half its idle speed: then the servers share the client's CPUs, and a
+first block travels with the next, so that a server has work in hand while the
+rest is encoded slowly); cuts each call's samples into requests by the
 same size and token rules as a lone call; and sends them as the backend has
 room. Requests waiting for room merge with each other up to the request size
 limit, so that 2,000 concurrent one-sample calls make a handful of requests,
@@ -51,8 +51,10 @@ ON_ERROR = ("raise", "nan")
 #: Samples encoded per step while earlier requests are in flight.
 ENCODE_BLOCK = 256
 #: Samples in each of the first blocks (one per server): every server gets its first request early.
-#: A block encoded with others (of other calls, or a call's next) holds up to ``ENCODE_BLOCK + FIRST_BLOCK``.
 FIRST_BLOCK = 64
+#: Encoding this many times slower with requests in flight than without means the servers share our CPUs;
+#: under the second figure, that they no longer do (apart, so that one noisy block does not flip it).
+STARVED = (2.0, 1.25)
 #: Requests per server a call is cut into when it has fewer samples than ``batch_size`` allows.
 REQUESTS_PER_ENDPOINT = 2
 #: Requests encoded ahead of those sent, per request the backend can take at once.
@@ -226,6 +228,30 @@ class _Block:
     recipe: Any = None
 
 
+class EncodeSpeed:
+    """Seconds per token of the encoding, smoothed, with no request in flight and with some; and whether the
+    second is ``STARVED`` times the first: the servers (a CPU engine on this host, the in-process model) share
+    our CPUs, and encoding while they compute is slow and slows them."""
+
+    def __init__(self) -> None:
+        self.idle: Optional[float] = None
+        self.busy: Optional[float] = None
+        self.starved = False
+
+    def record(self, tokens: int, seconds: float, busy: bool) -> None:
+        if tokens < 1000:
+            return  # too little to time
+        rate = seconds / tokens
+        old = self.busy if busy else self.idle
+        rate = rate if old is None else 0.5 * (old + rate)
+        if busy:
+            self.busy = rate
+        else:
+            self.idle = rate
+        if self.idle is not None and self.busy is not None:
+            self.starved = self.busy > STARVED[1 if self.starved else 0] * self.idle
+
+
 class Scheduler:
     """One backend's queue: every call's samples go through it; see the module docstring.
 
@@ -247,6 +273,7 @@ class Scheduler:
         self._deadlines: List[Tuple[float, int, Call]] = []
         self._timer: Optional[asyncio.TimerHandle] = None
         self._timer_at = math.inf
+        self.speed = EncodeSpeed()
 
     # -- calls -------------------------------------------------------------------------
 
@@ -408,8 +435,10 @@ class Scheduler:
                 break
             batch = [self._intake.popleft()]
             total = len(batch[0].items)
+            # starved, a first block travels with the next: the server computes on it while the rest is encoded
+            limit = max(ENCODE_BLOCK, total) + (FIRST_BLOCK if self.speed.starved else 0)
             while (self._intake and batch[0].recipe is not None and self._intake[0].recipe is batch[0].recipe
-                   and total + len(self._intake[0].items) <= max(ENCODE_BLOCK, len(batch[0].items)) + FIRST_BLOCK):
+                   and total + len(self._intake[0].items) <= limit):
                 batch.append(self._intake.popleft())
                 total += len(batch[-1].items)
             batch = [b for b in batch if not b.call.finished and b.call.error is None]
@@ -431,8 +460,11 @@ class Scheduler:
             merged = [s for b in batch for s in b.items]
             # a call that fits in one request is encoded on the loop; more goes to a thread, off the loop
             whole = len(batch) == 1 and batch[0].call.n <= batch[0].size
+            busy, sent, started = self._in_flight > 0, self.stats["requests"], time.perf_counter()
             encoded = (recipe.encode_valid(merged) if whole or total <= FIRST_BLOCK
                        else await asyncio.to_thread(recipe.encode_valid, merged))
+            busy = busy or self.stats["requests"] != sent  # requests were in flight during some of it
+            self.speed.record(sum(len(e.ids) for e in encoded), time.perf_counter() - started, busy)
             inputs, pos = [], 0
             for b in batch:
                 part = encoded[pos : pos + len(b.items)]

@@ -253,29 +253,37 @@ def test_request_sizes_few_large_requests_and_a_quick_first_one(polar_path):
         assert sizes == [16, 56, 64, 64, 100, 100]  # a first block of 64 per server, then 400 / (2 x 2) at most
 
 
-def test_one_servers_first_request_travels_with_the_next_block(polar_path, monkeypatch):
-    """One server: the first block is encoded with the next, and both blocks' requests go out together, so that
-    the server has work in hand while the rest is encoded (on CPUs it shares with the client, slowly)."""
+@pytest.mark.parametrize("slowdown", [1, 8])
+def test_a_first_block_travels_with_the_next_when_encoding_is_starved(polar_path, monkeypatch, slowdown):
+    """Encoding several times slower while requests are in flight (the server shares the client's CPUs: a
+    CPU engine on this host) makes later calls' first blocks travel with the next, so that the server has
+    work in hand while the rest is encoded; at full speed the first request goes alone, early."""
     from rmclient.recipes import PolarRecipe
 
-    samples = [{"prompt": f"p{i}", "reference": "r", "output": f"o{i}"} for i in range(600)]
+    words = " ".join(f"w{k}" for k in range(40))
+    samples = [{"prompt": f"p{i} {words}", "reference": "r", "output": f"o{i}"} for i in range(600)]
     encoded = []
     encode_valid = PolarRecipe.encode_valid
-    with FakeEngine("vllm", "0.32.0") as a:
+    with FakeEngine("vllm", "0.32.0", delay=0.2) as a:
 
-        def spy(self, polar):
-            encoded.append((len(polar), len(a.requests)))  # samples encoded, requests the server had by then
-            return encode_valid(self, polar)
+        def spy(self, polar):  # slowed while the server holds a request
+            started = time.perf_counter()
+            out = encode_valid(self, polar)
+            busy = a.in_flight > 0
+            encoded.append(len(polar))
+            time.sleep((time.perf_counter() - started) * (slowdown - 1) if busy else 0)
+            return out
 
-        client = RewardModelClient(polar_path, server_type="vllm", server_address=[a.url], deadline=20)
+        client = RewardModelClient(polar_path, server_type="vllm", server_address=[a.url], deadline=30)
         client(samples[:1])
-        before = len(a.requests)
         monkeypatch.setattr(PolarRecipe, "encode_valid", spy)
-        rewards = client(samples)
+        first = client(samples)
+        del encoded[:]
+        second = client(samples)
         monkeypatch.undo()
-        assert rewards == expected(client, samples)
-    assert encoded[0] == (64 + 256, before) and sum(n for n, _ in encoded) == len(samples)
-    assert sorted(len(r["body"]["input"]) for r in a.requests[before:]) == [24, 64, 256, 256]
+        want = expected(client, samples)
+        assert first == want and second == want
+    assert encoded[0] == (64 + 256 if slowdown > 1 else 64) and sum(encoded) == len(samples)
 
 
 def test_routing_weighs_requests_by_their_tokens():
