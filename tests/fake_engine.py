@@ -238,7 +238,10 @@ class FakeEngine:
 
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length", 0))
-                body = json.loads(self.rfile.read(length) or b"{}")
+                raw = self.rfile.read(length)
+                if len(raw) < length:  # the client went away (killed) before its request arrived: none came
+                    return
+                body = json.loads(raw or b"{}")
                 body["_auth"] = self.headers.get("Authorization")
                 with fake._count:
                     fake.in_flight += 1
