@@ -79,3 +79,48 @@ def test_request_bodies_are_compact_json_and_never_write_nan():
     for bad in (float("nan"), float("inf")):
         with pytest.raises(ValueError):
             jsonsafe.dumps({"temperature": bad})
+
+
+def _depth(x) -> int:
+    if isinstance(x, dict):
+        x = list(x.values())
+    return 1 + max(map(_depth, x), default=0) if isinstance(x, list) else 0
+
+
+def test_json_nesting_is_measured_exactly_before_parsing():
+    """``jsonsafe.too_deep`` against the real depth of random JSON whose strings hold brackets, quotes
+    and backslashes; ``loads`` refuses past ``MAX_DEPTH`` before parsing (json would parse depth 201),
+    and parses the rest as ``json``. A parse that recursed to the interpreter's limit left no stack
+    to the finalizers a collection ran meanwhile: they failed unreported (a CI flake of test_faults'
+    "deep" body)."""
+    import json
+    import random
+
+    from rmclient import jsonsafe
+
+    rng = random.Random(7)
+    leaves = [1, 2.5, None, "", "x", "s[", "]", "[[", '"', 'q"\\]{', "\\", "\\\\", '\\"[', "{}", "é]"]
+
+    def gen(d):
+        if d == 0 or rng.random() < 0.2:
+            return rng.choice(leaves)
+        if rng.random() < 0.5:
+            return [gen(d - 1) for _ in range(rng.randint(0, 3))]
+        return {rng.choice(["k", "]", "", "{", '"['])+str(i): gen(d - 1) for i in range(rng.randint(0, 3))}
+
+    for _ in range(2000):
+        value = gen(rng.randint(1, 12))
+        text = json.dumps(value, ensure_ascii=rng.random() < 0.5)
+        for limit in (0, 1, 2, 3, 5, 8):
+            assert jsonsafe.too_deep(text, limit) == (_depth(value) > limit), (text, limit)
+        assert jsonsafe.loads(text.encode()) == value
+    n = jsonsafe.MAX_DEPTH
+    assert jsonsafe.loads("[" * n + "]" * n) is not None
+    for deep in ("[" * (n + 1) + "]" * (n + 1), '{"a":[' * (n // 2 + 1) + "1" + "]}" * (n // 2 + 1),
+                 "[" * 100_000 + "]" * 100_000, "[" * 100_000, '{"a": [' * 150):
+        with pytest.raises(jsonsafe.JSONDepthError):  # json itself would parse the first two
+            jsonsafe.loads(deep)
+    assert jsonsafe.loads('["' + "[" * 5000 + '"]') == ["[" * 5000]  # brackets in a string are text
+    with pytest.raises(ValueError, match="Expecting"):
+        jsonsafe.loads('{"a": [1.')  # an ordinary error keeps json's message
+
