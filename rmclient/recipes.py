@@ -218,7 +218,8 @@ class PolarRecipe:
             jobs.append((k, proven, len(texts)))
             texts += (ph, wr, rt, wo, ot) if proven else (ph, wr, rt, wo, ot, pt, rh, oh)
         ids = self._tok.encode(texts, False)
-        bos, sep, tail, specials = self._bos, [self._sep], [self.reward_token_id], len(self._bos)
+        bos, sep, tail, specials = self._bos, self._sep, self.reward_token_id, len(self._bos)
+        reward = self.reward_token
         left: Dict[int, Pieces] = {}
         for k, proven, at in jobs:
             ph, wr, rt, wo, ot = ids[at:at + 5]
@@ -228,11 +229,11 @@ class PolarRecipe:
                 if r > resp or o > resp or p > (budget - r - o) // 2:
                     left[k] = (bos + ph + pt, bos + rh + rt, bos + oh + ot)
                     continue
-            final = bos + ph + wr + rt + sep + ph + wo + ot + tail
+            final = [*bos, *ph, *wr, *rt, sep, *ph, *wo, *ot, tail]  # one list, no intermediate ones
             if len(final) <= self.max_length:  # else the rule shrinks it (_fit)
                 s = polar[k]
-                text = _join(s.prompt, s.reference, s.wrapper) + POLAR_SEPARATOR + \
-                    _join(s.prompt, s.output, s.wrapper) + self.reward_token
+                text = f"{s.prompt}{_joiner(s.reference, s.wrapper)}{s.reference}{POLAR_SEPARATOR}" \
+                    f"{s.prompt}{_joiner(s.output, s.wrapper)}{s.output}{reward}"
                 out[k] = Encoded(text, final, False)
         return left
 
